@@ -1,0 +1,32 @@
+# Two commands a newcomer needs: `make demo` (the main job on the built-in demo world)
+# and `make test` (the test suite). Both bootstrap .venv on first use and skip the
+# install when nothing it depends on changed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.semla-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo bench fixture-check clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py CMakeLists.txt package.xml msg/*.msg tools/build_messages.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat -e .
+	tools/build_messages.sh $(VENV)
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest test $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/semla-demo
+
+fixture-check: $(STAMP)
+	$(VENV)/bin/semla-fixture-check ../shared/fixtures/catseg_official_A
+
+clean:
+	rm -rf build install log $(VENV)

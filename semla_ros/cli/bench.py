@@ -1,0 +1,31 @@
+"""`semla-bench NAME [args]`: one benchmark per part, each printing its own figures.
+
+Benchmarks live beside the code they measure (`bench_<name>.py`), so each stays a plain
+script with its own arguments; this dispatcher only finds them.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "catseg": "CAT-Seg forward on CPU/GPU: ms per frame and peak memory",
+    "fusion": "adapter swap and steady-state frame time vs PEFT",
+    "node": "ROS node overhead, mask publish time, soak against a slow model",
+    "tensorrt": "TensorRT engine build, refit and latency vs PyTorch (needs a GPU)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        print("usage: semla-bench {%s} [options]" % ",".join(BENCHMARKS))
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:9s} {what}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"semla_ros.cli.bench_{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
