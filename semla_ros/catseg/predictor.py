@@ -1,0 +1,256 @@
+"""CatSegPredictor: owns the vocabulary, the text-embedding cache and the pre/post-processing around CATSeg.
+
+Two inference paths reproduce the official code (fixture README items 1-5):
+- whole image: normalise, zero-pad to a multiple of 32, resize to the CLIP size, one forward;
+- sliding window (what SemLA evaluates with): 640x640 resize, four 384 crops + a global view, averaged.
+
+Post-processing of the whole-image path is geometrically correct by default: the 96x96 map covers the *padded*
+image, so it is resized to the padded size and then cropped to the input. `official_postprocess=True` instead
+crops the map by the unpadded pixel size (the official quirk), to compare with official `sem_seg` outputs.
+
+Text cache: embeddings are computed on demand and reused until the vocabulary or the text tower's weights
+change. Weight changes are detected by a fingerprint of every text-tower parameter: (name, storage pointer,
+autograd version counter). In-place writes such as `with torch.no_grad(): p.copy_(w)` bump the version counter,
+replacing a parameter changes its pointer, wrapping modules (e.g. PEFT) changes the names. Writes through
+`p.data` are invisible to the version counter: call `invalidate_text_cache()` after those.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from .modeling.catseg import CATSeg
+from .modeling.clip import text_tower_parameter_names
+from .modeling.text_encoder import ClipTextEncoder
+from .tokenizer import tokenize_class_names
+
+CLIP_PREFIX = "sem_seg_head.predictor.clip_model."
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probs: torch.Tensor  # (T, H, W) per-class sigmoid probabilities at the input size
+    class_ids: np.ndarray  # (H, W) int64 argmax over classes
+
+
+class CatSegPredictor:
+    def __init__(self, model: CATSeg, class_names: Sequence[str], device: str | torch.device = "cpu",
+                 sliding_window: bool = False, official_postprocess: bool = False) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.sliding_window = bool(sliding_window)
+        self.official_postprocess = bool(official_postprocess)
+        self._lock = threading.RLock()
+        self._class_names: tuple[str, ...] = ()
+        self._tokens: torch.Tensor | None = None
+        self._text_cache: torch.Tensor | None = None
+        self._text_cache_key: tuple | None = None
+        inf = self.config.inference
+        self._mean = torch.tensor(inf.pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(inf.pixel_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.set_classes(class_names)
+
+    # ------------------------------------------------------------------ vocabulary and text embeddings
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._class_names)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(T, 77) token ids of the current vocabulary's prompts."""
+        return self._tokens
+
+    def set_classes(self, names: Sequence[str]) -> None:
+        """Replace the vocabulary (validated before anything changes) and drop the cached embeddings."""
+        names = tuple(names) if not isinstance(names, str) else names
+        if isinstance(names, str) or len(names) == 0:
+            raise ValueError("class_names must be a non-empty list of strings")
+        tokens = tokenize_class_names(names, self.config.prompt_template, self.config.text.context_length)
+        with self._lock:
+            self._class_names = names
+            self._tokens = tokens.to(self.device)
+            self._text_cache = None
+            self._text_cache_key = None
+
+    def invalidate_text_cache(self) -> None:
+        with self._lock:
+            self._text_cache = None
+            self._text_cache_key = None
+
+    def set_text_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Install precomputed (T, E) embeddings, stamped as valid for the text tower's weights right now.
+
+        Call it after writing the weights they were computed with; a later weight change invalidates them.
+        """
+        expected = (len(self._class_names), self.config.embed_dim)
+        if tuple(embeddings.shape) != expected:
+            raise ValueError(f"text embeddings must have shape {expected}, got {tuple(embeddings.shape)}")
+        with self._lock:
+            self._text_cache = embeddings.detach().to(self.device)
+            self._text_cache_key = self._text_fingerprint()
+
+    def text_embeddings(self, overrides: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """L2-normalised (T, E) embeddings of the vocabulary.
+
+        Without `overrides`: the cached embeddings (computed when missing or stale). With `overrides` (full
+        parameter names as in `model.named_parameters()` -> tensors): computed with those parameters substituted,
+        on a weightless copy of the text tower, leaving the model and the cache untouched (safe from another
+        thread). Overrides of non-text parameters are accepted and have no effect on text.
+        """
+        if overrides is not None:
+            return self._text_embeddings_with(overrides)
+        with self._lock:
+            key = self._text_fingerprint()
+            if self._text_cache is None or self._text_cache_key != key:
+                with torch.no_grad():
+                    self._text_cache = self.model.encode_text(self._tokens)
+                self._text_cache_key = key
+            return self._text_cache
+
+    def _text_fingerprint(self) -> tuple:
+        clip_model = self.model.clip_model
+        params = [(name, p.data_ptr(), p._version) for name, p in clip_model.named_parameters()
+                  if not name.startswith("visual.")]
+        return (self._class_names, tuple(params))
+
+    def _text_embeddings_with(self, overrides: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        model_params = dict(self.model.named_parameters())
+        unknown = sorted(set(overrides) - set(model_params))
+        if unknown:
+            raise KeyError(f"override names are not parameters of the model: {unknown[:5]}")
+        clip_model = self.model.clip_model
+        names = text_tower_parameter_names(clip_model)
+        params = {}
+        for name in names:
+            full = CLIP_PREFIX + name
+            base = model_params[full]
+            value = overrides.get(full, base)
+            if value.shape != base.shape:
+                raise ValueError(f"override {full} has shape {tuple(value.shape)}, expected {tuple(base.shape)}")
+            params[name] = value.to(device=base.device, dtype=base.dtype)
+        text = self.config.text
+        with torch.device("meta"):
+            shadow = ClipTextEncoder(text.width, text.layers, text.heads, self.config.embed_dim,
+                                     text.context_length, text.vocab_size, text.mlp_ratio)
+        with torch.no_grad():
+            with self._lock:
+                tokens = self._tokens
+            return F.normalize(functional_call(shadow, params, (tokens,), strict=True), dim=-1)
+
+    # ------------------------------------------------------------------ whole-image path
+    def _image_tensor(self, image_rgb_uint8: np.ndarray) -> torch.Tensor:
+        image = _validated_image(image_rgb_uint8)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        return tensor.permute(2, 0, 1).unsqueeze(0).float()
+
+    def preprocess(self, image_rgb_uint8: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Official whole-image preprocessing: normalise, zero-pad bottom/right to a multiple of 32, resize.
+
+        Returns the (1, 3, S, S) CLIP input and the padded size (Hp, Wp).
+        """
+        image = self._image_tensor(image_rgb_uint8)
+        return self._preprocess_tensor(image)
+
+    def _preprocess_tensor(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        inf = self.config.inference
+        height, width = image.shape[-2:]
+        div = inf.size_divisibility
+        padded = (-(-height // div) * div, -(-width // div) * div) if div > 0 else (height, width)
+        x = (image - self._mean) / self._std
+        x = F.pad(x, (0, padded[1] - width, 0, padded[0] - height), value=0.0)
+        x = F.interpolate(x, size=(inf.clip_resolution, inf.clip_resolution), mode="bilinear",
+                          align_corners=False)
+        return x, padded
+
+    def logits(self, image_rgb_uint8: np.ndarray, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole-image path: pre-sigmoid logits (1, T, 96, 96) covering the padded image."""
+        x, _ = self.preprocess(image_rgb_uint8)
+        text = self.text_embeddings() if text_embeddings is None else text_embeddings.to(self.device)
+        with torch.no_grad():
+            return self.model(x, text)
+
+    def postprocess(self, logits: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
+        """(1, T, h, w) logits of the padded image -> (T, H, W) probabilities at the input size."""
+        probs = logits[:1].sigmoid()
+        height, width = size
+        if self.official_postprocess:
+            # official sem_seg_postprocess: crop the *map* by the unpadded pixel size, then resize
+            probs = probs[:, :, :height, :width]
+            return F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)[0]
+        probs = F.interpolate(probs, size=padded, mode="bilinear", align_corners=False)
+        return probs[0, :, :height, :width]
+
+    # ------------------------------------------------------------------ sliding-window path
+    def sliding_views(self, image_rgb_uint8: np.ndarray) -> torch.Tensor:
+        """Official views: four crops of the 640x640 resize (unfold order) and the global view, normalised and
+        resized to the CLIP size, (5, 3, S, S)."""
+        inf = self.config.inference
+        image = self._image_tensor(image_rgb_uint8)
+        kernel = inf.sliding_kernel
+        resized = F.interpolate(image, size=inf.sliding_out_res, mode="bilinear", align_corners=False)
+        crops = [resized[:, :, top:top + kernel, left:left + kernel] for top, left in self._crop_origins()]
+        global_view = F.interpolate(image, size=(kernel, kernel), mode="bilinear", align_corners=False)
+        views = (torch.cat([*crops, global_view], dim=0) - self._mean) / self._std
+        if kernel != inf.clip_resolution:
+            views = F.interpolate(views, size=(inf.clip_resolution, inf.clip_resolution), mode="bilinear",
+                                  align_corners=False)
+        return views
+
+    def _crop_origins(self) -> list[tuple[int, int]]:
+        inf = self.config.inference
+        stride, kernel = inf.sliding_stride, inf.sliding_kernel
+        rows = range(0, inf.sliding_out_res[0] - kernel + 1, stride)
+        cols = range(0, inf.sliding_out_res[1] - kernel + 1, stride)
+        return [(top, left) for top in rows for left in cols]
+
+    def sliding_logits(self, image_rgb_uint8: np.ndarray, text_embeddings: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """Pre-sigmoid logits of the sliding views, (5, T, 96, 96): crops first, global view last."""
+        views = self.sliding_views(image_rgb_uint8)
+        text = self.text_embeddings() if text_embeddings is None else text_embeddings.to(self.device)
+        with torch.no_grad():
+            return self.model(views, text)
+
+    def sliding_postprocess(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Official merge: per view upsample to the kernel and sigmoid; overlap-average the crops; average 50/50
+        with the global view at 640; resize to (H, W). Returns (T, H, W)."""
+        inf = self.config.inference
+        kernel = inf.sliding_kernel
+        probs = F.interpolate(logits, size=(kernel, kernel), mode="bilinear", align_corners=False).sigmoid()
+        out_h, out_w = inf.sliding_out_res
+        total = probs.new_zeros((probs.shape[1], out_h, out_w))
+        count = probs.new_zeros((1, out_h, out_w))
+        for view, (top, left) in zip(probs[:-1], self._crop_origins()):
+            total[:, top:top + kernel, left:left + kernel] += view
+            count[:, top:top + kernel, left:left + kernel] += 1
+        global_probs = F.interpolate(probs[-1:], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+        merged = (total / count + global_probs) / 2
+        return F.interpolate(merged[None], size=size, mode="bilinear", align_corners=False)[0]
+
+    # ------------------------------------------------------------------ one call per frame
+    def predict(self, image_rgb_uint8: np.ndarray) -> Prediction:
+        image = _validated_image(image_rgb_uint8)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        with torch.no_grad():
+            if self.sliding_window:
+                probs = self.sliding_postprocess(self.sliding_logits(image), size)
+            else:
+                x, padded = self.preprocess(image)
+                probs = self.postprocess(self.model(x, self.text_embeddings()), size, padded)
+        return Prediction(probs=probs, class_ids=probs.argmax(dim=0).cpu().numpy().astype(np.int64))
+
+
+def _validated_image(image_rgb_uint8: np.ndarray) -> np.ndarray:
+    image = np.asarray(image_rgb_uint8)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got dtype {image.dtype} shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return image
