@@ -31,3 +31,24 @@ def test_unknown_name_and_bad_dimensions_are_clear_errors():
         dataclasses.replace(tiny, vision=dataclasses.replace(tiny.vision, tap_blocks=(0, 3)))
     with pytest.raises(ValueError, match="CLIP grid"):
         dataclasses.replace(tiny, inference=dataclasses.replace(tiny.inference, clip_resolution=336))
+
+
+def test_config_dict_round_trip_and_json_path(tmp_path):
+    import json
+
+    from semla_ros.catseg.build import build_catseg, get_config
+    from semla_ros.catseg.config import CatSegConfig
+
+    for name in ("tiny", "vitb16_384", "vitl14_336"):
+        config = get_config(name)
+        text = json.dumps(config.to_dict())
+        assert CatSegConfig.from_dict(json.loads(text)) == config
+    path = tmp_path / "model_config.json"
+    path.write_text(json.dumps(get_config("tiny").to_dict()))
+    assert build_catseg(str(path)).config == get_config("tiny")
+    bad = get_config("tiny").to_dict()
+    bad["vision"]["colour"] = 3
+    with pytest.raises(ValueError, match="unknown VisionConfig fields"):
+        CatSegConfig.from_dict(bad)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        get_config(str(tmp_path / "missing.json"))

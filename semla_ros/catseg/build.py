@@ -1,6 +1,9 @@
 """Named CAT-Seg configurations (like segment-anything's build_sam registry) and `build_catseg`."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from .config import AggregatorConfig, CatSegConfig, InferenceConfig, TextConfig, VisionConfig
@@ -49,10 +52,16 @@ CONFIGS = {"vitb16_384": vitb16_384, "vitl14_336": vitl14_336, "tiny": tiny}
 
 
 def get_config(name: str) -> CatSegConfig:
+    """A registry name, or the path of a config JSON written by `CatSegConfig.to_dict`."""
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"CAT-Seg config file {path} not found")
+        return CatSegConfig.from_dict(json.loads(path.read_text()))
     try:
         return CONFIGS[name]()
     except KeyError:
-        raise ValueError(f"unknown CAT-Seg config {name!r}; known: {sorted(CONFIGS)}") from None
+        raise ValueError(f"unknown CAT-Seg config {name!r}; known: {sorted(CONFIGS)} or a .json path") from None
 
 
 def build_catseg(name_or_config: str | CatSegConfig, device: str | torch.device | None = None) -> CATSeg:

@@ -5,6 +5,7 @@ upsampler inputs 768 / 1024, CLIP input 384 / 336). Here every one of them is a 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -127,6 +128,29 @@ class CatSegConfig:
         """Logit map size: the decoder upsamples the feature grid 4x (96x96 for a 24x24 grid)."""
         h, w = self.aggregator.feature_resolution
         return 4 * h, 4 * w
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists); `from_dict` inverts it exactly."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CatSegConfig":
+        """Inverse of `to_dict` (a model's config saved as JSON next to its weights)."""
+        def section(kind, values):
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} fields: {sorted(unknown)}")
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+        extra = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if extra:
+            raise ValueError(f"unknown CatSegConfig fields: {sorted(extra)}")
+        return cls(name=data["name"], embed_dim=int(data["embed_dim"]),
+                   vision=section(VisionConfig, data["vision"]), text=section(TextConfig, data["text"]),
+                   aggregator=section(AggregatorConfig, data.get("aggregator", {})),
+                   inference=section(InferenceConfig, data.get("inference", {})),
+                   prompt_template=data.get("prompt_template", OFFICIAL_PROMPT_TEMPLATE))
 
     @classmethod
     def from_fixture(cls, config_json: Mapping[str, Any], name: str | None = None) -> "CatSegConfig":
