@@ -1,0 +1,127 @@
+"""Counters and timings of the node, and their /diagnostics message.
+
+Why here and not in the node: the callback thread, the inference thread and the diagnostics timer
+all write or read these numbers; one small lock-protected object keeps that consistent, and the
+diagnostics text (what an operator reads in rqt_runtime_monitor) is built in one place.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+TIMINGS = ("conversion_ms", "queue_ms", "model_ms", "process_ms", "publish_ms", "latency_ms",
+           "overhead_ms")
+
+
+class RollingWindow:
+    """(time, value) samples of the last `seconds`; mean / max / rate over them."""
+
+    def __init__(self, seconds: float = 5.0, maxlen: int = 2000):
+        self.seconds = seconds
+        self._samples: collections.deque = collections.deque(maxlen=maxlen)
+
+    def add(self, value: float = 1.0, now: float | None = None) -> None:
+        self._samples.append((time.monotonic() if now is None else now, value))
+
+    def _recent(self, now: float | None):
+        now = time.monotonic() if now is None else now
+        return [v for t, v in self._samples if now - t <= self.seconds]
+
+    def mean(self, now: float | None = None) -> float:
+        values = self._recent(now)
+        return sum(values) / len(values) if values else math.nan
+
+    def max(self, now: float | None = None) -> float:
+        values = self._recent(now)
+        return max(values) if values else math.nan
+
+    def rate(self, now: float | None = None) -> float:
+        return len(self._recent(now)) / self.seconds
+
+
+class NodeStats:
+    """Everything /diagnostics reports; safe to update from any thread."""
+
+    def __init__(self, window_s: float = 5.0):
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.not_ready = 0
+        self.publish_errors = 0
+        self.overlays_published = 0
+        self.bad: collections.Counter = collections.Counter()
+        self.input_window = RollingWindow(window_s)
+        self.output_window = RollingWindow(window_s)
+        self.timings = {name: RollingWindow(window_s) for name in TIMINGS}
+        self.totals = {name: 0.0 for name in TIMINGS}  # sums since start, for benchmarks
+        self.engine: dict[str, str] = {}  # last engine figures (support, adapters, swaps, ...)
+
+    def frame_received(self) -> None:
+        with self._lock:
+            self.received += 1
+            self.input_window.add()
+
+    def bad_frame(self, kind: str) -> None:
+        with self._lock:
+            self.bad[kind] += 1
+
+    def frame_not_ready(self) -> None:
+        with self._lock:
+            self.not_ready += 1
+
+    def frame_processed(self, **timings_ms: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self.output_window.add()
+            for name, value in timings_ms.items():
+                self.timings[name].add(value)
+                self.totals[name] += value
+
+    def set_engine(self, **values) -> None:
+        with self._lock:
+            self.engine.update({k: str(v) for k, v in values.items()})
+
+    @property
+    def bad_total(self) -> int:
+        with self._lock:
+            return sum(self.bad.values())
+
+    def values(self, stale_frames: int) -> list[tuple[str, str]]:
+        with self._lock:
+            rows = [
+                ("input_rate_hz", f"{self.input_window.rate():.2f}"),
+                ("output_rate_hz", f"{self.output_window.rate():.2f}"),
+                ("frames_received", str(self.received)),
+                ("frames_processed", str(self.processed)),
+                ("frames_dropped_stale", str(stale_frames)),
+                ("frames_dropped_not_ready", str(self.not_ready)),
+                ("frames_bad", str(sum(self.bad.values()))),
+            ]
+            rows += [(f"frames_bad_{kind}", str(n)) for kind, n in sorted(self.bad.items())]
+            for name in TIMINGS:
+                rows.append((f"{name}_mean", f"{self.timings[name].mean():.2f}"))
+                rows.append((f"{name}_max", f"{self.timings[name].max():.2f}"))
+            if self.processed:
+                rows += [(f"{name}_mean_since_start", f"{self.totals[name] / self.processed:.3f}")
+                         for name in TIMINGS]
+            rows.append(("publish_errors", str(self.publish_errors)))
+            rows.append(("overlays_published", str(self.overlays_published)))
+            rows += sorted(self.engine.items())
+            return rows
+
+
+def diagnostic_array(stamp, name: str, level: bytes, message: str,
+                     rows: list[tuple[str, str]]) -> DiagnosticArray:
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id="semla_ros")
+    status.values = [KeyValue(key=k, value=v) for k, v in rows]
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    array.status = [status]
+    return array
+
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR

@@ -1,0 +1,395 @@
+"""The `semla_segmenter` ROS 2 node: topics, services, parameters and threads around SemlaSegmenter.
+
+Why this shape: nothing slow runs in a ROS callback. The image callback converts the frame and drops
+it into a one-slot mailbox; one inference thread owns the segmenter, always takes the newest frame
+and publishes everything for it with the input's header; the segmenter adapts on its own worker and
+swaps between frames. Configuration problems (missing checkpoint, absent library, bad parameter)
+are logged once and shown in /diagnostics while the node stays up, so a launch file never
+crash-loops.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data, qos_profile_system_default)
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+from diagnostic_msgs.msg import DiagnosticArray
+
+from semla_ros.msg import AdapterFusion, SupportScore
+from semla_ros.ros import parameters
+from semla_ros.ros.diagnostics import ERROR, OK, WARN, NodeStats, diagnostic_array
+from semla_ros.ros.engine_factory import build_engine
+from semla_ros.ros.image_conversion import BadFrame, compressed_to_rgb, image_to_rgb, mask_to_image, rgb_to_image
+from semla_ros.ros.mailbox import LatestFrameMailbox
+from semla_ros.ros.overlay import blend, palette
+
+NODE_NAME = "semla_segmenter"
+LOG_THROTTLE_S = 5.0
+
+
+@dataclass
+class Frame:
+    """A converted frame waiting for the inference thread."""
+
+    rgb: np.ndarray
+    header: Any
+    received: float       # time.monotonic() at callback entry
+    queued: float         # time.monotonic() when put into the mailbox
+    conversion_ms: float
+
+
+def qos_profile(name: str, depth: int) -> QoSProfile:
+    if name == "sensor_data":
+        base = qos_profile_sensor_data
+    elif name == "default":
+        base = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    else:
+        base = qos_profile_system_default
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=base.reliability,
+                      durability=base.durability)
+
+
+FUSION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class SemlaSegmenterNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._params, problems = parameters.declare(self)
+        self._live = dict(self._params)  # values in force; changed only under _engine_lock
+        self._stats = NodeStats()
+        self._mailbox = LatestFrameMailbox()
+        self._engine_lock = threading.Lock()
+        self._segmenter = None
+        self._num_classes = len(self._params["classes"])
+        self._colours = palette(self._num_classes)
+        self._state = "loading model"
+        self._errors: list[str] = []
+        self._warnings: list[str] = []
+        for problem in problems:
+            self._error(f"invalid parameter {problem}")
+
+        out_qos = qos_profile(self._params["output_qos"], self._params["output_qos_depth"])
+        self._mask_pub = self.create_publisher(Image, "mask", out_qos)
+        self._support_pub = self.create_publisher(SupportScore, "support_score", out_qos)
+        self._overlay_pub = self.create_publisher(Image, "overlay", out_qos)
+        self._fusion_pub = self.create_publisher(AdapterFusion, "fusion", FUSION_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        in_qos = qos_profile(self._params["input_qos"], self._params["input_qos_depth"])
+        input_group = MutuallyExclusiveCallbackGroup()
+        if self._params["input_transport"] == "compressed":
+            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
+                                                 in_qos, callback_group=input_group)
+        else:
+            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos,
+                                                 callback_group=input_group)
+        # Services may wait for the frame in flight; diagnostics must not wait for them.
+        service_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/adapt_now", self._on_adapt_now, callback_group=service_group)
+        self.create_service(Trigger, "~/reload_library", self._on_reload_library, callback_group=service_group)
+        self.create_timer(self._params["diagnostics_period_s"], self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._thread = threading.Thread(target=self._run, name="semla-inference", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ logging and state
+    def _error(self, text: str) -> None:
+        self._errors.append(text)
+        self.get_logger().error(text)
+
+    def _warn(self, text: str) -> None:
+        self._warnings.append(text)
+        self.get_logger().warning(text)
+
+    # ------------------------------------------------------------------ input callbacks
+    def _on_image(self, msg: Image) -> None:
+        self._accept(msg, image_to_rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._accept(msg, compressed_to_rgb)
+
+    def _accept(self, msg, convert) -> None:
+        received = time.monotonic()
+        self._stats.frame_received()
+        if self._segmenter is None:
+            self._stats.frame_not_ready()
+            return
+        try:
+            rgb = convert(msg, self._live["max_input_pixels"])
+        except BadFrame as bad:
+            self._stats.bad_frame(bad.kind)
+            self.get_logger().warning(f"dropped bad frame ({bad}); {self._stats.bad_total} so far",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        queued = time.monotonic()
+        self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3))
+
+    # ------------------------------------------------------------------ inference thread
+    def _run(self) -> None:
+        if self._errors:
+            self._state = "not running: invalid parameters"
+            return
+        try:
+            build = build_engine(self._params)
+        except Exception as error:  # an unexpected failure must still leave the node up and reporting
+            self._error(f"building the segmenter failed: {type(error).__name__}: {error}")
+            self._state = "not running: build failed"
+            return
+        for text in build.errors:
+            self._error(text)
+        for text in build.warnings:
+            self._warn(text)
+        if build.segmenter is None:
+            self._state = "not running: no model"
+            return
+        with self._engine_lock:
+            self._catch_up(build.segmenter)
+            self._segmenter = build.segmenter
+        self._state = "running"
+        self.get_logger().info(f"segmenter ready ({', '.join(f'{k}: {v}' for k, v in build.info.items())})")
+
+        while not self._mailbox.closed:
+            frame = self._mailbox.take(timeout=0.25)
+            if frame is not None:
+                self._process(frame)
+
+    def _catch_up(self, segmenter) -> None:
+        """Apply live parameter changes that arrived while the model was being built."""
+        changed = {name: value for name, value in self._live.items() if value != self._params[name]}
+        settings = parameters.settings_changes(changed)
+        if settings:
+            segmenter.update_settings(**settings)
+        if "classes" in changed:
+            segmenter.set_classes(list(changed["classes"]))
+
+    def _process(self, frame: Frame) -> None:
+        taken = time.monotonic()
+        try:
+            with self._engine_lock:
+                result = self._segmenter.process(frame.rgb, stamp=frame.header)
+                num_classes, colours, alpha = self._num_classes, self._colours, self._live["overlay_alpha"]
+                swaps, failed = self._segmenter.swap_count, self._segmenter.failed_fusions
+                active = self._segmenter.active
+        except Exception as error:  # keep serving the next frame; the reason goes to the log
+            self._stats.bad_frame("inference_error")
+            self.get_logger().error(f"inference failed: {type(error).__name__}: {error}",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        processed = time.monotonic()
+        try:
+            self._mask_pub.publish(mask_to_image(result.class_ids, num_classes, frame.header))
+            self._support_pub.publish(self._support_message(result, frame.header))
+            if result.fusion is not None:
+                self._publish_fusion(result.fusion, frame.header)
+            if self._overlay_pub.get_subscription_count() > 0:  # only computed for a viewer
+                self._overlay_pub.publish(rgb_to_image(blend(frame.rgb, result.class_ids, colours, alpha),
+                                                       frame.header))
+                self._stats.overlays_published += 1
+        except Exception as error:
+            self._stats.publish_errors += 1
+            self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        published = time.monotonic()
+        latency_ms = (published - frame.received) * 1e3
+        self._stats.frame_processed(
+            conversion_ms=frame.conversion_ms, queue_ms=(taken - frame.queued) * 1e3,
+            model_ms=result.model_ms, process_ms=(processed - taken) * 1e3,
+            publish_ms=(published - processed) * 1e3, latency_ms=latency_ms,
+            overhead_ms=latency_ms - result.model_ms)
+        self._stats.set_engine(
+            support=f"{result.support:.4f}", ema_distance=f"{result.ema_distance:.4f}",
+            switch_threshold=f"{result.threshold:.4f}", consecutive_over_threshold=result.consecutive,
+            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active))
+
+    @staticmethod
+    def _describe_active(active) -> str:
+        if active is None or not active.adapters:
+            return "none (base model)"
+        return ", ".join(f"{n}:{w:.3f}" for n, w in zip(active.adapters, active.weights))
+
+    @staticmethod
+    def _support_message(result, header) -> SupportScore:
+        return SupportScore(
+            header=header, support_score=float(result.support), ema_distance=float(result.ema_distance),
+            switch_threshold=float(result.threshold),
+            consecutive_over_threshold=max(0, int(result.consecutive)),
+            active_adapters=max(0, int(result.active_adapters)), embedded_this_frame=bool(result.embedded))
+
+    def _publish_fusion(self, event, frame_header) -> None:
+        if not event.ok:
+            self.get_logger().error(f"adaptation ({event.reason}) failed, previous model stays active: "
+                                    f"{event.error}")
+            return
+        header = event.stamp if event.stamp is not None and hasattr(event.stamp, "frame_id") else frame_header
+        self._fusion_pub.publish(AdapterFusion(
+            header=header, adapter_names=list(event.adapters), weights=[float(w) for w in event.weights],
+            distances=[float(d) for d in event.distances], support_score=float(event.support),
+            reason=event.reason, fusion_ms=float(event.duration_ms), swap_count=int(event.swap_count)))
+        self.get_logger().info(f"swap {event.swap_count} ({event.reason}, {event.duration_ms:.0f} ms): "
+                               + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights)))
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        if "classes" in changes:
+            changes["classes"] = [str(c).strip() for c in changes["classes"]]
+        reason = parameters.validate(changes)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        with self._engine_lock:
+            if self._segmenter is not None:
+                reason = self._apply_live(changes)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+            self._live.update(changes)
+            if "classes" in changes:
+                self._num_classes = len(changes["classes"])
+                self._colours = palette(self._num_classes)
+        return SetParametersResult(successful=True)
+
+    def _apply_live(self, changes) -> str | None:
+        """Push changes into the segmenter (caller holds the lock); undo settings if a later step fails."""
+        settings = parameters.settings_changes(changes)
+        previous = parameters.settings_changes({n: self._live[n] for n in changes})
+        try:
+            if settings:
+                self._segmenter.update_settings(**settings)
+            if "classes" in changes and list(changes["classes"]) != list(self._live["classes"]):
+                self._segmenter.set_classes(list(changes["classes"]))
+        except ValueError as error:
+            if settings:
+                self._segmenter.update_settings(**previous)
+            return str(error)
+        return None
+
+    # ------------------------------------------------------------------ services
+    def _on_adapt_now(self, request, response):
+        with self._engine_lock:
+            segmenter = self._segmenter
+            if segmenter is None:
+                response.success, response.message = False, f"segmenter not running ({self._state})"
+            elif getattr(segmenter, "library", True) is None:
+                response.success, response.message = False, "no adapter library loaded"
+            else:
+                segmenter.request_adaptation("manual")
+                response.success = True
+                response.message = "adaptation requested; the swap is published on 'fusion'"
+        return response
+
+    def _on_reload_library(self, request, response):
+        root = self._params["library_path"]
+        if not root:
+            response.success, response.message = False, "library_path is '' (set it and restart)"
+            return response
+        segmenter = self._segmenter
+        if segmenter is None:
+            response.success, response.message = False, f"segmenter not running ({self._state})"
+            return response
+        try:  # the segmenter reads the files off its frame lock and swaps the snapshot between frames
+            count, skipped = segmenter.reload_library(root)
+        except Exception as error:  # the old library stays active; say why
+            response.success = False
+            response.message = f"reload of {root} failed, previous library kept: {error}"
+            self.get_logger().error(response.message)
+            return response
+        self._errors = [e for e in self._errors if not e.startswith(f"adapter library {root}")]
+        self._warnings = [w for w in self._warnings if not w.startswith("adapter ")]
+        for name, reason in skipped:
+            self._warn(f"adapter {name} skipped: {reason}")
+        response.success = True
+        response.message = f"{count} adapters loaded from {root}, {len(skipped)} skipped"
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        if self._errors:
+            level, message = ERROR, self._errors[-1]
+        elif self._state != "running":
+            level, message = WARN, self._state
+        elif self._warnings:
+            level, message = WARN, self._warnings[-1]
+        else:
+            level, message = OK, "running"
+        rows = [("state", self._state)] + self._stats.values(self._mailbox.replaced)
+        rows += [(f"error_{i}", text) for i, text in enumerate(self._errors)]
+        rows += [(f"warning_{i}", text) for i, text in enumerate(self._warnings)]
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
+                                                f"{self.get_fully_qualified_name()}: segmenter",
+                                                level, message, rows))
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop the inference thread and the segmenter's worker; bounded so shutdown stays < 2 s.
+
+        A frame already inside the model is not waited for beyond `timeout_s` (a slow model can
+        take seconds); the thread is a daemon and the process exits without it.
+        """
+        self._mailbox.close()
+        self._thread.join(timeout_s)
+        if self._engine_lock.acquire(timeout=0.1):
+            try:
+                if self._segmenter is not None:
+                    self._segmenter.close()
+            finally:
+                self._engine_lock.release()
+
+
+def main(argv: list[str] | None = None, exit_process: bool = True) -> int:
+    """Spin until SIGINT/SIGTERM, then stop threads and leave within ~2 s.
+
+    Our own signal handlers only set a flag: rclpy's handler would raise KeyboardInterrupt at a
+    random point of the teardown (seen inside destroy_node), which is not a clean shutdown.
+    After the teardown (threads joined, ROS entities destroyed, context shut down) the process
+    leaves with os._exit: interpreter finalisation with torch loaded took 0.5-3 s here, longer
+    than the whole shutdown budget, and releases nothing the OS does not release anyway.
+    """
+    stop = threading.Event()
+    rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node = SemlaSegmenterNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    finally:
+        node.get_logger().info("shutting down")
+        node.close()
+        executor.shutdown(timeout_sec=0.5)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if exit_process:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The node's parameters: one table with descriptors, and the one validation function.
+
+Why one table: the declaration (types, ranges, read-only), the validation that rejects bad values
+with a reason, the mapping onto the segmenter's live settings and config/semla.yaml all describe
+the same thing; keeping them in one place is what stops them drifting apart.
+Read-only parameters need a restart (they decide which model, library and threads exist);
+everything the engine can change between two frames is live.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+# Cityscapes' 19 classes: the label space of the driving domains SemLA is evaluated on (ACDC).
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+
+QOS_CHOICES = ("sensor_data", "default", "system_default")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    low: float | None = None          # inclusive range, checked by ROS and by validate()
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    setting: str | None = None        # SegmenterSettings field this parameter drives live
+
+
+SPECS: tuple[Spec, ...] = (
+    # --- model (restart needed) ---
+    Spec("model_config", "vitb16_384", "CAT-Seg configuration: a registry name (tiny, vitb16_384, "
+         "vitl14_336) or the path of a CatSegConfig JSON file", read_only=True),
+    Spec("checkpoint", "", "CAT-Seg weights (.pth detectron2 or .safetensors). '' needs "
+         "allow_random_weights", read_only=True),
+    Spec("allow_random_weights", False, "Run with seeded random weights when checkpoint is '' "
+         "(tests and the synthetic demo only: the masks mean nothing)", read_only=True),
+    Spec("random_seed", 0, "Seed for random weights", read_only=True, low=0, high=2**31 - 1),
+    Spec("library_path", "", "Adapter library directory (SemLA loradb layout). '' = base model only; "
+         "reload with the ~/reload_library service", read_only=True),
+    Spec("navigator", "openclip:ViT-L-14/openai", "Domain embedder: 'openclip:<model>/<pretrained tag "
+         "or local checkpoint path>' or 'tower' (frozen CAT-Seg image tower, demo/tests)", read_only=True),
+    Spec("navigator_normalize", False, "L2-normalise navigator embeddings (must match the library)",
+         read_only=True),
+    Spec("backend", "torch", "Inference backend", read_only=True, choices=("torch", "tensorrt")),
+    Spec("device", "auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", read_only=True),
+    Spec("precision", "fp32", "Network precision", read_only=True, choices=("fp32", "fp16")),
+    Spec("engine_cache_dir", "", "Where TensorRT engines are cached ('' = the backend's default under "
+         "~/.cache/semla_ros, never /tmp)", read_only=True),
+    Spec("sliding_window", False, "Sliding-window inference instead of whole image", read_only=True),
+    # --- vocabulary (live: re-encodes the text with the active fused text tower) ---
+    Spec("classes", list(CITYSCAPES_CLASSES), "Class names; mask value i is classes[i]. mono8 up to "
+         "255 classes, mono16 beyond"),
+    # --- retrieval (live) ---
+    Spec("top_k", 5, "Adapters fused per swap (paper default 5; best 7)", low=1, high=64, setting="top_k"),
+    Spec("temperature", 0.05, "Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
+         low=1e-6, high=100.0, setting="temperature"),
+    Spec("distance", "euclidean", "Distance between embedding and adapter centroids",
+         choices=("euclidean", "cosine"), setting="metric"),
+    # --- shift debouncing (live) ---
+    Spec("ema_alpha", 0.1, "EMA weight of the newest embedding", low=1e-6, high=1.0, setting="ema_alpha"),
+    Spec("switch_threshold", 0.5, "Swap when ||EMA - reference|| exceeds this (absolute units, or a "
+         "fraction of the library's median inter-centroid distance when threshold_mode=relative)",
+         low=1e-9, high=1e9, setting="switch_threshold"),
+    Spec("threshold_mode", "relative", "How switch_threshold is read", choices=("relative", "absolute"),
+         setting="threshold_mode"),
+    Spec("min_consecutive", 3, "Embedded frames in a row over the threshold before a swap", low=1,
+         high=10000, setting="min_consecutive"),
+    Spec("cooldown_s", 5.0, "Minimum seconds between two swaps", low=0.0, high=86400.0,
+         setting="cooldown_s"),
+    Spec("embed_every_n", 1, "Embed every Nth processed frame with the navigator", low=1, high=10000,
+         setting="embed_every_n"),
+    Spec("warmup_frames", 1, "Embedded frames averaged before the startup fusion", low=1, high=10000,
+         setting="warmup_frames"),
+    # --- input / output ---
+    Spec("input_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed'", read_only=True,
+         choices=("raw", "compressed")),
+    Spec("input_qos", "sensor_data", "Input QoS: sensor_data (best effort), default (reliable), "
+         "system_default", read_only=True, choices=QOS_CHOICES),
+    Spec("input_qos_depth", 1, "Input queue depth (1: only the newest frame matters)", read_only=True,
+         low=1, high=100),
+    Spec("output_qos", "default", "QoS of mask, support_score and overlay", read_only=True,
+         choices=QOS_CHOICES),
+    Spec("output_qos_depth", 5, "Output queue depth", read_only=True, low=1, high=100),
+    Spec("max_input_pixels", 4096 * 4096, "Frames with more pixels are dropped as bad (guards memory)",
+         low=1, high=2**31 - 1),
+    Spec("overlay_alpha", 0.5, "Weight of the class colours in the overlay image", low=0.0, high=1.0),
+    Spec("diagnostics_period_s", 1.0, "Period of /diagnostics", read_only=True, low=0.05, high=60.0),
+)
+
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+SETTING_BY_PARAMETER = {spec.name: spec.setting for spec in SPECS if spec.setting}
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_OPENCLIP = re.compile(r"^openclip:[^/\s]+/\S+$")
+
+
+def descriptor(spec: Spec) -> ParameterDescriptor:
+    """ROS descriptor: ROS itself enforces type, range and read-only; choices are in the text."""
+    text = spec.description
+    if spec.choices:
+        text += f" (one of: {', '.join(spec.choices)})"
+    desc = ParameterDescriptor(description=text, read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.low is not None and isinstance(spec.default, bool) is False:
+        if isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+        elif isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                            to_value=float(spec.high), step=0.0)]
+    return desc
+
+
+def validate(changes: Mapping[str, Any]) -> str | None:
+    """Check proposed values; return the reason to reject them, or None when all are acceptable."""
+    for name, value in changes.items():
+        spec = SPEC_BY_NAME.get(name)
+        if spec is None:
+            continue  # parameters we do not own (use_sim_time, ...) are ROS's business
+        if isinstance(spec.default, bool) != isinstance(value, bool):
+            return f"{name}: expected {type(spec.default).__name__}, got {value!r}"
+        if isinstance(spec.default, float) and isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                return f"{name}: {value} is not finite"
+        if spec.low is not None and isinstance(value, (int, float)) and not spec.low <= value <= spec.high:
+            return f"{name}: {value} outside [{spec.low}, {spec.high}]"
+        if spec.choices and value not in spec.choices:
+            return f"{name}: '{value}' is not one of {', '.join(spec.choices)}"
+        if name == "model_config" and not str(value).strip():
+            return "model_config: empty (give a registry name or a config JSON path)"
+        if name == "device" and not _DEVICE.match(str(value)):
+            return f"device: '{value}' is not auto, cpu, cuda or cuda:N"
+        if name == "navigator" and value != "tower" and not _OPENCLIP.match(str(value)):
+            return f"navigator: '{value}' is not 'tower' or 'openclip:<model>/<pretrained or path>'"
+        if name == "classes":
+            names = [str(c).strip() for c in value]
+            if not names or any(not c for c in names):
+                return "classes: needs at least one non-empty class name"
+            if len(set(names)) != len(names):
+                duplicates = sorted({c for c in names if names.count(c) > 1})
+                return f"classes: duplicate names {duplicates}"
+            if len(names) > 65535:
+                return f"classes: {len(names)} classes do not fit a mono16 mask"
+    return None
+
+
+def settings_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of parameter changes that are segmenter settings, under the settings' names."""
+    return {SETTING_BY_PARAMETER[name]: value for name, value in changes.items()
+            if name in SETTING_BY_PARAMETER}
+
+
+def parse_navigator(value: str) -> tuple[str, str | None, str | None]:
+    """'tower' -> ('tower', None, None); 'openclip:M/P' -> ('openclip', M, P) (P may be a path)."""
+    if value == "tower":
+        return "tower", None, None
+    model, _, pretrained = value[len("openclip:"):].partition("/")
+    return "openclip", model, pretrained
+
+
+def declare(node) -> tuple[dict[str, Any], list[str]]:
+    """Declare every parameter; return the values in force and the problems found in overrides.
+
+    An override that ROS or validate() rejects is reported, and the default is used in its place,
+    so a typo in a params file shows up in the log and diagnostics instead of killing the node.
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    problems = []
+    values = {}
+    for spec in SPECS:
+        try:
+            value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        except (InvalidParameterValueException, InvalidParameterTypeException) as error:
+            problems.append(f"{spec.name}: {error}")
+            value = node.declare_parameter(spec.name, spec.default, descriptor(spec),
+                                           ignore_override=True).value
+        reason = validate({spec.name: value})
+        if reason:
+            problems.append(reason)
+        values[spec.name] = value
+    return values, problems

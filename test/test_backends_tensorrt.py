@@ -1,0 +1,118 @@
+"""TensorRT backend: what runs on CPU (export, name mapping, fallback) and, on a GPU, the engine."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from semla_ros.backends.factory import make_backend, model_digest
+from semla_ros.backends.onnx_weights import load_initializers, map_parameters_to_onnx
+from semla_ros.backends.tensorrt_backend import engine_parameter_names, tensorrt_unavailable_reason
+from semla_ros.backends.torch_backend import TorchBackend
+from semla_ros.catseg.build import build_catseg
+from semla_ros.core.targets import semla_target_modules
+from semla_ros.catseg.predictor import CatSegPredictor
+from semla_ros.catseg.utils.onnx import export_onnx
+
+CLASSES = ["sky", "road", "building", "tree", "person", "car"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = build_catseg("tiny").eval()
+    return model, CatSegPredictor(model, CLASSES)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(tiny[0], path, precision="fp32")
+    return path
+
+
+def test_name_mapping_covers_every_weight_fusion_changes(tiny, tiny_onnx):
+    """Every official LoRA target the image path uses must be refittable by name, or refit is
+    incomplete; the others (text tower: stays in PyTorch; the dense last block's q/k: never
+    used) are not in the graph at all."""
+    model = tiny[0]
+    targets = semla_target_modules(model)
+    assert len(targets) == 64  # the official list restricted to the tiny model (fixture A: 64)
+    params = {f"{m}.weight": model.get_submodule(m).weight.detach().numpy() for m in targets}
+    used = engine_parameter_names(model)
+    in_engine = [n for n in params if n in used]
+    # 2 text blocks x (q, k, v, c_fc, c_proj) stay in PyTorch; the dense block's q, k are unused.
+    assert len(in_engine) == 64 - 2 * 5 - 2
+    last = model.config.vision.layers - 1
+    assert not any(f"visual.transformer.resblocks.{last}.attn.{p}_proj" in n for n in used for p in "qk")
+    initializers = load_initializers(tiny_onnx)
+    mapping = map_parameters_to_onnx(initializers, params, in_engine)
+    assert mapping.missing == [], f"fused weights with no ONNX initializer: {mapping.missing[:5]}"
+    assert set(mapping.refs) == set(in_engine)
+    text_side = sorted(set(params) - set(in_engine))
+    assert map_parameters_to_onnx(initializers, params, text_side).missing == text_side
+
+
+def test_model_digest_tracks_weights(tiny):
+    model = tiny[0]
+    before = model_digest(model)
+    weight = model.get_submodule(semla_target_modules(model)[0]).weight
+    original = weight[0, 0].item()
+    with torch.no_grad():
+        weight[0, 0] = original + 1.0
+    try:
+        assert model_digest(model) != before
+    finally:
+        with torch.no_grad():
+            weight[0, 0] = original
+    assert model_digest(model) == before
+
+
+def test_tensorrt_request_without_tensorrt_runs_pytorch_and_says_why(tiny):
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present: the fallback path is not taken here")
+    said = []
+    backend, note = make_backend("tensorrt", tiny[1], warn=said.append)
+    assert isinstance(backend, TorchBackend)
+    assert note == said[0] and reason in note and "PyTorch" in note
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_backend("onnxruntime", tiny[1])
+
+
+@pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
+                    reason=f"TensorRT engine test needs a CUDA GPU and tensorrt: {tensorrt_unavailable_reason()}")
+def test_tensorrt_engine_parity_cache_and_refit(tmp_path):
+    from semla_ros.backends.tensorrt_backend import TensorRTBackend
+    from semla_ros.core.fusion import WeightApplier, fuse_deltas
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = build_catseg("tiny").eval().cuda()
+    predictor = CatSegPredictor(model, CLASSES, device="cuda")
+    image = (np.random.default_rng(0).random((115, 170, 3)) * 255).astype(np.uint8)
+    views, _ = predictor.preprocess(image)
+    text = predictor.text_embeddings()
+
+    def export(path, prec):
+        export_onnx(model, path, precision=prec)
+
+    trt_backend = TensorRTBackend(predictor, export, model_digest=model_digest(model), cache_dir=tmp_path)
+    ref = TorchBackend(predictor).forward(views, text)
+    assert (trt_backend.forward(views, text) - ref).abs().max().item() < 1e-3
+    again = TensorRTBackend(predictor, export, model_digest=model_digest(model), cache_dir=tmp_path)
+    assert again.loaded_from_cache
+
+    targets = semla_target_modules(model)
+    gen = torch.Generator().manual_seed(1)
+    adapter = SimpleNamespace(factors={m: (torch.randn(8, model.get_submodule(m).weight.shape[1], generator=gen) * .05,
+                                           torch.randn(model.get_submodule(m).weight.shape[0], 8, generator=gen) * .05)
+                                       for m in targets}, scaling=2.0)
+    applier = WeightApplier(model, targets)
+    fused = applier.stage(fuse_deltas([adapter], [1.0], device="cuda"))
+    report = trt_backend.update_weights(fused.weights)
+    assert report.refitted == len(targets) and not report.rebuild_started
+    applier.apply(fused)
+    ref_fused = TorchBackend(predictor).forward(views, text)
+    assert (ref_fused - ref).abs().max().item() > 1e-3  # the fusion changes the output
+    assert (trt_backend.forward(views, text) - ref_fused).abs().max().item() < 1e-3

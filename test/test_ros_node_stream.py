@@ -1,0 +1,142 @@
+"""The node in its own process, fed by the synthetic camera in another, with one domain change.
+
+What is asserted (tiny model, seeded random weights, 4-adapter library built from real navigator
+embeddings of the two domains):
+- every mask has the header (stamp + frame_id) of a frame the camera published, the input's size,
+  and encoding mono8; no frame gets two masks; masks == support scores == frames_processed;
+- a support score per processed frame, with the same header as its mask, finite once embedded;
+- fusion messages: exactly two over the whole run: the startup fusion (made on a 'day' frame,
+  day adapters on top) and one 'shift' fusion made on a 'night' frame (night adapters on top).
+  None in the stationary day stretch (>= 3 processed day frames after the startup swap) and none
+  in the night frames after the shift;
+- SIGINT ends the node with exit code 0 (the time is printed; the < 2 s figure is in the bench).
+The thresholds make this deterministic: frames of one domain differ only by +-4 grey levels, the
+domains are a full inter-centroid distance d apart, the threshold is 0.3 d (relative mode), EMA
+alpha 0.8 and 2 consecutive frames; the re-anchored reference after the shift sits within 0.1 d of
+the night embedding.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
+
+from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, child_env, tiny_node_params  # noqa: E402
+
+STATIONARY_FRAMES = 3   # processed day frames after the startup swap (+1 for the swap frame itself)
+FRAMES_AFTER_SHIFT = 2  # processed night frames after the shift swap
+
+
+def _key(header):
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+def test_stream_with_domain_change(tmp_path, ros_domain_id):
+    from sensor_msgs.msg import Image
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from semla_ros.msg import AdapterFusion, SupportScore
+    from semla_ros.ros.node import FUSION_QOS
+
+    library = tmp_path / "library"
+    built = build_test_library(library)
+    assert built["distance"] > 0
+    node = NodeProcess(tmp_path, tiny_node_params(
+        navigator="tower", library_path=str(library), threshold_mode="relative", switch_threshold=0.3,
+        ema_alpha=0.8, min_consecutive=2, cooldown_s=0.0, embed_every_n=1, warmup_frames=1, top_k=2,
+        temperature=0.05))
+    probe = Probe()
+    camera = None
+    try:
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        images = probe.collect(Image, "/t/image", reliable)
+        masks = probe.collect(Image, "/t/mask", reliable)
+        scores = probe.collect(SupportScore, "/t/support_score", reliable)
+        fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
+        probe.watch_diagnostics()
+        probe.wait_running(node)
+        assert probe.diag()["level"] == 0, probe.diag()  # OK: model, navigator and library all loaded
+
+        camera = subprocess.Popen(
+            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", "day:0,night:0",
+             "--rate", "10", "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--frame-id", "cam_{domain}",
+             "--topic", "/t/image", "--reliable"],
+            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def day_masks_after_startup():
+            if not fusions:
+                return 0
+            startup = _key(fusions[0].header)
+            keys = [_key(m.header) for m in masks]
+            return sum(1 for k in keys if k > startup and k[2] == "cam_day")
+
+        probe.spin_until(lambda: day_masks_after_startup() >= STATIONARY_FRAMES + 1, 120,
+                         f"the startup fusion and {STATIONARY_FRAMES + 1} day masks after its frame")
+        assert len(fusions) == 1, "a fusion happened in the stationary stretch"
+        camera.send_signal(signal.SIGUSR1)  # day -> night
+
+        def night_masks_after_shift():
+            if len(fusions) < 2:
+                return 0
+            shift = _key(fusions[1].header)
+            return sum(1 for m in masks if _key(m.header) > shift and m.header.frame_id == "cam_night")
+
+        probe.spin_until(lambda: night_masks_after_shift() >= FRAMES_AFTER_SHIFT, 120,
+                         f"the shift fusion and {FRAMES_AFTER_SHIFT} more night masks")
+        camera.send_signal(signal.SIGINT)
+        camera.wait(10)
+        # Everything in flight arrives; frames_processed in diagnostics stops moving.
+        probe.spin_until(lambda: probe.diag().get("frames_processed") == str(len(masks)) == str(len(scores)),
+                         30, "diagnostics, masks and scores to agree")
+        probe.spin_for(1.0)
+    finally:
+        if camera is not None and camera.poll() is None:
+            camera.kill()
+        code, seconds = node.stop(signal.SIGINT)
+        probe.close()
+    print(f"node exit code {code} after SIGINT in {seconds:.2f} s; {len(images)} frames published, "
+          f"{len(masks)} processed, fusions {[f.reason for f in fusions]}")
+    assert code == 0, node.log()
+
+    # One mask per processed frame, each carrying its input's header, size and a valid encoding.
+    published = {_key(m.header): m for m in images}
+    mask_keys = [_key(m.header) for m in masks]
+    assert len(set(mask_keys)) == len(mask_keys), "a frame got two masks"
+    assert set(mask_keys) <= set(published), "a mask carries a header that no input frame had"
+    for mask in masks:
+        source = published[_key(mask.header)]
+        assert (mask.height, mask.width) == (source.height, source.width) == FRAME_SIZE
+        assert mask.encoding == "mono8" and mask.step * mask.height == len(mask.data)
+        assert max(mask.data) < 4  # 4 classes
+    diag = probe.diag()
+    assert int(diag["frames_processed"]) == len(masks) == len(scores)
+    assert int(diag["frames_bad"]) == 0
+
+    # A support score per processed frame with the same header; finite once frames are embedded.
+    assert [_key(s.header) for s in scores] == mask_keys
+    assert all(s.embedded_this_frame for s in scores)
+    assert all(math.isfinite(s.support_score) and s.support_score > 0 for s in scores)
+    assert all(math.isclose(s.switch_threshold, scores[0].switch_threshold) for s in scores)
+    assert scores[-1].active_adapters == 2
+
+    # Exactly two fusions: startup on a day frame, one shift on a night frame.
+    assert [f.reason for f in fusions] == [AdapterFusion.REASON_STARTUP, AdapterFusion.REASON_SHIFT]
+    startup, shift = fusions
+    assert startup.header.frame_id == "cam_day" and shift.header.frame_id == "cam_night"
+    assert [f.swap_count for f in fusions] == [1, 2]
+    assert all(name.startswith("day-") for name in startup.adapter_names)
+    assert all(name.startswith("night-") for name in shift.adapter_names)
+    for fusion in fusions:
+        assert len(fusion.adapter_names) == len(fusion.weights) == len(fusion.distances) == 2
+        assert math.isclose(sum(fusion.weights), 1.0, rel_tol=1e-5)
+        assert fusion.fusion_ms > 0
+    assert int(diag["swaps"]) == 2 and int(diag["failed_fusions"]) == 0
+    for key in ("input_rate_hz", "output_rate_hz", "latency_ms_mean", "model_ms_mean", "frames_dropped_stale",
+                "frames_bad", "support", "active_adapters"):
+        assert key in diag, key
+    assert diag["active_adapters"].startswith("night-")

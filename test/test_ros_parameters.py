@@ -1,0 +1,105 @@
+"""The parameter table: descriptors, the one validation function, and config/semla.yaml agreeing with it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
+
+from semla_ros.ros import parameters  # noqa: E402
+from semla_ros.ros.parameters import SPECS, SPEC_BY_NAME, validate  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_seed", "library_path", "navigator",
+                  "navigator_normalize", "backend", "device", "precision", "engine_cache_dir", "sliding_window", "input_transport",
+                  "input_qos", "input_qos_depth", "output_qos", "output_qos_depth", "diagnostics_period_s"}
+LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_threshold", "threshold_mode",
+        "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "max_input_pixels", "overlay_alpha"}
+
+
+def test_every_parameter_is_documented_in_config_with_its_default():
+    text = (REPO / "config" / "semla.yaml").read_text()
+    documented = yaml.safe_load(text)["/**"]["ros__parameters"]
+    assert set(documented) == {spec.name for spec in SPECS}
+    for spec in SPECS:
+        assert documented[spec.name] == spec.default, spec.name
+        # a comment line precedes every parameter
+        lines = text.splitlines()
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{spec.name}:"))
+        assert lines[index - 1].strip().startswith("#"), f"{spec.name} has no comment"
+
+
+def test_read_only_exactly_where_a_restart_is_needed():
+    assert {s.name for s in SPECS if s.read_only} == RESTART_NEEDED
+    assert {s.name for s in SPECS if not s.read_only} == LIVE
+    for spec in SPECS:
+        desc = parameters.descriptor(spec)
+        assert desc.read_only == spec.read_only and desc.description
+        if spec.low is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            assert (desc.integer_range[0].from_value, desc.integer_range[0].to_value) == (spec.low, spec.high)
+        if spec.low is not None and isinstance(spec.default, float):
+            assert desc.floating_point_range[0].from_value == spec.low
+
+
+def test_engine_settings_mapping_covers_the_segmenter():
+    from semla_ros.core.segmenter import SegmenterSettings
+
+    defaults = {name: SPEC_BY_NAME[name].default for name in parameters.SETTING_BY_PARAMETER}
+    settings = SegmenterSettings(**parameters.settings_changes(defaults))
+    assert settings == SegmenterSettings()  # paper defaults agree with the engine's
+
+
+def test_defaults_validate():
+    assert validate({s.name: s.default for s in SPECS}) is None
+
+
+@pytest.mark.parametrize("name,value,why", [
+    ("distance", "manhattan", "not one of"),
+    ("threshold_mode", "percent", "not one of"),
+    ("top_k", 0, "outside"),
+    ("ema_alpha", 0.0, "outside"),
+    ("ema_alpha", 1.5, "outside"),
+    ("temperature", float("nan"), "not finite"),
+    ("overlay_alpha", -0.1, "outside"),
+    ("cooldown_s", -1.0, "outside"),
+    ("device", "gpu", "auto, cpu, cuda"),
+    ("device", "cuda:x", "auto, cpu, cuda"),
+    ("navigator", "clip", "openclip:"),
+    ("model_config", " ", "empty"),
+    ("backend", "onnx", "not one of"),
+    ("classes", [], "at least one"),
+    ("classes", ["car", " "], "non-empty"),
+    ("classes", ["car", "road", "car"], "duplicate"),
+    ("allow_random_weights", 1, "expected bool"),
+])
+def test_bad_values_are_refused_with_a_reason(name, value, why):
+    reason = validate({name: value})
+    assert reason is not None and reason.startswith(name) and why in reason, reason
+
+
+def test_good_values_pass():
+    assert validate({"device": "cuda:1", "navigator": "openclip:ViT-B-16/laion2b_s34b_b88k",
+                     "classes": ["a", "b"], "model_config": "/x/model_config.json"}) is None
+    assert validate({"navigator": "openclip:ViT-L-14//data/clip/ViT-L-14.pt"}) is None
+    assert parameters.parse_navigator("openclip:ViT-L-14//data/clip.pt") == ("openclip", "ViT-L-14", "/data/clip.pt")
+    assert parameters.parse_navigator("tower") == ("tower", None, None)
+
+
+def test_declare_reports_bad_overrides_and_keeps_defaults():
+    import rclpy
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context, args=["--ros-args", "-p", "top_k:=0", "-p", "device:=gpu",
+                                      "-p", "ema_alpha:=0.3", "-p", "distance:=cosine"])
+    try:
+        node = rclpy.create_node("declare_probe", context=context)
+        values, problems = parameters.declare(node)
+        assert values["top_k"] == 5 and values["ema_alpha"] == 0.3 and values["distance"] == "cosine"
+        assert any(p.startswith("top_k") for p in problems)
+        assert any(p.startswith("device") for p in problems)
+        assert len(problems) == 2
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
