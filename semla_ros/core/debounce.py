@@ -1,0 +1,151 @@
+"""Domain-shift debouncing: swap adapters only when the camera's domain really changed.
+
+Per embedded frame the EMA moves, e_bar <- (1 - alpha) e_bar + alpha e_t. A shift is
+confirmed when ||e_bar - r|| > threshold for `min_consecutive` embedded frames in a row and
+`cooldown_s` has passed since the last swap. r is the query of the active fusion.
+
+On a confirmed shift the query is re-anchored: the EMA still carries (1 - alpha)^n of the old
+domain right after a step, so fusing for it and setting r <- e_bar would leave the EMA drifting
+on past r and trigger a second swap one cooldown later. Instead e_bar and r are set to the mean
+of the raw embeddings of the over-threshold run (at most the EMA's effective window
+(2 - alpha)/alpha of them): all of them come from after the change. One step, one swap. Before the first fusion the first `warmup_frames` embeddings set e_bar directly
+(their mean) and the last of them asks for the "startup" fusion. Time is passed in, so
+tests replay streams without sleeping.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+THRESHOLD_MODES = ("absolute", "relative")
+
+
+@dataclass(frozen=True)
+class DebounceDecision:
+    shift: bool               # a domain shift is confirmed: fuse for `ema` now
+    ema_distance: float       # ||e_bar - r||; nan before a reference exists
+    consecutive: int          # embedded frames in a row over the threshold
+    startup: bool = False     # warm-up just finished and no fusion exists yet
+    warming_up: bool = False
+    cooling_down: bool = False
+    ema: np.ndarray | None = None  # copy of e_bar after this update
+
+    @property
+    def adapt(self) -> bool:
+        return self.shift or self.startup
+
+
+def resolve_threshold(value: float, mode: str, median_inter_centroid_distance: float) -> float:
+    """Absolute threshold from a setting: as is, or times the library's median centroid spacing.
+
+    A relative threshold on a library with fewer than two entries is infinite: there is no
+    other adapter a shift could lead to.
+    """
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"threshold mode must be one of {THRESHOLD_MODES}, got {mode!r}")
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"threshold must be a positive number, got {value}")
+    if mode == "absolute":
+        return float(value)
+    if not math.isfinite(median_inter_centroid_distance):
+        return math.inf
+    return float(value) * float(median_inter_centroid_distance)
+
+
+class DomainShiftDebouncer:
+    def __init__(self, alpha: float = 0.1, threshold: float = 1.0, min_consecutive: int = 3,
+                 cooldown_s: float = 5.0, warmup_frames: int = 1):
+        self.configure(alpha=alpha, threshold=threshold, min_consecutive=min_consecutive,
+                       cooldown_s=cooldown_s, warmup_frames=warmup_frames)
+        self.reset()
+
+    def configure(self, *, alpha=None, threshold=None, min_consecutive=None, cooldown_s=None,
+                  warmup_frames=None) -> None:
+        """Change parameters live (validated all together before any is applied)."""
+        alpha = self.alpha if alpha is None else float(alpha)
+        threshold = self.threshold if threshold is None else float(threshold)
+        min_consecutive = self.min_consecutive if min_consecutive is None else min_consecutive
+        cooldown_s = self.cooldown_s if cooldown_s is None else float(cooldown_s)
+        warmup_frames = self.warmup_frames if warmup_frames is None else warmup_frames
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"ema alpha must be in (0, 1], got {alpha}")
+        if not threshold > 0.0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        if int(min_consecutive) != min_consecutive or min_consecutive < 1:
+            raise ValueError(f"min_consecutive must be an integer >= 1, got {min_consecutive}")
+        if not (cooldown_s >= 0.0 and math.isfinite(cooldown_s)):
+            raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
+        if int(warmup_frames) != warmup_frames or warmup_frames < 1:
+            raise ValueError(f"warmup_frames must be an integer >= 1, got {warmup_frames}")
+        self.alpha, self.threshold = alpha, threshold
+        self.min_consecutive, self.cooldown_s, self.warmup_frames = int(min_consecutive), cooldown_s, int(warmup_frames)
+
+    def reset(self) -> None:
+        self._ema: np.ndarray | None = None
+        self._reference: np.ndarray | None = None
+        self._seen = 0
+        self._consecutive = 0
+        self._last_swap = -math.inf
+        self._run: deque = deque()
+
+    @property
+    def ema(self) -> np.ndarray | None:
+        return None if self._ema is None else self._ema.copy()
+
+    @property
+    def reference(self) -> np.ndarray | None:
+        return None if self._reference is None else self._reference.copy()
+
+    @property
+    def warming_up(self) -> bool:
+        return self._seen < self.warmup_frames
+
+    def set_reference(self, embedding, now: float | None = None) -> None:
+        """Make `embedding` the query of the active fusion; with `now`, a swap happened then."""
+        self._reference = None if embedding is None else np.asarray(embedding, dtype=np.float64).reshape(-1).copy()
+        self._consecutive = 0
+        self._run.clear()
+        if now is not None:
+            self._last_swap = float(now)
+
+    def update(self, embedding, now: float) -> DebounceDecision:
+        e = np.asarray(embedding, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(e)):
+            raise ValueError("embedding contains NaN or inf")
+        if self._ema is not None and e.shape != self._ema.shape:
+            raise ValueError(f"embedding has dimension {e.size}, expected {self._ema.size}")
+        self._seen += 1
+        if self._seen <= self.warmup_frames:
+            # Warm-up: the running mean of the first frames, not an EMA from an arbitrary start.
+            self._ema = e.copy() if self._ema is None else self._ema + (e - self._ema) / self._seen
+        else:
+            self._ema = (1.0 - self.alpha) * self._ema + self.alpha * e
+        if self._reference is None:
+            warming = self._seen < self.warmup_frames
+            return DebounceDecision(shift=False, ema_distance=math.nan, consecutive=0, startup=not warming,
+                                    warming_up=warming, ema=self._ema.copy())
+        distance = float(np.linalg.norm(self._ema - self._reference))
+        if distance > self.threshold:
+            self._consecutive += 1
+            self._run.append(e)
+            window = max(self.min_consecutive, math.ceil((2.0 - self.alpha) / self.alpha))
+            while len(self._run) > window:
+                self._run.popleft()
+        else:
+            self._consecutive = 0
+            self._run.clear()
+        cooling = (now - self._last_swap) < self.cooldown_s
+        shift = self._consecutive >= self.min_consecutive and not cooling
+        if shift:
+            self._ema = np.mean(np.stack(self._run), axis=0)
+            self._reference = self._ema.copy()
+            self._last_swap = float(now)
+            consecutive, self._consecutive = self._consecutive, 0
+            self._run.clear()
+        else:
+            consecutive = self._consecutive
+        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, cooling_down=cooling,
+                                ema=self._ema.copy())

@@ -1,0 +1,150 @@
+"""Fusion: equal to PEFT's own cat merge, exact apply/revert, no drift over many swaps."""
+import copy
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from core_models import Chain, random_factors
+from semla_ros.core.fusion import WeightApplier, fuse_deltas
+
+SHAPES = {"enc.0.fc": (24, 16), "enc.1.fc": (20, 24), "enc.1.gate": (20, 20), "head": (5, 20)}
+
+
+def make_entries(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    specs = [("fog", 4, 8.0, list(SHAPES)), ("night", 2, 3.0, list(SHAPES)), ("rain", 4, 4.0, ["enc.0.fc", "head"])]
+    entries = []
+    for name, r, alpha, targets in specs:
+        factors = random_factors({t: SHAPES[t] for t in targets}, r, g, std=0.3)
+        entries.append(SimpleNamespace(name=name, factors=factors, scaling=alpha / r, rank=r, alpha=alpha))
+    return entries
+
+
+def peft_model(base, entries):
+    model = None
+    for e in entries:
+        config = LoraConfig(r=e.rank, lora_alpha=e.alpha, target_modules=[f"body.{t}" for t in e.factors],
+                            lora_dropout=0.0, init_lora_weights=True)
+        if model is None:
+            model = get_peft_model(copy.deepcopy(base), config, adapter_name=e.name)
+        else:
+            model.add_adapter(e.name, config)
+        for t, (a, b) in e.factors.items():
+            layer = model.base_model.model.body.get_submodule(t)
+            layer.lora_A[e.name].weight.data.copy_(a)
+            layer.lora_B[e.name].weight.data.copy_(b)
+    return model.eval()
+
+
+def test_equals_peft_add_weighted_adapter_cat():
+    base = Chain(SHAPES).eval()
+    entries = make_entries()
+    weights = [0.5730039009253379, 0.3, 0.1269960990746621]
+    peft = peft_model(base, entries)
+    peft.add_weighted_adapter([e.name for e in entries], weights, "merged", combination_type="cat")
+    peft.set_adapter("merged")
+    deltas = fuse_deltas(entries, weights)
+    assert set(deltas) == set(SHAPES)
+    for t, delta in deltas.items():
+        layer = peft.base_model.model.body.get_submodule(t)
+        # bit-identical to PEFT's own merged delta (same arithmetic, one matmul)
+        assert torch.equal(delta, layer.get_delta_weight("merged")), t
+    fused = copy.deepcopy(base)
+    WeightApplier(fused, [f"body.{t}" for t in SHAPES]).apply({f"body.{t}": d for t, d in deltas.items()})
+    x = torch.randn(7, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours, theirs, plain = fused(x), peft(x), base(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert (ours - plain).abs().max() > 1e-2   # the fusion really changes the output
+
+
+def test_one_matmul_equals_sum_of_products_in_float64():
+    entries = make_entries(1)
+    weights = [0.2, 0.5, 0.3]
+    deltas = fuse_deltas(entries, weights, dtype=torch.float64)
+    for t, delta in deltas.items():
+        expected = sum(w * e.scaling * (e.factors[t][1].double() @ e.factors[t][0].double())
+                       for e, w in zip(entries, weights) if t in e.factors)
+        torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_no_drift_after_1000_random_swaps_and_exact_revert():
+    torch.manual_seed(0)
+    entries = make_entries(2)
+    targets = [f"body.{t}" for t in SHAPES]
+
+    def deltas_for(subset, weights):
+        return {f"body.{t}": d for t, d in fuse_deltas(subset, weights).items()}
+
+    model = Chain(SHAPES)
+    pristine = copy.deepcopy(model.state_dict())
+    applier = WeightApplier(model, targets)
+    rng = random.Random(0)
+    for _ in range(1000):
+        subset = rng.sample(entries, rng.randint(1, 3))
+        raw = [rng.random() + 1e-3 for _ in subset]
+        applier.apply(deltas_for(subset, [w / sum(raw) for w in raw]))
+    final = deltas_for(entries[:2], [0.6, 0.4])
+    applier.apply(final)
+    fresh = Chain(SHAPES)
+    WeightApplier(fresh, targets).apply(final)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    applier.revert()
+    for key, value in pristine.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_stage_touches_nothing_and_rejects_bad_deltas():
+    model = Chain(SHAPES)
+    before = copy.deepcopy(model.state_dict())
+    applier = WeightApplier(model, ["body.head"])
+    staged = applier.stage({"body.head": torch.ones(5, 20)})
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    torch.testing.assert_close(staged.weights["body.head"], before["body.head.weight"] + 1)
+    assert set(staged.parameter_overrides()) == {"body.head.weight"}
+    with pytest.raises(ValueError, match="does not match"):
+        applier.stage({"body.head": torch.ones(20, 5)})
+    with pytest.raises(ValueError, match="not fusion targets"):
+        applier.stage({"body.enc.0.fc": torch.ones(24, 16)})
+    with pytest.raises(ValueError, match="not finite"):
+        applier.stage({"body.head": torch.full((5, 20), float("nan"))})
+    with pytest.raises(ValueError, match="not a module"):
+        WeightApplier(model, ["body.nope"])
+
+
+def test_half_precision_weights_round_once_from_float32():
+    model = Chain(SHAPES).half()
+    applier = WeightApplier(model, ["body.head"])
+    delta = torch.randn(5, 20) * 1e-3
+    applier.apply({"body.head": delta})
+    expected = (applier.base_weights().weights["body.head"].float() + delta).half()
+    assert torch.equal(model.body.head.weight, expected)
+
+
+def test_stage_fusion_reuses_buffers_bit_identical_to_stage_of_deltas():
+    entries = make_entries(4)
+    targets = [f"body.{t}" for t in SHAPES]
+    renamed = [SimpleNamespace(factors={f"body.{m}": f for m, f in e.factors.items()}, scaling=e.scaling)
+               for e in entries]
+    model = Chain(SHAPES)
+    applier = WeightApplier(model, targets)
+    first = applier.stage_fusion(renamed, [0.5, 0.3, 0.2])
+    pointers = {n: t.data_ptr() for n, t in first.weights.items()}
+    reference = applier.stage(fuse_deltas(renamed, [0.2, 0.3, 0.5]))
+    second = applier.stage_fusion(renamed, [0.2, 0.3, 0.5])
+    assert {n: t.data_ptr() for n, t in second.weights.items()} == pointers     # no new allocation per swap
+    for name in targets:
+        assert torch.equal(second.weights[name], reference.weights[name]), name
+    only_c = applier.stage_fusion(renamed[2:], [1.0])     # modules without an adapter stay W_base
+    assert torch.equal(only_c.weights["body.enc.1.fc"], applier.base_weights().weights["body.enc.1.fc"])
+    huge = [SimpleNamespace(factors={"body.head": (torch.full((2, 20), 1e20), torch.full((5, 2), 1e20))},
+                            scaling=1.0)]
+    with pytest.raises(ValueError, match="not finite"):
+        applier.stage_fusion(huge, [1.0])
+    with pytest.raises(ValueError, match="not fusion targets"):
+        applier.stage_fusion([SimpleNamespace(factors={"body.x": (torch.ones(1, 2), torch.ones(2, 1))},
+                                              scaling=1.0)], [1.0])

@@ -1,0 +1,99 @@
+"""OpenClipNavigator with a tiny open_clip config (random weights): batching, checkpoints, no downloads."""
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from semla_ros.core.navigator import Navigator, OpenClipNavigator
+
+TINY = "SemlaTinyNav"
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("oc") / f"{TINY}.json"
+    path.write_text(json.dumps({
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1}}))
+    open_clip.add_model_config(path)
+    return TINY
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(40 + 7 * i, 50 + 3 * i, 3), dtype=np.uint8) for i in range(n)]
+
+
+def test_random_weights_embed_batched_and_normalised(tiny_config):
+    torch.manual_seed(0)
+    nav = OpenClipNavigator(tiny_config, pretrained=None, image_size=32, batch_size=2)
+    assert isinstance(nav, Navigator) and nav.dim == 16 and "random" in nav.id and "raw" in nav.id
+    imgs = images(5)
+    e = nav.embed(imgs)
+    assert e.shape == (5, 16) and e.dtype == np.float32 and np.all(np.isfinite(e))
+    assert not np.allclose(np.linalg.norm(e, axis=1), 1.0)       # projected, un-normalised like SemLA
+    one_by_one = np.concatenate([nav.embed([im]) for im in imgs])
+    np.testing.assert_allclose(e, one_by_one, rtol=1e-5, atol=1e-6)
+    assert np.abs(e[0] - e[1]).max() > 1e-4                       # different images, different embeddings
+    nav.normalize = True
+    np.testing.assert_allclose(np.linalg.norm(nav.embed(imgs), axis=1), 1.0, rtol=1e-5)
+
+
+def test_local_checkpoint_reproduces_the_model(tiny_config, tmp_path):
+    torch.manual_seed(1)
+    nav = OpenClipNavigator(tiny_config, pretrained=None, image_size=32)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(nav.model.state_dict(), ckpt)
+    torch.manual_seed(2)
+    again = OpenClipNavigator(tiny_config, pretrained=str(ckpt), image_size=32)
+    assert "tiny.pt" in again.id
+    np.testing.assert_array_equal(nav.embed(images(2)), again.embed(images(2)))
+
+
+def test_missing_weights_are_clear_errors_and_nothing_is_downloaded(tiny_config, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        OpenClipNavigator(tiny_config, pretrained=None, checkpoint=tmp_path / "nope.safetensors")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    import huggingface_hub.constants as hf_constants
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", no_network)
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", no_network)
+    with pytest.raises(FileNotFoundError, match="not in the local cache.*ViT-B-32"):
+        OpenClipNavigator("ViT-B-32", pretrained="openai")
+    with pytest.raises(ValueError, match="no pretrained tag"):
+        OpenClipNavigator(tiny_config, pretrained="openai")
+
+
+def test_bad_images_are_rejected(tiny_config):
+    nav = OpenClipNavigator(tiny_config, pretrained=None, image_size=32)
+    for bad in ([np.zeros((8, 8), np.uint8)], [np.zeros((8, 8, 3), np.float32)], [], np.zeros((8, 8, 3), np.uint8)):
+        with pytest.raises(ValueError):
+            nav.embed(bad)
+
+
+def test_tower_navigator_is_a_frozen_copy_of_the_catseg_tower():
+    from semla_ros.catseg.build import build_catseg
+    from semla_ros.core.navigator import TowerNavigator
+
+    torch.manual_seed(0)
+    model = build_catseg("tiny")
+    nav = TowerNavigator(model)
+    assert isinstance(nav, Navigator) and nav.dim == 48 and nav.id.startswith("tower:tiny:")
+    imgs = images(3)
+    e = nav.embed(imgs)
+    assert e.shape == (3, 48) and e.dtype == np.float32 and np.abs(e[0] - e[1]).max() > 1e-4
+    # same as the live tower's own CLS path on the same preprocessing
+    with torch.no_grad():
+        live = model.clip_model.encode_image(nav._prepare(imgs[0])).numpy()
+    np.testing.assert_allclose(e[:1], live, rtol=1e-5, atol=1e-6)
+    # fusing into the live model does not move the navigator; the id follows the weights
+    with torch.no_grad():
+        model.clip_model.visual.transformer.resblocks[0].mlp.c_fc.weight.add_(0.5)
+    np.testing.assert_array_equal(nav.embed(imgs), e)
+    assert TowerNavigator(model).id != nav.id and TowerNavigator(model).id == TowerNavigator(model).id
