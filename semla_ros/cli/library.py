@@ -1,0 +1,297 @@
+"""`semla-library`: make, add, list, inspect and import SemLA adapter libraries.
+
+    semla-library train DOMAIN_DIR --library LIB --model CFG --checkpoint W [--init rrqr] ...
+    semla-library add ADAPTER_DIR IMAGE_DIR --library LIB --name NAME --model CFG --checkpoint W
+    semla-library list LIB
+    semla-library inspect LIB [--map centroids.png] [--images NAME=DIR ...]
+    semla-library import LORADB [--into LIB]
+
+A library is a folder in the official SemLA `loradb/` layout (see semla_ros.core.library);
+entries made here add a `metadata.json` (navigator id, training settings), which official tools
+ignore.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..core.library import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, AdapterLibrary, load_entry
+
+
+def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required,
+                   help="CAT-Seg config: registry name (tiny, vitb16_384, vitl14_336) or a CatSegConfig JSON")
+    p.add_argument("--checkpoint", default=None, help="CAT-Seg weights (.pth or .safetensors)")
+    p.add_argument("--allow-random-weights", action="store_true", help="smoke tests only: no checkpoint")
+    p.add_argument("--navigator", default="tower",
+                   help="'tower' (frozen copy of the model's image tower) or 'openclip:ViT-L-14/openai' (official)")
+    p.add_argument("--device", default="cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semla-library", description="Manage SemLA LoRA adapter libraries.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one LoRA adapter on a domain folder and add it to a library")
+    t.add_argument("domain_dir", type=Path, help="a domain folder: images/, labels/ and classes.txt here or above")
+    t.add_argument("--library", type=Path, required=True)
+    t.add_argument("--name", default=None, help="entry name (default: the domain folder's name)")
+    _model_args(t)
+    t.add_argument("--init", choices=("standard", "rrqr"), default="standard",
+                   help="LoRA init: PEFT default, or RecycleLoRA-style pivoted-QR (see semla_ros/evaluation/rrqr.py)")
+    t.add_argument("--sub-rank", type=int, default=None, help="rrqr: rank of the major-direction part (default r/4)")
+    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--alpha", type=float, default=16.0)
+    t.add_argument("--steps", type=int, default=100)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--warmup-steps", type=int, default=10)
+    t.add_argument("--seed", type=int, default=250)
+    t.add_argument("--loss", choices=("bce", "ce"), default="bce",
+                   help="bce: the official loss; ce: cross-entropy, for base models trained with it (the demo's)")
+    t.add_argument("--max-images", type=int, default=None, help="use the first N images only")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    a = sub.add_parser("add", help="turn an existing PEFT LoRA adapter + an image folder into an entry")
+    a.add_argument("adapter_dir", type=Path, help="folder with adapter_config.json + adapter_model.safetensors")
+    a.add_argument("image_dir", type=Path, help="the domain's images (images/ subfolder or the folder itself)")
+    a.add_argument("--library", type=Path, required=True)
+    a.add_argument("--name", default=None, help="entry name (default: the adapter folder's name)")
+    _model_args(a)
+    a.add_argument("--overwrite", action="store_true")
+
+    ls = sub.add_parser("list", help="entries, ranks, targets, navigators; and why any entry is skipped")
+    ls.add_argument("library", type=Path)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    i = sub.add_parser("inspect", help="centroid distances and a 2-D centroid map (PCA, like SemLA Fig. 7)")
+    i.add_argument("library", type=Path)
+    i.add_argument("--map", type=Path, default=None, help="write the centroid map PNG here")
+    i.add_argument("--images", action="append", default=[], metavar="LABEL=DIR",
+                   help="also embed these images (needs --model/--navigator) and plot them as dots")
+    _model_args(i, required=False)
+
+    im = sub.add_parser("import", help="validate an official SemLA loradb/ folder (and optionally copy it)")
+    im.add_argument("loradb", type=Path)
+    im.add_argument("--into", type=Path, default=None, help="copy the valid entries into this library")
+    im.add_argument("--navigator-dim", type=int, default=None,
+                    help="expected centroid dimension (768 for the official CLIP ViT-L/14 navigator)")
+    im.add_argument("--model", default=None, help="optional: also check every target against this model config")
+    im.add_argument("--checkpoint", default=None)
+    im.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def _load_model(args):
+    from ..evaluation.models import load_model
+
+    return load_model(args.model, args.checkpoint, args.device, allow_random=args.allow_random_weights)
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from ..evaluation.dataset import open_domain
+    from ..evaluation.models import make_navigator
+    from ..evaluation.training import TrainSettings, domain_centroid, model_fingerprint, save_entry, train_adapter
+
+    folder = open_domain(args.domain_dir)
+    name = args.name or folder.name
+    if (args.library / name).exists() and not args.overwrite:
+        print(f"error: entry {args.library / name} exists (use --overwrite)", file=sys.stderr)
+        return 2
+    samples = folder.samples[: args.max_images] if args.max_images else folder.samples
+    pairs = list(folder.pairs())[: len(samples)]
+    images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    model = _load_model(args)
+    navigator = make_navigator(args.navigator, model, args.device)
+    settings = TrainSettings(rank=args.rank, alpha=args.alpha, steps=args.steps, batch_size=args.batch_size,
+                             lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                             seed=args.seed, init=args.init, sub_rank=args.sub_rank, loss=args.loss).validated()
+    bar = tqdm(total=settings.steps, desc=f"train {name} ({settings.init})", disable=args.quiet, leave=False)
+
+    def progress(step, loss):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    trained = train_adapter(model, folder.classes, images, labels, name, settings, progress=progress,
+                            device=args.device)
+    bar.close()
+    centroid = domain_centroid(navigator, images)
+    path = save_entry(trained, args.library, centroid, {
+        "navigator": navigator.id, "domain": folder.name, "classes": list(folder.classes),
+        "data": str(folder.path), "base_model": model_fingerprint(model)}, overwrite=args.overwrite)
+    entry = load_entry(path, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
+    print(f"wrote {path}: {len(entry.factors)} target modules, r={entry.rank}, scaling {entry.scaling:g}, "
+          f"loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} in {trained.seconds:.0f} s")
+    return 0
+
+
+def cmd_add(args) -> int:
+    from ..evaluation.dataset import open_domain
+    from ..evaluation.models import make_navigator
+    from ..evaluation.training import domain_centroid, model_fingerprint, write_statistics
+
+    src = args.adapter_dir
+    for f in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (src / f).is_file():
+            hint = " (convert adapter_model.bin with safetensors first)" if f == WEIGHTS_FILE and \
+                (src / "adapter_model.bin").is_file() else ""
+            print(f"error: {src / f} not found{hint}", file=sys.stderr)
+            return 2
+    name = args.name or src.name
+    target = args.library / name
+    if target.exists() and not args.overwrite:
+        print(f"error: entry {target} exists (use --overwrite)", file=sys.stderr)
+        return 2
+    folder = open_domain(args.image_dir, require_labels=False)
+    model = _load_model(args)
+    navigator = make_navigator(args.navigator, model, args.device)
+    images = list(folder.images())
+    centroid = domain_centroid(navigator, images)
+    args.library.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=args.library))
+    staging = tmp / name   # same folder name as the final entry, so it validates exactly as it will load
+    try:
+        staging.mkdir()
+        for f in (CONFIG_FILE, WEIGHTS_FILE):
+            shutil.copy2(src / f, staging / f)
+        write_statistics(staging, name, centroid)
+        (staging / METADATA_FILE).write_text(json.dumps({
+            "name": name, "navigator": navigator.id, "embedding_dim": int(centroid.size),
+            "source_adapter": str(src), "centroid_images": len(images), "data": str(folder.path),
+            "base_model": model_fingerprint(model)}, indent=2))
+        entry = load_entry(staging, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except Exception as exc:
+        print(f"error: {src} is not a usable adapter for this model: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"added {target}: {len(entry.factors)} target modules, r={entry.rank}, centroid of {len(images)} images")
+    return 0
+
+
+def _describe(lib: AdapterLibrary) -> dict:
+    entries = []
+    for e in lib.entries:
+        entries.append({"name": e.name, "rank": e.rank, "scaling": e.scaling, "modules": len(e.factors),
+                        "dropped_inert_qkv": len(e.dropped), "centroid_dim": int(e.centroid.shape[0]),
+                        "centroid_norm": float(np.linalg.norm(e.centroid)), "official_layout": e.official_layout,
+                        "navigator": e.metadata.get("navigator"), "init": e.metadata.get("init")})
+    return {"root": str(lib.root), "entries": entries, "skipped": [{"name": n, "reason": r} for n, r in lib.skipped],
+            "median_inter_centroid_distance": lib.median_inter_centroid_distance}
+
+
+def cmd_list(args) -> int:
+    lib = AdapterLibrary.open(args.library)
+    info = _describe(lib)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0 if lib.entries else 1
+    print(f"{lib.root}: {len(lib)} entries, {len(lib.skipped)} skipped")
+    print(f"  {'name':16s} {'r':>3s} {'scale':>6s} {'modules':>7s} {'dim':>5s}  layout    navigator")
+    for e in info["entries"]:
+        layout = "official" if e["official_layout"] else "ours"
+        print(f"  {e['name']:16s} {e['rank']:3d} {e['scaling']:6g} {e['modules']:7d} {e['centroid_dim']:5d}  "
+              f"{layout:8s}  {e['navigator'] or '(unknown: official centroid)'}")
+    for n, r in lib.skipped:
+        print(f"  SKIPPED {n}: {r}")
+    return 0 if lib.entries else 1
+
+
+def cmd_inspect(args) -> int:
+    from ..evaluation import figures
+
+    lib = AdapterLibrary.open(args.library)
+    if not lib.entries:
+        print(f"error: no usable entry in {args.library} (skipped: {lib.skipped})", file=sys.stderr)
+        return 1
+    c = lib.centroids
+    d = np.linalg.norm(c[:, None] - c[None], axis=-1)
+    names = lib.names
+    print(f"{lib.root}: {len(lib)} entries, centroid dim {lib.dim}, median inter-centroid distance "
+          f"{lib.median_inter_centroid_distance:.4g}")
+    width = max(8, max(len(n) for n in names) + 1)
+    print(" " * width + "".join(f"{n[:9]:>10s}" for n in names))
+    for n, row in zip(names, d):
+        print(f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row))
+    for e in lib.entries:
+        norms = [float(np.linalg.norm((b @ a).numpy()) * e.scaling) for a, b in e.factors.values()]
+        print(f"  {e.name}: {len(norms)} modules, |dW|_F mean {np.mean(norms):.4g} max {np.max(norms):.4g}"
+              + (f", {len(e.dropped)} inert q/k/v factors dropped (official layout)" if e.dropped else ""))
+    if args.map is not None:
+        samples = {}
+        if args.images:
+            if not args.model:
+                print("error: --images needs --model (and --checkpoint) to embed them", file=sys.stderr)
+                return 2
+            from ..evaluation.dataset import open_domain
+            from ..evaluation.models import make_navigator
+
+            model = _load_model(args)
+            navigator = make_navigator(args.navigator, model, args.device)
+            for spec in args.images:
+                label, _, path = spec.partition("=")
+                folder = open_domain(path or label, require_labels=False)
+                samples[label if path else folder.name] = navigator.embed(list(folder.images()))
+        args.map.parent.mkdir(parents=True, exist_ok=True)
+        figures.centroid_map(list(names), c, args.map, samples, title=f"{lib.root.name}: centroids (PCA)")
+        print(f"wrote {args.map}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    model = None
+    if args.model:
+        from ..evaluation.models import load_model
+
+        model = load_model(args.model, args.checkpoint, allow_random=args.checkpoint is None)
+    lib = AdapterLibrary.open(args.loradb, navigator_dim=args.navigator_dim, model=model)
+    print(f"{args.loradb}: {len(lib)} valid entries, {len(lib.skipped)} invalid")
+    for e in lib.entries:
+        print(f"  OK {e.name}: r={e.rank} scaling {e.scaling:g}, {len(e.factors)} modules fused"
+              + (f" ({len(e.dropped)} inert CLIP q/k/v factors dropped, as in official SemLA)" if e.dropped else "")
+              + f", centroid dim {e.centroid.shape[0]}")
+    for n, r in lib.skipped:
+        print(f"  INVALID {n}: {r}")
+    if args.into is not None and lib.entries:
+        args.into.mkdir(parents=True, exist_ok=True)
+        for e in lib.entries:
+            dest = args.into / e.name
+            if dest.exists():
+                if not args.overwrite:
+                    print(f"  kept existing {dest} (use --overwrite)")
+                    continue
+                shutil.rmtree(dest)
+            # Official files only, unchanged: adding metadata.json would change how the entry is read.
+            shutil.copytree(e.path, dest)
+        print(f"copied {len(lib)} entries into {args.into} (official layout kept)")
+    if not lib.entries:
+        return 2
+    return 1 if lib.skipped else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"train": cmd_train, "add": cmd_add, "list": cmd_list, "inspect": cmd_inspect,
+               "import": cmd_import}[args.command]
+    try:
+        return command(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The SemLA benchmark protocol: each method segments each domain's images; mIoU per domain.
+
+Methods (paper Table 1 plus our node's policy):
+- zero-shot        the base model, no adapter.
+- oracle           the target domain's own adapter alone (weight 1); an upper bound, so it is
+                   the one method that uses the target adapter even under leave-one-out.
+- uniform          every candidate adapter with weight 1/N (SemLA's uniform "cat" merge).
+- semla            official SemLA: per image, embed, top-K by 1/distance, softmax(s/T), fuse,
+                   segment with that image's fused model (text re-encoded with the fused text
+                   tower; the official code freezes the text at the first image, we do not).
+- semla-debounced  the ROS node's policy replayed on the domain's images in file order:
+                   `SemlaSegmenter` with synchronous adaptation and a replay clock at `rate_hz`
+                   (EMA + threshold + consecutive hits + cooldown decide when to re-fuse).
+                   Each domain is replayed from a fresh segmenter, so it starts with a
+                   "startup" fusion on its first embedded frame(s), like a node started there.
+
+Leave-one-out (`--remove_target_adapter` in SemLA): the candidates for uniform / semla /
+semla-debounced never include the target domain's own adapter, so the numbers measure
+generalisation to an unseen domain.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..core.fusion import WeightApplier, fuse_deltas
+from ..core.library import AdapterLibrary
+from ..core.retrieval import retrieve, support_score
+from .dataset import DomainFolder
+from .metrics import ConfusionAccumulator, harmonic_mean, mean_iou, per_class_iou
+
+METHODS = ("zero-shot", "oracle", "uniform", "semla", "semla-debounced")
+LIBRARY_METHODS = METHODS[1:]
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    methods: tuple[str, ...] = METHODS
+    leave_one_out: bool = True
+    top_k: int = 5
+    temperature: float = 0.05
+    metric: str = "euclidean"
+    # debounced replay (SegmenterSettings of the node)
+    ema_alpha: float = 0.1
+    switch_threshold: float = 0.5
+    threshold_mode: str = "relative"
+    min_consecutive: int = 3
+    cooldown_s: float = 5.0
+    warmup_frames: int = 1
+    rate_hz: float = 10.0
+    max_images: int | None = None   # per domain, first N in file order
+
+    def validated(self) -> "ProtocolSettings":
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+        if int(self.top_k) < 1 or not self.temperature > 0 or not self.rate_hz > 0:
+            raise ValueError("top_k must be >= 1, temperature and rate_hz > 0")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be >= 1, got {self.max_images}")
+        return self
+
+
+@dataclass
+class ImageRecord:
+    method: str
+    domain: str
+    stem: str
+    miou: float
+    support: float = math.nan
+    adapters: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DomainScore:
+    method: str
+    domain: str
+    miou: float
+    iou: list[float]
+    images: int
+    available: bool = True
+    note: str = ""
+
+
+@dataclass
+class EvaluationResult:
+    classes: list[str]
+    domains: list[str]
+    methods: list[str]
+    settings: dict
+    library: str
+    scores: dict[str, dict[str, DomainScore]]           # method -> domain -> score
+    images: list[ImageRecord]
+    contributions: dict[str, dict[str, dict[str, float]]]  # method -> domain -> adapter -> mean weight
+    candidates: dict[str, list[str]]                    # domain -> adapters allowed for it
+
+    def miou_table(self) -> dict[str, dict[str, float]]:
+        return {m: {d: s.miou for d, s in per.items()} for m, per in self.scores.items()}
+
+    def hmean(self, exclude: Sequence[str] = ()) -> dict[str, float]:
+        return {m: harmonic_mean(v, exclude) for m, v in self.miou_table().items()}
+
+    def to_json(self, exclude: Sequence[str] = ()) -> dict:
+        return {"classes": self.classes, "domains": self.domains, "methods": self.methods,
+                "settings": self.settings, "library": self.library, "candidates": self.candidates,
+                "miou": self.miou_table(), "hmean": self.hmean(exclude), "hmean_excludes": list(exclude),
+                "scores": {m: {d: asdict(s) for d, s in per.items()} for m, per in self.scores.items()},
+                "contributions": self.contributions, "images": [asdict(r) for r in self.images]}
+
+
+def _no_progress(n: int = 1) -> None:
+    return None
+
+
+class Evaluator:
+    """Runs the methods for one base model + one library; the model's weights are restored after each."""
+
+    def __init__(self, predictor, library: AdapterLibrary | None, navigator,
+                 settings: ProtocolSettings = ProtocolSettings(), adapter_for: Mapping[str, str] | None = None):
+        self.predictor = predictor
+        self.library = library
+        self.navigator = navigator
+        self.settings = settings.validated()
+        self.adapter_for = dict(adapter_for or {})
+        needs_library = [m for m in self.settings.methods if m in LIBRARY_METHODS]
+        if needs_library and (library is None or len(library) == 0):
+            raise ValueError(f"methods {needs_library} need a non-empty adapter library")
+        self.applier = WeightApplier(predictor.model, library.target_modules) if library is not None else None
+
+    # ------------------------------------------------------------------ which adapters a domain may use
+    def target_adapter(self, domain: str) -> str | None:
+        """The domain's own adapter: explicit mapping, else the entry named like the domain, else the
+        one entry whose metadata says `"domain": <domain>`, else the one named `<prefix>-<domain>`
+        (SemLA names such as "acdc-fog")."""
+        if self.library is None:
+            return None
+        names = self.library.names
+        if domain in self.adapter_for:
+            return self.adapter_for[domain] if self.adapter_for[domain] in names else None
+        if domain in names:
+            return domain
+        for rule in (lambda e: e.metadata.get("domain") == domain, lambda e: e.name.endswith("-" + domain)):
+            hits = [e.name for e in self.library.entries if rule(e)]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+    def candidates(self, domain: str) -> list[int]:
+        """Library rows the domain may use: all, minus its own adapter under leave-one-out."""
+        own = self.target_adapter(domain)
+        return [i for i, n in enumerate(self.library.names)
+                if not (self.settings.leave_one_out and n == own)]
+
+    # ------------------------------------------------------------------ model state
+    def _activate(self, entries, weights) -> None:
+        if self.applier is None:
+            return
+        if entries:
+            self.applier.apply(fuse_deltas(entries, weights))
+        else:
+            self.applier.revert()
+
+    def _segment(self, image: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(image).class_ids
+
+    # ------------------------------------------------------------------ run
+    def run(self, domains: Mapping[str, DomainFolder], progress: Callable[[int], None] = _no_progress,
+            on_record: Callable[[ImageRecord], None] | None = None) -> EvaluationResult:
+        s = self.settings
+        first = next(iter(domains.values()))
+        classes = list(first.classes)
+        if list(self.predictor.class_names) != classes:
+            self.predictor.set_classes(classes)
+        scores: dict[str, dict[str, DomainScore]] = {m: {} for m in s.methods}
+        contributions: dict[str, dict[str, dict[str, float]]] = {}
+        records: list[ImageRecord] = []
+        candidates = {d: ([self.library.names[i] for i in self.candidates(d)] if self.library is not None else [])
+                      for d in domains}
+        try:
+            for method in s.methods:
+                for domain, folder in domains.items():
+                    acc = ConfusionAccumulator(len(classes))
+                    score = DomainScore(method, domain, math.nan, [], 0)
+                    run = getattr(self, "_run_" + method.replace("-", "_"))
+                    note = run(domain, folder, acc, records, progress, on_record)
+                    score.images = acc.images
+                    if note:
+                        score.available, score.note = False, note
+                    else:
+                        score.miou, score.iou = acc.miou, per_class_iou(acc.matrix).tolist()
+                    scores[method][domain] = score
+                    self._activate([], [])
+                if method in ("semla", "semla-debounced", "uniform", "oracle"):
+                    contributions[method] = _mean_contributions(records, method, list(domains),
+                                                                list(self.library.names))
+        finally:
+            self._activate([], [])
+        return EvaluationResult(classes=classes, domains=list(domains), methods=list(s.methods),
+                                settings=asdict(s), library=str(getattr(self.library, "root", None)),
+                                scores=scores, images=records, contributions=contributions, candidates=candidates)
+
+    def _pairs(self, folder: DomainFolder):
+        n = self.settings.max_images
+        for i, (pair, sample) in enumerate(zip(folder.pairs(), folder.samples)):
+            if n is not None and i >= n:
+                return
+            yield sample.stem, pair[0], pair[1]
+
+    def _record(self, records, on_record, acc, method, domain, stem, pred, label, **extra) -> None:
+        cm = acc.add(pred, label)
+        rec = ImageRecord(method, domain, stem, mean_iou(cm), **extra)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    def _run_zero_shot(self, domain, folder, acc, records, progress, on_record):
+        self._activate([], [])
+        for stem, image, label in self._pairs(folder):
+            self._record(records, on_record, acc, "zero-shot", domain, stem, self._segment(image), label)
+            progress(1)
+        return ""
+
+    def _run_fixed(self, method, domain, folder, acc, records, progress, on_record, names, weights):
+        entries = [self.library[n] for n in names]
+        self._activate(entries, weights)
+        for stem, image, label in self._pairs(folder):
+            self._record(records, on_record, acc, method, domain, stem, self._segment(image), label,
+                         adapters=list(names), weights=[float(w) for w in weights])
+            progress(1)
+        return ""
+
+    def _skip(self, folder, progress) -> None:
+        n = len(folder) if self.settings.max_images is None else min(len(folder), self.settings.max_images)
+        progress(n)
+
+    def _run_oracle(self, domain, folder, acc, records, progress, on_record):
+        own = self.target_adapter(domain)
+        if own is None:
+            self._skip(folder, progress)
+            return f"no adapter for domain {domain!r} in the library"
+        return self._run_fixed("oracle", domain, folder, acc, records, progress, on_record, [own], [1.0])
+
+    def _run_uniform(self, domain, folder, acc, records, progress, on_record):
+        rows = self.candidates(domain)
+        if not rows:
+            self._skip(folder, progress)
+            return "no candidate adapter left"
+        names = [self.library.names[i] for i in rows]
+        return self._run_fixed("uniform", domain, folder, acc, records, progress, on_record, names,
+                               [1.0 / len(names)] * len(names))
+
+    def _run_semla(self, domain, folder, acc, records, progress, on_record):
+        s = self.settings
+        rows = self.candidates(domain)
+        if not rows:
+            self._skip(folder, progress)
+            return "no candidate adapter left"
+        centroids = self.library.centroids[rows]
+        for stem, image, label in self._pairs(folder):
+            embedding = self.navigator.embed([image])[0]
+            r = retrieve(embedding, centroids, s.top_k, s.temperature, s.metric)
+            entries = [self.library.entries[rows[i]] for i in r.indices]
+            self._activate(entries, r.weights)
+            self._record(records, on_record, acc, "semla", domain, stem, self._segment(image), label,
+                         support=support_score(r.weights, r.distances), adapters=[e.name for e in entries],
+                         weights=[float(w) for w in r.weights])
+            progress(1)
+        return ""
+
+    def _run_semla_debounced(self, domain, folder, acc, records, progress, on_record):
+        from ..core.segmenter import SegmenterSettings, SemlaSegmenter
+
+        s = self.settings
+        rows = self.candidates(domain)
+        if not rows:
+            self._skip(folder, progress)
+            return "no candidate adapter left"
+        self._activate([], [])
+        sub = AdapterLibrary(None, [self.library.entries[i] for i in rows])
+        clock = [0.0]
+        seg = SemlaSegmenter(self.predictor, sub, self.navigator,
+                             SegmenterSettings(top_k=s.top_k, temperature=s.temperature, metric=s.metric,
+                                               ema_alpha=s.ema_alpha, switch_threshold=s.switch_threshold,
+                                               threshold_mode=s.threshold_mode, min_consecutive=s.min_consecutive,
+                                               cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames),
+                             synchronous_adaptation=True, clock=lambda: clock[0])
+        try:
+            for frame, (stem, image, label) in enumerate(self._pairs(folder)):
+                clock[0] = frame / s.rate_hz
+                out = seg.process(image, stamp=frame)
+                active = seg.active
+                self._record(records, on_record, acc, "semla-debounced", domain, stem, out.class_ids, label,
+                             support=out.support, adapters=list(active.adapters) if active else [],
+                             weights=list(active.weights) if active else [])
+                progress(1)
+        finally:
+            seg.close()
+        return ""
+
+
+def _mean_contributions(records: Sequence[ImageRecord], method: str, domains: list[str],
+                        names: list[str]) -> dict[str, dict[str, float]]:
+    """Mean fusion weight of each adapter over a domain's images (0 when not fused): paper Fig. 8."""
+    out = {}
+    for domain in domains:
+        rows = [r for r in records if r.method == method and r.domain == domain]
+        totals = dict.fromkeys(names, 0.0)
+        for r in rows:
+            for n, w in zip(r.adapters, r.weights):
+                totals[n] += w
+        out[domain] = {n: (v / len(rows) if rows else 0.0) for n, v in totals.items()}
+    return out
