@@ -17,12 +17,10 @@ def model_config(value: str):
     if not path.is_file():
         raise FileNotFoundError(f"model config file {path} not found")
     data = json.loads(path.read_text())
-    if "vision" in data and "embed_dim" in data:
-        from ..demo.build_assets import config_from_json
-
-        return config_from_json(path.read_text())
     from ..catseg.config import CatSegConfig
 
+    if "vision" in data and "embed_dim" in data:
+        return CatSegConfig.from_dict(data)
     return CatSegConfig.from_fixture(data)
 
 

@@ -104,9 +104,9 @@ class TrainedAdapter:
 
 def official_targets(model: torch.nn.Module) -> list[str]:
     """SemLA's target names that exist in `model` as nn.Linear, in the official order."""
-    from ..demo.build_assets import lora_targets
+    from ..core.targets import semla_target_modules
 
-    return lora_targets(model)
+    return semla_target_modules(model)
 
 
 def lr_factor(step: int, settings: TrainSettings) -> float:
