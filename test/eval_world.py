@@ -2,6 +2,8 @@
 navigator, a few exported demo-world images per domain and a library with one entry per domain."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,8 @@ import torch
 
 from semla_ros.catseg.build import build_catseg
 from semla_ros.core.library import write_entry
-from semla_ros.demo.build_assets import config_to_json, demo_config, lora_targets
+from semla_ros.core.targets import semla_target_modules
+from semla_ros.demo.build_assets import demo_config
 
 DOMAINS = ("clear", "fog", "night")
 
@@ -27,7 +30,7 @@ def save_model(model, directory: Path) -> tuple[Path, Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     config, weights = directory / "model_config.json", directory / "model.safetensors"
-    config.write_text(config_to_json(model.config))
+    config.write_text(json.dumps(model.config.to_dict()))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     return config, weights
 
@@ -39,7 +42,7 @@ def random_library(model, navigator, dataset, root: Path, std: float = 0.3, seed
     g = torch.Generator().manual_seed(seed)
     for name, folder in dataset.items():
         factors = {}
-        for t in lora_targets(model):
+        for t in semla_target_modules(model):
             out_f, in_f = model.get_submodule(t).weight.shape
             factors[t] = (torch.randn(8, in_f, generator=g) * std / np.sqrt(in_f),
                           torch.randn(out_f, 8, generator=g) * std)

@@ -156,9 +156,11 @@ class CatSegPredictor:
         Returns the (1, 3, S, S) CLIP input and the padded size (Hp, Wp).
         """
         image = self._image_tensor(image_rgb_uint8)
-        return self._preprocess_tensor(image)
+        return self.preprocess_batch(image)
 
-    def _preprocess_tensor(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def preprocess_batch(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The whole-image preprocessing of a (B,3,H,W) 0-255 RGB float batch (training uses it,
+        so training sees exactly what inference sees)."""
         inf = self.config.inference
         height, width = image.shape[-2:]
         div = inf.size_divisibility
