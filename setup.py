@@ -12,7 +12,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["semla_ros", "semla_ros.*"]),
-    package_data={"semla_ros": ["py.typed"]},
+    package_data={"semla_ros": ["py.typed", "ros/*.xml"]},
     entry_points={
         "console_scripts": [
             "semla-fixture-check=semla_ros.cli.fixture_check:main",

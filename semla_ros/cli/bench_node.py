@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from semla_ros.ros.dds_profile import with_large_image_transport
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with_large_image_transport()  # 640x480 rgb8 frames exceed Fast DDS's default SHM segment
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     width, height = (int(v) for v in args.size.lower().split("x"))

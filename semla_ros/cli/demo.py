@@ -28,6 +28,7 @@ from ..demo.build_assets import Assets, BuildParams, ensure_assets, load_demo_mo
 from ..evaluation.metrics import confusion_matrix as confusion
 from ..evaluation.metrics import mean_iou as miou
 from ..demo.sequence import DEFAULT_SEQUENCE, DomainSequence
+from ..ros.dds_profile import with_large_image_transport
 
 # Debounce settings for the demo world (node parameters). Relative threshold: a fraction of the
 # library's median inter-centroid distance.
@@ -118,6 +119,7 @@ def record(assets: Assets, sequence: DomainSequence, sequence_text: str, workdir
     node_log, camera_log = workdir / "node.log", workdir / "camera.log"
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with_large_image_transport(env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]),
                                                     env.get("PYTHONPATH", "")] if p)
     env["PYTHONUNBUFFERED"] = "1"

@@ -32,6 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from semla_ros.msg import AdapterFusion, SupportScore
 from semla_ros.ros import parameters
+from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.ros.diagnostics import ERROR, OK, WARN, NodeStats, diagnostic_array
 from semla_ros.ros.engine_factory import build_engine
 from semla_ros.ros.image_conversion import BadFrame, compressed_to_rgb, image_to_rgb, mask_to_image, rgb_to_image
@@ -366,6 +367,8 @@ def main(argv: list[str] | None = None, exit_process: bool = True) -> int:
     than the whole shutdown budget, and releases nothing the OS does not release anyway.
     """
     stop = threading.Event()
+    # The node's own full-size rgb8 overlay exceeds Fast DDS's default shared-memory segment.
+    with_large_image_transport()
     rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = SemlaSegmenterNode()
