@@ -12,6 +12,7 @@ BENCHMARKS = {
     "catseg": "CAT-Seg forward on CPU/GPU: ms per frame and peak memory",
     "fusion": "adapter swap and steady-state frame time vs PEFT",
     "node": "ROS node overhead, mask publish time, soak against a slow model",
+    "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",
     "tensorrt": "TensorRT engine build, refit and latency vs PyTorch (needs a GPU)",
 }
 
