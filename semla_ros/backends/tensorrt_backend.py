@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 
 from ..core.fusion import copy_weights_into
@@ -128,6 +129,9 @@ class TensorRTBackend(Backend):
             partial.replace(self.onnx_path)
         self._initializers = load_initializers(self.onnx_path)
         self._engine_params = engine_parameter_names(model)
+        # Mapped while the model still holds the weights the graph was exported with (a weight
+        # found by value would no longer match once fused weights are copied in).
+        self._mapping = self.weight_mapping(sorted(self._engine_params))
         self._engine, self._context = self._load_or_build(self.onnx_path)
 
     # -- engine lifecycle -------------------------------------------------------------
@@ -221,7 +225,9 @@ class TensorRTBackend(Backend):
         # exports from it.
         copy_weights_into(self.predictor.model, fused)
         fused = {f"{module}.weight": w for module, w in fused.items()}
-        mapping = self.weight_mapping([n for n in fused if n in self._engine_params])
+        changed = [n for n in fused if n in self._engine_params]
+        mapping = WeightMapping({n: self._mapping.refs[n] for n in changed if n in self._mapping.refs},
+                                [n for n in changed if n not in self._mapping.refs])
         trt = self._trt
         refitted = 0
         if mapping.refs:
@@ -239,6 +245,13 @@ class TensorRTBackend(Backend):
                         mapping.missing.append(name)
                         continue
                     refitted += 1
+                # Weights TensorRT combined with a changed one must be supplied too; any that is
+                # not a fusion target still has its exported value.
+                for onnx_name in refitter.get_missing_weights() if refitted else ():
+                    if onnx_name in self._initializers:
+                        arr = np.ascontiguousarray(self._initializers[onnx_name])
+                        keep_alive.append(arr)
+                        refitter.set_named_weights(onnx_name, trt.Weights(arr))
                 if refitted and not refitter.refit_cuda_engine():
                     raise RuntimeError("TensorRT refit failed; the previous weights stay active")
         rebuild = bool(mapping.missing)
@@ -255,9 +268,11 @@ class TensorRTBackend(Backend):
                 path = self.onnx_path.with_name(self.onnx_path.stem + "-fused.onnx")
                 self._export_onnx(path, self.precision)
                 engine, context = self._load_or_build(path)
+                initializers = load_initializers(path)
                 with self._lock:
                     self._engine, self._context = engine, context
-                    self._initializers = load_initializers(path)
+                    self._initializers = initializers
+                    self._mapping = self.weight_mapping(sorted(self._engine_params))
                 log.info("TensorRT engine rebuilt with fused weights")
             except Exception:  # the old engine keeps running; the failure is logged, not raised
                 log.exception("background TensorRT rebuild failed; the previous engine stays active")
