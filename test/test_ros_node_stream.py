@@ -65,7 +65,8 @@ def test_stream_with_domain_change(tmp_path, ros_domain_id):
         camera = subprocess.Popen(
             [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", "day:0,night:0",
              "--rate", "10", "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--frame-id", "cam_{domain}",
-             "--topic", "/t/image", "--reliable"],
+             "--topic", "/t/image", "--reliable",
+             "--min-subscribers", "2", "--wait-subscribers", "30"],  # the node and this probe
             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
         def day_masks_after_startup():

@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", default="image")
     parser.add_argument("--reliable", action="store_true", help="reliable QoS instead of sensor data")
     parser.add_argument("--wait-subscribers", type=float, default=10.0,
-                        help="seconds to wait for a subscriber before streaming")
+                        help="seconds to wait for subscribers before streaming")
+    parser.add_argument("--min-subscribers", type=int, default=1,
+                        help="subscribers to wait for (e.g. the node and a test's recorder)")
     parser.add_argument("--noise", type=int, default=4)
     args, ros_args = parser.parse_known_args(argv)
 
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     publisher = node.create_publisher(Image, args.topic, qos)
     source = FrameSource(height, width, noise=args.noise)
     deadline = time.monotonic() + args.wait_subscribers
-    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not stop.is_set():
+    while (publisher.get_subscription_count() < args.min_subscribers and time.monotonic() < deadline
+           and not stop.is_set()):
         time.sleep(0.05)
     period = 1.0 / args.rate
     index = 0
