@@ -30,6 +30,14 @@ def child_env() -> dict:
     return env
 
 
+def start_camera(schedule: str, rate: float, *options: str, capture: bool = False) -> subprocess.Popen:
+    """The synthetic camera process publishing FRAME_SIZE frames on /t/image."""
+    command = [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", schedule, "--rate", str(rate),
+               "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--topic", "/t/image", *options]
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(command, env=child_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
 class NodeProcess:
     """`python -m semla_ros.ros.node` with a params file, in namespace /<namespace>."""
 

@@ -10,14 +10,12 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, child_env, tiny_node_params  # noqa: E402
+from ros_harness import NodeProcess, Probe, build_test_library, start_camera, tiny_node_params  # noqa: E402
 
 
 def _call_trigger(probe, name):
@@ -74,10 +72,7 @@ def test_missing_library_runs_base_model_until_reloaded(tmp_path, ros_domain_id)
         probe.wait_running(node)
         diag = probe.diag()
         assert diag["level"] == 2 and str(library) in diag["message"], diag
-        camera = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", "day:0", "--rate", "5",
-             "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--topic", "/t/image"],
-            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        camera = start_camera("day:0", 5)
         probe.spin_until(lambda: masks and scores, 60, "a mask and a support score from the base model")
         assert math.isnan(scores[-1].support_score) and scores[-1].active_adapters == 0
 

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, child_env, tiny_node_params  # noqa: E402
+from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, start_camera, tiny_node_params  # noqa: E402
 
 
 def _parameter(name, value):
@@ -29,8 +29,6 @@ def _parameter(name, value):
 
 
 def test_set_parameters_live_and_refused(tmp_path, ros_domain_id):
-    import subprocess
-    import sys
 
     from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
     from rclpy.parameter import parameter_value_to_python
@@ -50,10 +48,7 @@ def test_set_parameters_live_and_refused(tmp_path, ros_domain_id):
         scores = probe.collect(SupportScore, "/t/support_score", reliable)
         probe.watch_diagnostics()
         probe.wait_running(node)
-        camera = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", "day:0", "--rate", "5",
-             "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--topic", "/t/image"],
-            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        camera = start_camera("day:0", 5)
         probe.spin_until(lambda: len(scores) >= 1, 60, "a first support score")
 
         # The overlay is computed only while someone subscribes to it.

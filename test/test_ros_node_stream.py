@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import math
 import signal
-import subprocess
-import sys
 
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, child_env, tiny_node_params  # noqa: E402
+from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, start_camera, tiny_node_params  # noqa: E402
 
 STATIONARY_FRAMES = 3   # processed day frames after the startup swap (+1 for the swap frame itself)
 FRAMES_AFTER_SHIFT = 2  # processed night frames after the shift swap
@@ -62,12 +60,9 @@ def test_stream_with_domain_change(tmp_path, ros_domain_id):
         probe.wait_running(node)
         assert probe.diag()["level"] == 0, probe.diag()  # OK: model, navigator and library all loaded
 
-        camera = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", "day:0,night:0",
-             "--rate", "10", "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--frame-id", "cam_{domain}",
-             "--topic", "/t/image", "--reliable",
-             "--min-subscribers", "2", "--wait-subscribers", "30"],  # the node and this probe
-            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        camera = start_camera("day:0,night:0", 10, "--frame-id", "cam_{domain}", "--reliable",
+                              "--min-subscribers", "2", "--wait-subscribers", "30",  # the node and this probe
+                              capture=True)
 
         def day_masks_after_startup():
             if not fusions:
