@@ -21,7 +21,7 @@ setup(
             "semla-library=semla_ros.cli.library:main",
             "semla-eval=semla_ros.cli.evaluate:main",
             "semla_segmenter=semla_ros.ros.node:main",
-            "semla_demo_camera=semla_ros.demo.camera:main",
+            "semla_demo_camera=semla_ros.ros.demo_camera:main",
         ],
     },
 )

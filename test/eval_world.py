@@ -37,7 +37,7 @@ def save_model(model, directory: Path) -> tuple[Path, Path]:
 
 def random_library(model, navigator, dataset, root: Path, std: float = 0.3, seed: int = 1) -> Path:
     """One entry per domain with random LoRA factors and the domain's real centroid (navigator mean)."""
-    from semla_ros.evaluation.training import domain_centroid
+    from semla_ros.training.lora import domain_centroid
 
     g = torch.Generator().manual_seed(seed)
     for name, folder in dataset.items():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from semla_ros.backends.factory import make_backend, model_digest
+from semla_ros.backends.factory import make_backend
+from semla_ros.catseg.checkpoint import state_dict_digest as model_digest
 from semla_ros.backends.onnx_weights import load_initializers, map_parameters_to_onnx
 from semla_ros.backends.tensorrt_backend import engine_parameter_names, tensorrt_unavailable_reason
 from semla_ros.backends.torch_backend import TorchBackend
@@ -84,7 +85,7 @@ def test_tensorrt_request_without_tensorrt_runs_pytorch_and_says_why(tiny):
                     reason=f"TensorRT engine test needs a CUDA GPU and tensorrt: {tensorrt_unavailable_reason()}")
 def test_tensorrt_engine_parity_cache_and_refit(tmp_path):
     from semla_ros.backends.tensorrt_backend import TensorRTBackend
-    from semla_ros.core.fusion import WeightApplier, fuse_deltas
+    from semla_ros.core.fusion import WeightStager
     from types import SimpleNamespace
 
     torch.manual_seed(0)
@@ -108,11 +109,10 @@ def test_tensorrt_engine_parity_cache_and_refit(tmp_path):
     adapter = SimpleNamespace(factors={m: (torch.randn(8, model.get_submodule(m).weight.shape[1], generator=gen) * .05,
                                            torch.randn(model.get_submodule(m).weight.shape[0], 8, generator=gen) * .05)
                                        for m in targets}, scaling=2.0)
-    applier = WeightApplier(model, targets)
-    fused = applier.stage(fuse_deltas([adapter], [1.0], device="cuda"))
+    fused = WeightStager(model, targets).stage_fusion([adapter], [1.0])
+    predictor.load_weights(fused.weights)
     report = trt_backend.update_weights(fused.weights)
     assert report.refitted == len(targets) and not report.rebuild_started
-    applier.apply(fused)
     ref_fused = TorchBackend(predictor).forward(views, text)
     assert (ref_fused - ref).abs().max().item() > 1e-3  # the fusion changes the output
     assert (trt_backend.forward(views, text) - ref_fused).abs().max().item() < 1e-3

@@ -48,21 +48,41 @@ def test_vocabulary_change_invalidates_the_cache(predictor, model):
     assert before.shape == (3, 48)
 
 
-def test_text_weight_change_invalidates_the_cache(predictor, model):
+def test_weights_written_through_load_weights_replace_the_text_cache(predictor, model):
+    module = TEXT_PARAM[: -len(".weight")]
+    original = model.get_parameter(TEXT_PARAM).detach().clone()
+    before = predictor.text_embeddings()
+    try:
+        predictor.load_weights({module: original * 1.5})          # no embeddings given: recomputed on demand
+        after = predictor.text_embeddings()
+        assert after is not before and not torch.allclose(after, before, atol=1e-4)
+        assert torch.allclose(after, model.encode_text(predictor.tokens), atol=1e-6)
+        given = torch.nn.functional.normalize(torch.randn(3, 48), dim=-1)
+        predictor.load_weights({module: original * 2.0}, given, predictor.class_names)
+        assert torch.equal(predictor.text_embeddings(), given)    # installed as computed for these weights
+        predictor.load_weights({module: original}, given, ["other", "vocabulary"])
+        assert not torch.equal(predictor.text_embeddings(), given)  # for another vocabulary: not installed
+        with pytest.raises(ValueError, match=r"\(3, 48\)"):
+            predictor.load_weights({module: original}, torch.randn(4, 48), predictor.class_names)
+    finally:
+        predictor.load_weights({module: original})
+    assert torch.allclose(predictor.text_embeddings(), before, atol=1e-6)
+
+
+def test_writes_outside_the_predictor_need_an_explicit_invalidation(predictor, model):
     param = model.get_parameter(TEXT_PARAM)
     original = param.detach().clone()
     before = predictor.text_embeddings()
     try:
         with torch.no_grad():
             param.mul_(1.5)
-        after = predictor.text_embeddings()
-        assert after is not before
-        assert not torch.allclose(after, before, atol=1e-4)
-        assert torch.allclose(after, model.encode_text(predictor.tokens), atol=1e-6)
+        assert predictor.text_embeddings() is before              # the documented rule: one writer
+        predictor.invalidate_text_cache()
+        assert torch.allclose(predictor.text_embeddings(), model.encode_text(predictor.tokens), atol=1e-6)
     finally:
         with torch.no_grad():
             param.copy_(original)
-    assert torch.allclose(predictor.text_embeddings(), before, atol=1e-6)
+        predictor.invalidate_text_cache()
 
 
 def test_visual_weight_change_keeps_the_text_cache(predictor, model):
@@ -100,14 +120,6 @@ def test_overrides_compute_with_substituted_weights_without_touching_model_or_ca
         predictor.text_embeddings({"no.such.parameter": new_value})
     with pytest.raises(ValueError, match="shape"):
         predictor.text_embeddings({TEXT_PARAM: new_value[:3]})
-
-
-def test_set_text_embeddings_replaces_the_cache(predictor):
-    emb = torch.nn.functional.normalize(torch.randn(3, 48), dim=-1)
-    predictor.set_text_embeddings(emb)
-    assert torch.equal(predictor.text_embeddings(), emb)
-    with pytest.raises(ValueError, match=r"\(3, 48\)"):
-        predictor.set_text_embeddings(torch.randn(4, 48))
 
 
 def _step_logits(column: int, classes: int = 2) -> torch.Tensor:
@@ -152,6 +164,29 @@ def test_predict_whole_image_small_input(model):
     logits = predictor.logits(image)
     _, padded = predictor.preprocess(image)
     assert torch.allclose(predictor.postprocess(logits, (50, 70), padded), result.probs, atol=1e-6)
+
+
+def test_predict_batch_equals_predict_per_image(model):
+    predictor = CatSegPredictor(model, ["sky", "road"])
+    images = np.random.default_rng(4).integers(0, 255, (3, 50, 70, 3), dtype=np.uint8)
+    batch = predictor.predict_batch(images, batch_size=2)
+    assert batch.shape == (3, 50, 70)
+    for image, ids in zip(images, batch):
+        np.testing.assert_array_equal(ids, predictor.predict(image).class_ids)
+
+
+def test_predict_through_another_forward_is_the_same_path(model):
+    predictor = CatSegPredictor(model, ["sky", "road"])
+    image = np.random.default_rng(5).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    calls = []
+
+    def forward(views, text):
+        calls.append(tuple(views.shape))
+        return model(views, text)
+
+    np.testing.assert_array_equal(predictor.predict(image, forward=forward).class_ids,
+                                  predictor.predict(image).class_ids)
+    assert calls == [(1, 3, 384, 384)]
 
 
 def test_predict_sliding_window(model):

@@ -5,6 +5,22 @@ import numpy as np
 import pytest
 
 from semla_ros.core.debounce import DomainShiftDebouncer, resolve_threshold
+from semla_ros.core.settings import SegmenterSettings
+
+DEFAULTS = SegmenterSettings()
+
+
+def make(**changes):
+    """A debouncer with the segmenter's defaults (threshold 1.0 absolute) and `changes`."""
+    kw = dict(alpha=DEFAULTS.ema_alpha, threshold=1.0, min_consecutive=DEFAULTS.min_consecutive,
+              cooldown_s=DEFAULTS.cooldown_s, warmup_frames=DEFAULTS.warmup_frames)
+    return DomainShiftDebouncer(**(kw | changes))
+
+
+def start(debouncer, query, now):
+    """What the segmenter does for a startup fusion that succeeds."""
+    debouncer.propose(query, now)
+    debouncer.commit(query)
 
 DIM, FPS = 32, 30.0
 RNG_SIGMA = 0.05   # per-dimension noise: ~0.28 in norm per frame
@@ -21,7 +37,7 @@ def run(debouncer, stream, t0=0.0, startup=True):
         now = t0 + i / FPS
         d = debouncer.update(e, now)
         if d.startup and startup:
-            debouncer.set_reference(d.ema, now)
+            start(debouncer, d.ema, now)
         if d.shift:
             shifts.append(i)
     return shifts
@@ -33,7 +49,7 @@ def noisy(center, n, seed):
 
 def test_stationary_noisy_stream_never_swaps():
     threshold = resolve_threshold(0.5, "relative", 2.0)   # library median spacing 2 -> 1.0
-    deb = DomainShiftDebouncer(alpha=0.1, threshold=threshold, min_consecutive=3, cooldown_s=5.0)
+    deb = make(alpha=0.1, threshold=threshold, min_consecutive=3, cooldown_s=5.0)
     stream = noisy(domain(0), 10_000, seed=1)
     assert run(deb, stream) == []
     # the noise was real: raw frames wander, the EMA is what keeps it calm
@@ -44,7 +60,7 @@ def test_stationary_noisy_stream_never_swaps():
 def test_step_after_cooldown_gives_exactly_one_swap_within_min_consecutive_plus_one(min_consecutive):
     a, b = domain(0), domain(0)
     b = a + (domain(2) / np.linalg.norm(domain(2))) * 4.0          # step of 4x the threshold
-    deb = DomainShiftDebouncer(alpha=0.5, threshold=1.0, min_consecutive=min_consecutive, cooldown_s=5.0)
+    deb = make(alpha=0.5, threshold=1.0, min_consecutive=min_consecutive, cooldown_s=5.0)
     step = 600                                                      # 20 s: cooldown long over
     stream = np.concatenate([noisy(a, step, 3), noisy(b, 3000, 4)])
     shifts = run(deb, stream)
@@ -56,7 +72,7 @@ def test_step_after_cooldown_gives_exactly_one_swap_within_min_consecutive_plus_
 def test_step_during_cooldown_swaps_once_right_after_cooldown():
     a = domain(0)
     b = a + 3.0 * domain(5) / np.linalg.norm(domain(5))
-    deb = DomainShiftDebouncer(alpha=0.1, threshold=1.0, min_consecutive=3, cooldown_s=5.0)
+    deb = make(alpha=0.1, threshold=1.0, min_consecutive=3, cooldown_s=5.0)
     step = 30                                                        # 1 s after the startup fusion
     stream = np.concatenate([noisy(a, step, 6), noisy(b, 3000, 7)])
     shifts = run(deb, stream)
@@ -69,7 +85,7 @@ def test_oscillation_around_threshold_at_most_one_swap_per_cooldown(period_frame
     a = domain(0)
     u = domain(8) / np.linalg.norm(domain(8))
     cooldown = 5.0
-    deb = DomainShiftDebouncer(alpha=0.3, threshold=1.0, min_consecutive=2, cooldown_s=cooldown)
+    deb = make(alpha=0.3, threshold=1.0, min_consecutive=2, cooldown_s=cooldown)
     n = 6000
     t = np.arange(n)
     offset = 1.0 + 0.6 * np.sign(np.sin(2 * np.pi * (t + 0.5) / period_frames))   # 0.4 .. 1.6 x threshold
@@ -84,20 +100,20 @@ def test_oscillation_around_threshold_at_most_one_swap_per_cooldown(period_frame
 
 
 def test_warmup_sets_ema_directly_and_then_asks_for_startup():
-    deb = DomainShiftDebouncer(alpha=0.1, threshold=1.0, min_consecutive=1, cooldown_s=0.0, warmup_frames=3)
+    deb = make(alpha=0.1, threshold=1.0, min_consecutive=1, cooldown_s=0.0, warmup_frames=3)
     es = [np.full(4, v) for v in (1.0, 2.0, 6.0)]
     d1, d2, d3 = (deb.update(e, i) for i, e in enumerate(es))
-    assert d1.warming_up and d2.warming_up and not d1.adapt and not d2.adapt
+    assert d1.warming_up and d2.warming_up and not (d1.startup or d1.shift or d2.startup or d2.shift)
     assert d3.startup and not d3.warming_up and np.allclose(d3.ema, 3.0) and math.isnan(d3.ema_distance)
-    deb.set_reference(d3.ema, now=2.0)
+    start(deb, d3.ema, 2.0)
     d4 = deb.update(np.full(4, 3.0), 3.0)
-    assert not d4.adapt and d4.ema_distance == pytest.approx(0.0)
+    assert not (d4.shift or d4.startup) and d4.ema_distance == pytest.approx(0.0)
     d5 = deb.update(np.full(4, 23.0), 4.0)               # EMA moves by 0.1 * 20 = 2 per dim
     assert d5.shift and d5.ema_distance == pytest.approx(4.0)
 
 
 def test_live_reconfiguration_and_bad_values():
-    deb = DomainShiftDebouncer()
+    deb = make()
     deb.configure(threshold=2.5, min_consecutive=4)
     assert deb.threshold == 2.5 and deb.min_consecutive == 4
     for bad in (dict(alpha=0.0), dict(alpha=1.5), dict(threshold=-1), dict(min_consecutive=0),
@@ -127,8 +143,37 @@ def test_big_steps_with_slow_ema_still_swap_exactly_once(step_size):
     """With alpha=0.1 the EMA lags a step; the re-anchored query must not leave a second swap behind."""
     a = domain(0)
     b = a + step_size * domain(11) / np.linalg.norm(domain(11))
-    deb = DomainShiftDebouncer(alpha=0.1, threshold=1.0, min_consecutive=3, cooldown_s=5.0)
+    deb = make(alpha=0.1, threshold=1.0, min_consecutive=3, cooldown_s=5.0)
     step = 600
     shifts = run(deb, np.concatenate([noisy(a, step, 12), noisy(b, 3000, 13)]))
     lag = math.ceil(math.log(1 - 1.0 / step_size) / math.log(0.9))   # frames until the EMA crosses
     assert len(shifts) == 1 and shifts[0] - step <= lag + 3
+
+
+def test_failed_fusion_rolls_back_to_the_active_reference_and_waits_a_cooldown():
+    deb = make(alpha=1.0, min_consecutive=1, cooldown_s=2.0)
+    d0 = deb.update(np.zeros(3), 0.0)
+    assert d0.startup
+    start(deb, d0.ema, 0.0)
+    shift = deb.update(np.full(3, 5.0), 3.0)
+    assert shift.shift and np.allclose(deb.reference, 5.0)      # proposed: r is the new query
+    deb.rollback(shift.ema)                                       # the fusion failed
+    assert np.allclose(deb.reference, 0.0)                        # back to the active fusion's query
+    assert not deb.update(np.full(3, 5.0), 4.0).shift             # attempt at t=3 still cools down
+    retry = deb.update(np.full(3, 5.0), 5.0)
+    assert retry.shift                                            # retried once the cooldown passed
+    deb.commit(retry.ema)
+    deb.rollback(np.zeros(3))                                     # an older attempt's failure changes nothing
+    assert np.allclose(deb.reference, 5.0)
+
+
+def test_failed_startup_is_retried_after_the_cooldown():
+    deb = make(cooldown_s=2.0)
+    first = deb.update(np.zeros(3), 0.0)
+    assert first.startup
+    deb.propose(first.ema, 0.0)
+    assert not deb.update(np.zeros(3), 0.5).startup               # being made: no second startup
+    deb.rollback(first.ema)
+    assert deb.reference is None
+    assert not deb.update(np.zeros(3), 1.0).startup               # cooling down after the failure
+    assert deb.update(np.zeros(3), 2.5).startup

@@ -1,4 +1,4 @@
-"""Fusion: equal to PEFT's own cat merge, exact apply/revert, no drift over many swaps."""
+"""Fusion: equal to PEFT's own cat merge, exact staging and restoring, no drift over many swaps."""
 import copy
 import random
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from core_models import Chain, random_factors
-from semla_ros.core.fusion import WeightApplier, fuse_deltas
+from semla_ros.core.fusion import WeightStager, fuse_deltas
 
 SHAPES = {"enc.0.fc": (24, 16), "enc.1.fc": (20, 24), "enc.1.gate": (20, 20), "head": (5, 20)}
 
@@ -21,6 +21,19 @@ def make_entries(seed=0):
         factors = random_factors({t: SHAPES[t] for t in targets}, r, g, std=0.3)
         entries.append(SimpleNamespace(name=name, factors=factors, scaling=alpha / r, rank=r, alpha=alpha))
     return entries
+
+
+def renamed(entries):
+    """The entries with the module names of the Chain model ("body.<name>")."""
+    return [SimpleNamespace(name=e.name, factors={f"body.{m}": f for m, f in e.factors.items()}, scaling=e.scaling)
+            for e in entries]
+
+
+def write(model, fused):
+    """What the predictor's load_weights does with staged weights (the model here is not a CATSeg)."""
+    with torch.no_grad():
+        for module, value in fused.weights.items():
+            model.get_submodule(module).weight.copy_(value)
 
 
 def peft_model(base, entries):
@@ -53,7 +66,7 @@ def test_equals_peft_add_weighted_adapter_cat():
         # bit-identical to PEFT's own merged delta (same arithmetic, one matmul)
         assert torch.equal(delta, layer.get_delta_weight("merged")), t
     fused = copy.deepcopy(base)
-    WeightApplier(fused, [f"body.{t}" for t in SHAPES]).apply({f"body.{t}": d for t, d in deltas.items()})
+    write(fused, WeightStager(fused, [f"body.{t}" for t in SHAPES]).stage_fusion(renamed(entries), weights))
     x = torch.randn(7, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ours, theirs, plain = fused(x), peft(x), base(x)
@@ -71,76 +84,74 @@ def test_one_matmul_equals_sum_of_products_in_float64():
         torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
 
 
-def test_no_drift_after_1000_random_swaps_and_exact_revert():
+def test_no_drift_after_1000_random_swaps_and_exact_restore():
     torch.manual_seed(0)
-    entries = make_entries(2)
+    entries = renamed(make_entries(2))
     targets = [f"body.{t}" for t in SHAPES]
-
-    def deltas_for(subset, weights):
-        return {f"body.{t}": d for t, d in fuse_deltas(subset, weights).items()}
-
     model = Chain(SHAPES)
     pristine = copy.deepcopy(model.state_dict())
-    applier = WeightApplier(model, targets)
+    stager = WeightStager(model, targets)
     rng = random.Random(0)
     for _ in range(1000):
         subset = rng.sample(entries, rng.randint(1, 3))
         raw = [rng.random() + 1e-3 for _ in subset]
-        applier.apply(deltas_for(subset, [w / sum(raw) for w in raw]))
-    final = deltas_for(entries[:2], [0.6, 0.4])
-    applier.apply(final)
+        write(model, stager.stage_fusion(subset, [w / sum(raw) for w in raw]))
+    write(model, stager.stage_fusion(entries[:2], [0.6, 0.4]))
     fresh = Chain(SHAPES)
-    WeightApplier(fresh, targets).apply(final)
+    write(fresh, WeightStager(fresh, targets).stage_fusion(entries[:2], [0.6, 0.4]))
     for key, value in fresh.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
-    applier.revert()
+    write(model, stager.base_weights())
     for key, value in pristine.items():
         assert torch.equal(model.state_dict()[key], value), key
 
 
-def test_stage_touches_nothing_and_rejects_bad_deltas():
+def test_stage_touches_nothing_and_rejects_bad_entries():
     model = Chain(SHAPES)
     before = copy.deepcopy(model.state_dict())
-    applier = WeightApplier(model, ["body.head"])
-    staged = applier.stage({"body.head": torch.ones(5, 20)})
+    stager = WeightStager(model, ["body.head"])
+    one = [SimpleNamespace(factors={"body.head": (torch.ones(1, 20), torch.ones(5, 1))}, scaling=1.0)]
+    staged = stager.stage_fusion(one, [1.0])
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     torch.testing.assert_close(staged.weights["body.head"], before["body.head.weight"] + 1)
     assert set(staged.parameter_overrides()) == {"body.head.weight"}
-    with pytest.raises(ValueError, match="does not match"):
-        applier.stage({"body.head": torch.ones(20, 5)})
+    with pytest.raises(ValueError, match="does not match"):    # a delta of the wrong shape
+        stager.stage_fusion([SimpleNamespace(factors={"body.head": (torch.ones(1, 5), torch.ones(20, 1))},
+                                             scaling=1.0)], [1.0])
     with pytest.raises(ValueError, match="not fusion targets"):
-        applier.stage({"body.enc.0.fc": torch.ones(24, 16)})
+        stager.stage_fusion([SimpleNamespace(factors={"body.enc.0.fc": (torch.ones(1, 16), torch.ones(24, 1))},
+                                             scaling=1.0)], [1.0])
     with pytest.raises(ValueError, match="not finite"):
-        applier.stage({"body.head": torch.full((5, 20), float("nan"))})
+        stager.stage_fusion([SimpleNamespace(factors={"body.head": (torch.full((1, 20), float("nan")),
+                                                                     torch.ones(5, 1))}, scaling=1.0)], [1.0])
     with pytest.raises(ValueError, match="not a module"):
-        WeightApplier(model, ["body.nope"])
+        WeightStager(model, ["body.nope"])
 
 
 def test_half_precision_weights_round_once_from_float32():
     model = Chain(SHAPES).half()
-    applier = WeightApplier(model, ["body.head"])
-    delta = torch.randn(5, 20) * 1e-3
-    applier.apply({"body.head": delta})
-    expected = (applier.base_weights().weights["body.head"].float() + delta).half()
-    assert torch.equal(model.body.head.weight, expected)
+    stager = WeightStager(model, ["body.head"])
+    a, b = torch.randn(2, 20) * 1e-2, torch.randn(5, 2) * 1e-2
+    staged = stager.stage_fusion([SimpleNamespace(factors={"body.head": (a, b)}, scaling=1.0)], [1.0])
+    expected = (stager.base_weights().weights["body.head"].float() + b @ a).half()
+    assert torch.equal(staged.weights["body.head"], expected)
 
 
-def test_stage_fusion_reuses_buffers_bit_identical_to_stage_of_deltas():
-    entries = make_entries(4)
+def test_stage_fusion_reuses_buffers_bit_identical_to_base_plus_fuse_deltas():
+    entries = renamed(make_entries(4))
     targets = [f"body.{t}" for t in SHAPES]
-    renamed = [SimpleNamespace(factors={f"body.{m}": f for m, f in e.factors.items()}, scaling=e.scaling)
-               for e in entries]
     model = Chain(SHAPES)
-    applier = WeightApplier(model, targets)
-    first = applier.stage_fusion(renamed, [0.5, 0.3, 0.2])
+    applier = WeightStager(model, targets)
+    first = applier.stage_fusion(entries, [0.5, 0.3, 0.2])
     pointers = {n: t.data_ptr() for n, t in first.weights.items()}
-    reference = applier.stage(fuse_deltas(renamed, [0.2, 0.3, 0.5]))
-    second = applier.stage_fusion(renamed, [0.2, 0.3, 0.5])
+    deltas = fuse_deltas(entries, [0.2, 0.3, 0.5])
+    base = applier.base_weights().weights
+    second = applier.stage_fusion(entries, [0.2, 0.3, 0.5])
     assert {n: t.data_ptr() for n, t in second.weights.items()} == pointers     # no new allocation per swap
     for name in targets:
-        assert torch.equal(second.weights[name], reference.weights[name]), name
-    only_c = applier.stage_fusion(renamed[2:], [1.0])     # modules without an adapter stay W_base
-    assert torch.equal(only_c.weights["body.enc.1.fc"], applier.base_weights().weights["body.enc.1.fc"])
+        assert torch.equal(second.weights[name], base[name] + deltas[name]), name
+    only_c = applier.stage_fusion(entries[2:], [1.0])     # modules without an adapter stay W_base
+    assert torch.equal(only_c.weights["body.enc.1.fc"], base["body.enc.1.fc"])
     huge = [SimpleNamespace(factors={"body.head": (torch.full((2, 20), 1e20), torch.full((5, 2), 1e20))},
                             scaling=1.0)]
     with pytest.raises(ValueError, match="not finite"):

@@ -97,3 +97,41 @@ def test_tower_navigator_is_a_frozen_copy_of_the_catseg_tower():
         model.clip_model.visual.transformer.resblocks[0].mlp.c_fc.weight.add_(0.5)
     np.testing.assert_array_equal(nav.embed(imgs), e)
     assert TowerNavigator(model).id != nav.id and TowerNavigator(model).id == TowerNavigator(model).id
+
+
+def test_navigator_specs_parse_and_reject():
+    from semla_ros.core.navigator import NavigatorSpec
+
+    assert NavigatorSpec.parse("tower") == NavigatorSpec("tower")
+    assert NavigatorSpec.parse("openclip:ViT-L-14/openai") == NavigatorSpec("openclip", "ViT-L-14", "openai", None)
+    assert NavigatorSpec.parse("openclip:ViT-L-14//m/ViT-L-14.pt") == NavigatorSpec("openclip", "ViT-L-14", None,
+                                                                                    "/m/ViT-L-14.pt")
+    assert NavigatorSpec.parse("openclip:ViT-B-32/laion2b_s34b_b79k=/m/b32.bin") == NavigatorSpec(
+        "openclip", "ViT-B-32", "laion2b_s34b_b79k", "/m/b32.bin")
+    for bad in ("clip:ViT-L-14/openai", "openclip:ViT-L-14", "openclip:/openai", "openclip:ViT-L-14/=x", ""):
+        with pytest.raises(ValueError):
+            NavigatorSpec.parse(bad)
+
+
+def test_local_openai_checkpoint_builds_open_clips_quickgelu_model(tmp_path):
+    """`openclip:MODEL/PATH` of an OpenAI-tagged model must be open_clip's own `MODEL` + `openai` settings
+    (QuickGELU, OpenAI normalisation), not the plain GELU config (the bug: 0.7 % embedding error)."""
+    from PIL import Image
+
+    from semla_ros.core.navigator import build_navigator
+
+    torch.manual_seed(0)
+    reference, _, preprocess = open_clip.create_model_and_transforms(
+        "ViT-B-32", pretrained=None, force_quick_gelu=True, image_mean=open_clip.OPENAI_DATASET_MEAN,
+        image_std=open_clip.OPENAI_DATASET_STD)
+    reference.eval()
+    ckpt = tmp_path / "ViT-B-32.pt"
+    torch.save(reference.state_dict(), ckpt)
+    nav = build_navigator(f"openclip:ViT-B-32/{ckpt}")
+    assert nav.id.startswith("open_clip:ViT-B-32:openai:")   # a file holding the openai weights is that tag
+    imgs = images(2, seed=3)
+    with torch.no_grad():
+        expected = reference.encode_image(torch.stack([preprocess(Image.fromarray(a)) for a in imgs])).numpy()
+    np.testing.assert_allclose(nav.embed(imgs), expected, rtol=1e-4, atol=1e-5)
+    gelu = OpenClipNavigator("ViT-B-32", pretrained=None, checkpoint=ckpt)    # the plain config: not the same
+    assert np.abs(gelu.embed(imgs) - expected).max() > 1e-3

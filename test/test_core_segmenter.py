@@ -9,10 +9,11 @@ import torch
 
 from semla_ros.catseg.build import build_catseg
 from semla_ros.catseg.predictor import CatSegPredictor
-from semla_ros.core.fusion import WeightApplier, fuse_deltas
+from semla_ros.core.fusion import WeightStager
 from semla_ros.core.library import AdapterLibrary, write_entry
 from semla_ros.core.retrieval import retrieve
-from semla_ros.core.segmenter import SegmenterSettings, SemlaSegmenter
+from semla_ros.core.segmenter import InlineExecutor, SemlaSegmenter
+from semla_ros.core.settings import SegmenterSettings
 
 CLASSES = ["road", "sky", "car", "tree"]
 DOMAINS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
@@ -58,7 +59,7 @@ def make_segmenter(library, sync=True, clock=None, **settings):
     s = SegmenterSettings(**({"threshold_mode": "absolute", "switch_threshold": 1.0, "cooldown_s": 0.0,
                               "ema_alpha": 0.5, "min_consecutive": 2, "top_k": 2} | settings))
     ticks = itertools.count()
-    return SemlaSegmenter(predictor, library, MeanColorNavigator(), s, synchronous_adaptation=sync,
+    return SemlaSegmenter(predictor, library, MeanColorNavigator(), s, executor=InlineExecutor() if sync else None,
                           clock=clock or (lambda: float(next(ticks))))
 
 
@@ -67,8 +68,9 @@ def reference_model(seg, entries, weights):
     model = build_catseg("tiny")
     torch.manual_seed(0)
     model.load_state_dict(build_catseg("tiny").state_dict())
-    WeightApplier(model, seg.library.target_modules).apply(fuse_deltas(entries, weights))
-    return CatSegPredictor(model, seg.predictor.class_names)
+    predictor = CatSegPredictor(model, seg.predictor.class_names)
+    predictor.load_weights(WeightStager(model, seg.library.target_modules).stage_fusion(entries, weights).weights)
+    return predictor
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,7 @@ def test_failed_fusion_keeps_the_previous_model(tmp_path, tiny_targets, library)
 def test_base_model_only_without_library():
     torch.manual_seed(0)
     predictor = CatSegPredictor(build_catseg("tiny"), CLASSES)
-    seg = SemlaSegmenter(predictor, None, None, synchronous_adaptation=True)
+    seg = SemlaSegmenter(predictor, None, None, executor=InlineExecutor())
     res = seg.process(frame("red", 3))
     assert math.isnan(res.support) and res.fusion is None and not res.embedded and res.active_adapters == 0
     torch.manual_seed(0)

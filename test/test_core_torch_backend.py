@@ -1,4 +1,5 @@
-"""TorchBackend: same masks as the predictor on both paths, weight updates reach the network and the text."""
+"""TorchBackend: the predictor's path with the backend's forward gives the predictor's masks; weights the
+predictor holds are what the backend runs."""
 import numpy as np
 import pytest
 import torch
@@ -16,37 +17,38 @@ def image(seed=0):
 
 
 @pytest.mark.parametrize("sliding", [False, True])
-def test_segment_equals_predictor(sliding):
+def test_predict_through_the_backend_equals_the_predictor(sliding):
     torch.manual_seed(0)
     predictor = CatSegPredictor(build_catseg("tiny"), CLASSES, sliding_window=sliding)
     backend = TorchBackend(predictor)
     assert isinstance(backend, Backend)
-    text = predictor.text_embeddings()
-    logits = backend.run(image(), text)
+    views = predictor.sliding_views(image()) if sliding else predictor.preprocess(image())[0]
+    logits = backend.forward(views, predictor.text_embeddings())
     assert logits.shape == ((5 if sliding else 1), 3, 96, 96) and logits.dtype == torch.float32
-    class_ids, probs = backend.segment(image(), text)
+    result = predictor.predict(image(), forward=backend.forward)
     expected = predictor.predict(image())
-    np.testing.assert_array_equal(class_ids, expected.class_ids)
-    torch.testing.assert_close(probs, expected.probs)
-    assert class_ids.shape == (50, 70) and class_ids.dtype == np.int64
+    np.testing.assert_array_equal(result.class_ids, expected.class_ids)
+    torch.testing.assert_close(result.probs, expected.probs)
 
 
-def test_update_weights_reaches_network_and_text_cache():
+def test_weights_loaded_by_the_predictor_reach_the_backend_and_the_text():
     torch.manual_seed(0)
     predictor = CatSegPredictor(build_catseg("tiny"), CLASSES)
     backend = TorchBackend(predictor)
+    views = predictor.preprocess(image())[0]
     before_text = predictor.text_embeddings().clone()
-    before_logits = backend.run(image(), before_text)
+    before_logits = backend.forward(views, before_text)
     text_fc = "sem_seg_head.predictor.clip_model.transformer.resblocks.0.mlp.c_fc"
     agg = "sem_seg_head.predictor.transformer.layers.0.attention.MLP.0"
     model = predictor.model
     g = torch.Generator().manual_seed(1)
     new = {n: model.get_submodule(n).weight + 0.1 * torch.randn(model.get_submodule(n).weight.shape, generator=g)
            for n in (text_fc, agg)}  # random: a constant shift is invisible after LayerNorm
+    predictor.load_weights(new)
     backend.update_weights(new)
     assert all(torch.equal(model.get_submodule(n).weight, w) for n, w in new.items())
     assert (predictor.text_embeddings() - before_text).abs().max() > 1e-4   # the cache saw the new weights
-    assert (backend.run(image(), before_text) - before_logits).abs().max() > 1e-4
+    assert (backend.forward(views, before_text) - before_logits).abs().max() > 1e-4
 
 
 def test_precision_checks():
@@ -56,8 +58,6 @@ def test_precision_checks():
         TorchBackend(predictor, precision="fp16")
     with pytest.raises(ValueError, match="precision"):
         TorchBackend(predictor, precision="int8")
-    with pytest.raises(ValueError, match="uint8"):
-        TorchBackend(predictor).segment(np.zeros((4, 4, 3), np.float32), predictor.text_embeddings())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs a CUDA GPU (none here)")
@@ -65,6 +65,7 @@ def test_fp16_on_gpu_is_close_to_fp32():
     torch.manual_seed(0)
     predictor = CatSegPredictor(build_catseg("tiny"), CLASSES, device="cuda")
     text = predictor.text_embeddings()
-    full = TorchBackend(predictor).run(image(), text)
-    half = TorchBackend(predictor, precision="fp16").run(image(), text)
+    views = predictor.preprocess(image())[0]
+    full = TorchBackend(predictor).forward(views, text)
+    half = TorchBackend(predictor, precision="fp16").forward(views, text)
     assert (full - half).abs().max() < 0.05

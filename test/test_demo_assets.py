@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from semla_ros.catseg.predictor import CatSegPredictor
-from semla_ros.core.fusion import WeightApplier, fuse_deltas
+from semla_ros.core.fusion import WeightStager
 from semla_ros.core.library import AdapterLibrary
 from semla_ros.core.navigator import TowerNavigator
 from semla_ros.core.targets import semla_target_modules
@@ -94,11 +94,10 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
     model = ba.load_demo_model(assets)
     predictor = CatSegPredictor(model, list(world.CLASS_NAMES))
     library = AdapterLibrary.open(assets.library)
-    applier = WeightApplier(model, library.target_modules)
+    stager = WeightStager(model, library.target_modules)
     n = len(world.CLASS_NAMES)
 
     def score(images, labels):
-        predictor.invalidate_text_cache()
         conf = sum(confusion_matrix(predictor.predict(img).class_ids, lab, n) for img, lab in zip(images, labels))
         return mean_iou(conf)
 
@@ -106,12 +105,12 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
     for d in SHIFTED:
         images, labels = heldout[d]
         base = score(images, labels)
-        applier.apply(fuse_deltas([library[ba.adapter_name(d)]], [1.0]))
+        predictor.load_weights(stager.stage_fusion([library[ba.adapter_name(d)]], [1.0]).weights)
         adapted = score(images, labels)
-        applier.revert()
+        predictor.load_weights(stager.base_weights().weights)
         gains[d] = (base, adapted)
     assert all(a > b for b, a in gains.values()), gains
-    # revert is exact: the base model is back
+    # restoring is exact: the base model is back
     fresh = ba.load_demo_model(assets)
     for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(v, w), k

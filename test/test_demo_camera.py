@@ -42,7 +42,7 @@ def test_camera_node_publishes_image_and_exact_ground_truth(ros_domain_id, tmp_p
     log = tmp_path / "frames.jsonl"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     camera = subprocess.Popen(
-        [sys.executable, "-m", "semla_ros.demo.camera", "--ros-args", "-r", "__ns:=/cam",
+        [sys.executable, "-m", "semla_ros.ros.demo_camera", "--ros-args", "-r", "__ns:=/cam",
          "-p", "sequence:=fog:0.3,night:0.3", "-p", "rate_hz:=20.0", "-p", "height:=48", "-p", "width:=64",
          "-p", f"frame_log:={log}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

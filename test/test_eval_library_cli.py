@@ -4,7 +4,7 @@ import shutil
 from eval_world import save_model, small_model
 from semla_ros.cli.library import main
 from semla_ros.core.library import AdapterLibrary
-from semla_ros.evaluation.demo_export import export_demo_world
+from semla_ros.demo.export import export_demo_world
 
 
 def test_import_official_loradb(fixture_dir, tmp_path, capsys):

@@ -11,8 +11,9 @@ from semla_ros.core.library import AdapterLibrary
 from semla_ros.core.navigator import TowerNavigator
 from semla_ros.demo import world
 from semla_ros.evaluation.dataset import open_dataset
-from semla_ros.evaluation.demo_export import export_demo_world
+from semla_ros.demo.export import export_demo_world
 from semla_ros.evaluation.metrics import ConfusionAccumulator
+from semla_ros.core.settings import SegmenterSettings
 from semla_ros.evaluation.protocol import LIBRARY_METHODS, METHODS, Evaluator, ProtocolSettings
 
 IMAGES = 2
@@ -32,7 +33,8 @@ def setup(tmp_path_factory):
 
 
 def run(setup, **settings):
-    ev = Evaluator(setup["predictor"], setup["library"], setup["navigator"], ProtocolSettings(top_k=2, **settings))
+    ev = Evaluator(setup["predictor"], setup["library"], setup["navigator"],
+                   ProtocolSettings(segmenter=SegmenterSettings(top_k=2), **settings))
     return ev, ev.run(setup["data"])
 
 

@@ -43,12 +43,16 @@ def test_read_only_exactly_where_a_restart_is_needed():
             assert desc.floating_point_range[0].from_value == spec.low
 
 
-def test_engine_settings_mapping_covers_the_segmenter():
-    from semla_ros.core.segmenter import SegmenterSettings
+def test_parameter_defaults_are_the_engines_defaults():
+    import dataclasses
 
-    defaults = {name: SPEC_BY_NAME[name].default for name in parameters.SETTING_BY_PARAMETER}
-    settings = SegmenterSettings(**parameters.settings_changes(defaults))
-    assert settings == SegmenterSettings()  # paper defaults agree with the engine's
+    from semla_ros.engine import EngineSpec
+
+    defaults = {spec.name: spec.default for spec in SPECS}
+    assert parameters.engine_spec(defaults) == EngineSpec()          # one source of defaults
+    covered = set(parameters.SETTING_BY_PARAMETER.values())
+    assert covered == {f.name for f in dataclasses.fields(EngineSpec().settings)}
+    assert set(parameters.ENGINE_PARAMETERS) == {f.name for f in dataclasses.fields(EngineSpec)} - {"settings"}
 
 
 def test_defaults_validate():
@@ -67,6 +71,7 @@ def test_defaults_validate():
     ("device", "gpu", "auto, cpu, cuda"),
     ("device", "cuda:x", "auto, cpu, cuda"),
     ("navigator", "clip", "openclip:"),
+    ("navigator", "openclip:ViT-L-14", "openclip:MODEL/TAG"),
     ("model_config", " ", "empty"),
     ("backend", "onnx", "not one of"),
     ("classes", [], "at least one"),
@@ -83,8 +88,9 @@ def test_good_values_pass():
     assert validate({"device": "cuda:1", "navigator": "openclip:ViT-B-16/laion2b_s34b_b88k",
                      "classes": ["a", "b"], "model_config": "/x/model_config.json"}) is None
     assert validate({"navigator": "openclip:ViT-L-14//data/clip/ViT-L-14.pt"}) is None
-    assert parameters.parse_navigator("openclip:ViT-L-14//data/clip.pt") == ("openclip", "ViT-L-14", "/data/clip.pt")
-    assert parameters.parse_navigator("tower") == ("tower", None, None)
+    assert validate({"navigator": "openclip:ViT-L-14/openai=/data/clip/ViT-L-14.pt"}) is None
+    assert parameters.engine_spec({s.name: s.default for s in SPECS} | {"classes": [" road ", "sky"]}).classes == \
+        ("road", "sky")
 
 
 def test_declare_reports_bad_overrides_and_keeps_defaults():

@@ -1,12 +1,12 @@
 """Choose how the network runs, falling back to PyTorch (said once, with the reason)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
+from ..catseg.checkpoint import state_dict_digest
 from .base import Backend
 from .tensorrt_backend import tensorrt_unavailable_reason
 from .torch_backend import TorchBackend
@@ -14,17 +14,6 @@ from .torch_backend import TorchBackend
 BACKENDS = ("torch", "tensorrt")
 
 log = logging.getLogger(__name__)
-
-
-def model_digest(model: torch.nn.Module) -> str:
-    """Hash of every tensor in the state dict (names, shapes, bytes): the ONNX/engine identity."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return digest.hexdigest()[:24]
 
 
 def make_backend(kind: str, predictor, *, precision: str = "fp32", cache_dir: str | Path | None = None,
@@ -45,7 +34,7 @@ def make_backend(kind: str, predictor, *, precision: str = "fp32", cache_dir: st
                 export_onnx(model, path, precision=prec)
 
             device = str(predictor.device) if str(predictor.device).startswith("cuda") else "cuda:0"
-            backend = TensorRTBackend(predictor, export, model_digest=model_digest(model), precision=precision,
+            backend = TensorRTBackend(predictor, export, model_digest=state_dict_digest(model), precision=precision,
                                       max_classes=max_classes, device=device, cache_dir=cache_dir)
             return backend, None
         note = f"TensorRT backend requested but {reason}; running the PyTorch backend instead"

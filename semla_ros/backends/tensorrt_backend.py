@@ -23,7 +23,6 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from ..core.fusion import copy_weights_into
 from .base import PRECISIONS, Backend
 from .engine_cache import EngineCache, EngineKey, default_cache_dir, file_sha256
 from .onnx_weights import WeightMapping, load_initializers, map_parameters_to_onnx
@@ -221,9 +220,8 @@ class TensorRTBackend(Backend):
         """Refit the changed weights (module name -> full W); rebuild in the background for any
         weight refit cannot reach, while the current engine keeps running."""
         start = time.perf_counter()
-        # The PyTorch model holds the same weights: the text tower runs there, and a rebuild
-        # exports from it.
-        copy_weights_into(self.predictor.model, fused)
+        # The predictor's PyTorch model already holds these weights (the text tower runs there,
+        # and a rebuild exports from it).
         fused = {f"{module}.weight": w for module, w in fused.items()}
         changed = [n for n in fused if n in self._engine_params]
         mapping = WeightMapping({n: self._mapping.refs[n] for n in changed if n in self._mapping.refs},
@@ -279,9 +277,3 @@ class TensorRTBackend(Backend):
 
         self._rebuild = threading.Thread(target=work, name="semla-trt-rebuild", daemon=True)
         self._rebuild.start()
-
-    def wait_for_rebuild(self, timeout: float | None = None) -> bool:
-        if self._rebuild is None:
-            return True
-        self._rebuild.join(timeout)
-        return not self._rebuild.is_alive()

@@ -1,4 +1,4 @@
-"""PyTorch backend: the CATSeg module itself, fp32 or fp16 autocast, CPU or CUDA.
+"""PyTorch backend: the predictor's own CATSeg module, fp32 or fp16 autocast, CPU or CUDA.
 
 fp16 runs under autocast so the parameters stay fp32: fused weights are written exactly and
 the text tower keeps its precision.
@@ -9,7 +9,6 @@ from typing import Mapping
 
 import torch
 
-from ..core.fusion import copy_weights_into
 from .base import PRECISIONS, Backend
 
 
@@ -33,4 +32,4 @@ class TorchBackend(Backend):
         return logits.float()
 
     def update_weights(self, fused: Mapping[str, torch.Tensor]) -> None:
-        copy_weights_into(self.model, fused)
+        """Nothing to do: this backend runs the predictor's model, which already holds `fused`."""

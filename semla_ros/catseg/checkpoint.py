@@ -29,11 +29,12 @@ CHECKPOINT_SOURCES = (
 
 
 class CheckpointNotFoundError(FileNotFoundError):
-    """A checkpoint path that does not exist; the message says where the file comes from."""
+    """A checkpoint path that does not exist (or none given); the message says where the file comes from."""
 
-    def __init__(self, path: str | os.PathLike, what: str = "CAT-Seg checkpoint") -> None:
-        self.path = Path(path)
-        super().__init__(f"{what} not found: {self.path}. {CHECKPOINT_SOURCES}. "
+    def __init__(self, path: str | os.PathLike | None, what: str = "CAT-Seg checkpoint") -> None:
+        self.path = None if path is None else Path(path)
+        head = f"no {what} given" if path is None else f"{what} not found: {self.path}"
+        super().__init__(f"{head}. {CHECKPOINT_SOURCES}. "
                          "Weights are never downloaded implicitly; download the file and pass its path.")
 
 
@@ -51,9 +52,15 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     if not path.is_file():
         raise CheckpointNotFoundError(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError
+        from safetensors.torch import load
 
-        return dict(load_file(str(path), device="cpu"))
+        try:  # read into memory (no memory map: a file replaced on disk cannot fault the process later)
+            return dict(load(path.read_bytes()))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise CheckpointFormatError(
+                f"{path} is not a readable .safetensors checkpoint ({exc.__class__.__name__}: {exc}); the file is "
+                f"damaged or not a checkpoint. {CHECKPOINT_SOURCES}") from exc
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # a pickle with non-tensor objects, or a corrupt file
@@ -72,6 +79,20 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict
             raise CheckpointFormatError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         state[key[len("module."):] if key.startswith("module.") else key] = value
     return state
+
+
+def state_dict_digest(module: nn.Module, length: int = 24) -> str:
+    """Hash of every tensor of `module.state_dict()` (names, shapes, dtypes, bytes): the identity of a set of
+    weights, used for cache keys, navigator ids and library entries' base-model fields."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
+        digest.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return digest.hexdigest()[:length]
 
 
 def load_catseg_weights(model: nn.Module, path: str | os.PathLike, trust_pickle: bool = False) -> nn.Module:

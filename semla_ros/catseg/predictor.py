@@ -1,4 +1,6 @@
-"""CatSegPredictor: owns the vocabulary, the text-embedding cache and the pre/post-processing around CATSeg.
+"""CatSegPredictor: owns the vocabulary, the text-embedding cache, the PyTorch model's weights and the
+pre/post-processing around CATSeg. It is the one inference path: whoever runs the network (the model
+itself, or an engine backend's `forward`) plugs in as `forward`, everything around it stays here.
 
 Two inference paths reproduce the official code (fixture README items 1-5):
 - whole image: normalise, zero-pad to a multiple of 32, resize to the CLIP size, one forward;
@@ -8,17 +10,15 @@ Post-processing of the whole-image path is geometrically correct by default: the
 image, so it is resized to the padded size and then cropped to the input. `official_postprocess=True` instead
 crops the map by the unpadded pixel size (the official quirk), to compare with official `sem_seg` outputs.
 
-Text cache: embeddings are computed on demand and reused until the vocabulary or the text tower's weights
-change. Weight changes are detected by a fingerprint of every text-tower parameter: (name, storage pointer,
-autograd version counter). In-place writes such as `with torch.no_grad(): p.copy_(w)` bump the version counter,
-replacing a parameter changes its pointer, wrapping modules (e.g. PEFT) changes the names. Writes through
-`p.data` are invisible to the version counter: call `invalidate_text_cache()` after those.
+Text cache, one rule: embeddings are computed on demand and reused until the vocabulary changes or weights are
+written through `load_weights` (which installs the embeddings computed for them, or drops the cache). Code that
+writes the model's text tower any other way (training) calls `invalidate_text_cache()`.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,6 @@ class CatSegPredictor:
         self._class_names: tuple[str, ...] = ()
         self._tokens: torch.Tensor | None = None
         self._text_cache: torch.Tensor | None = None
-        self._text_cache_key: tuple | None = None
         inf = self.config.inference
         self._mean = torch.tensor(inf.pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(inf.pixel_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -77,29 +76,33 @@ class CatSegPredictor:
             self._class_names = names
             self._tokens = tokens.to(self.device)
             self._text_cache = None
-            self._text_cache_key = None
 
     def invalidate_text_cache(self) -> None:
         with self._lock:
             self._text_cache = None
-            self._text_cache_key = None
 
-    def set_text_embeddings(self, embeddings: torch.Tensor) -> None:
-        """Install precomputed (T, E) embeddings, stamped as valid for the text tower's weights right now.
+    def load_weights(self, weights: Mapping[str, torch.Tensor], text_embeddings: torch.Tensor | None = None,
+                     class_names: Sequence[str] | None = None) -> None:
+        """Copy full weights (module name -> W, as `model.get_submodule(name).weight`) into the model.
 
-        Call it after writing the weights they were computed with; a later weight change invalidates them.
+        `text_embeddings` computed for these weights and the vocabulary `class_names` are installed as the
+        cache when that is still the vocabulary; otherwise the cache is dropped and recomputed on demand.
         """
-        expected = (len(self._class_names), self.config.embed_dim)
-        if tuple(embeddings.shape) != expected:
-            raise ValueError(f"text embeddings must have shape {expected}, got {tuple(embeddings.shape)}")
-        with self._lock:
-            self._text_cache = embeddings.detach().to(self.device)
-            self._text_cache_key = self._text_fingerprint()
+        with self._lock, torch.no_grad():
+            for module, value in weights.items():
+                self.model.get_submodule(module).weight.copy_(value)
+            self._text_cache = None
+            if text_embeddings is not None and tuple(class_names or ()) == self._class_names:
+                expected = (len(self._class_names), self.config.embed_dim)
+                if tuple(text_embeddings.shape) != expected:
+                    raise ValueError(f"text embeddings must have shape {expected}, "
+                                     f"got {tuple(text_embeddings.shape)}")
+                self._text_cache = text_embeddings.detach().to(self.device)
 
     def text_embeddings(self, overrides: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """L2-normalised (T, E) embeddings of the vocabulary.
 
-        Without `overrides`: the cached embeddings (computed when missing or stale). With `overrides` (full
+        Without `overrides`: the cached embeddings (computed when missing). With `overrides` (full
         parameter names as in `model.named_parameters()` -> tensors): computed with those parameters substituted,
         on a weightless copy of the text tower, leaving the model and the cache untouched (safe from another
         thread). Overrides of non-text parameters are accepted and have no effect on text.
@@ -107,18 +110,10 @@ class CatSegPredictor:
         if overrides is not None:
             return self._text_embeddings_with(overrides)
         with self._lock:
-            key = self._text_fingerprint()
-            if self._text_cache is None or self._text_cache_key != key:
+            if self._text_cache is None:
                 with torch.no_grad():
                     self._text_cache = self.model.encode_text(self._tokens)
-                self._text_cache_key = key
             return self._text_cache
-
-    def _text_fingerprint(self) -> tuple:
-        clip_model = self.model.clip_model
-        params = [(name, p.data_ptr(), p._version) for name, p in clip_model.named_parameters()
-                  if not name.startswith("visual.")]
-        return (self._class_names, tuple(params))
 
     def _text_embeddings_with(self, overrides: Mapping[str, torch.Tensor]) -> torch.Tensor:
         model_params = dict(self.model.named_parameters())
@@ -145,8 +140,8 @@ class CatSegPredictor:
             return F.normalize(functional_call(shadow, params, (tokens,), strict=True), dim=-1)
 
     # ------------------------------------------------------------------ whole-image path
-    def _image_tensor(self, image_rgb_uint8: np.ndarray) -> torch.Tensor:
-        image = _validated_image(image_rgb_uint8)
+    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(1,3,H,W) float 0-255 of an image that passed check_rgb_image."""
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         return tensor.permute(2, 0, 1).unsqueeze(0).float()
 
@@ -155,8 +150,7 @@ class CatSegPredictor:
 
         Returns the (1, 3, S, S) CLIP input and the padded size (Hp, Wp).
         """
-        image = self._image_tensor(image_rgb_uint8)
-        return self.preprocess_batch(image)
+        return self.preprocess_batch(self._image_tensor(check_rgb_image(image_rgb_uint8)))
 
     def preprocess_batch(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The whole-image preprocessing of a (B,3,H,W) 0-255 RGB float batch (training uses it,
@@ -175,8 +169,7 @@ class CatSegPredictor:
         """Whole-image path: pre-sigmoid logits (1, T, 96, 96) covering the padded image."""
         x, _ = self.preprocess(image_rgb_uint8)
         text = self.text_embeddings() if text_embeddings is None else text_embeddings.to(self.device)
-        with torch.no_grad():
-            return self.model(x, text)
+        return self.forward(x, text)
 
     def postprocess(self, logits: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
         """(1, T, h, w) logits of the padded image -> (T, H, W) probabilities at the input size."""
@@ -193,8 +186,10 @@ class CatSegPredictor:
     def sliding_views(self, image_rgb_uint8: np.ndarray) -> torch.Tensor:
         """Official views: four crops of the 640x640 resize (unfold order) and the global view, normalised and
         resized to the CLIP size, (5, 3, S, S)."""
+        return self._sliding_views(self._image_tensor(check_rgb_image(image_rgb_uint8)))
+
+    def _sliding_views(self, image: torch.Tensor) -> torch.Tensor:
         inf = self.config.inference
-        image = self._image_tensor(image_rgb_uint8)
         kernel = inf.sliding_kernel
         resized = F.interpolate(image, size=inf.sliding_out_res, mode="bilinear", align_corners=False)
         crops = [resized[:, :, top:top + kernel, left:left + kernel] for top, left in self._crop_origins()]
@@ -217,8 +212,7 @@ class CatSegPredictor:
         """Pre-sigmoid logits of the sliding views, (5, T, 96, 96): crops first, global view last."""
         views = self.sliding_views(image_rgb_uint8)
         text = self.text_embeddings() if text_embeddings is None else text_embeddings.to(self.device)
-        with torch.no_grad():
-            return self.model(views, text)
+        return self.forward(views, text)
 
     def sliding_postprocess(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Official merge: per view upsample to the kernel and sigmoid; overlap-average the crops; average 50/50
@@ -237,19 +231,50 @@ class CatSegPredictor:
         return F.interpolate(merged[None], size=size, mode="bilinear", align_corners=False)[0]
 
     # ------------------------------------------------------------------ one call per frame
-    def predict(self, image_rgb_uint8: np.ndarray) -> Prediction:
-        image = _validated_image(image_rgb_uint8)
-        size = (int(image.shape[0]), int(image.shape[1]))
+    def forward(self, views: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """The network call on this predictor's own model: (V,3,S,S) views + (T,E) text -> (V,T,h,w) logits."""
         with torch.no_grad():
+            return self.model(views, text_embeddings)
+
+    def predict(self, image_rgb_uint8: np.ndarray, text_embeddings: torch.Tensor | None = None,
+                forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Prediction:
+        """One frame through the configured path. `forward` runs the network (default: this model);
+        `text_embeddings` default to the cached ones of the vocabulary."""
+        image = check_rgb_image(image_rgb_uint8)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        text = self.text_embeddings() if text_embeddings is None else text_embeddings.to(self.device)
+        run = forward or self.forward
+        with torch.no_grad():
+            tensor = self._image_tensor(image)
             if self.sliding_window:
-                probs = self.sliding_postprocess(self.sliding_logits(image), size)
+                probs = self.sliding_postprocess(run(self._sliding_views(tensor), text).float(), size)
             else:
-                x, padded = self.preprocess(image)
-                probs = self.postprocess(self.model(x, self.text_embeddings()), size, padded)
+                x, padded = self.preprocess_batch(tensor)
+                probs = self.postprocess(run(x, text).float(), size, padded)
         return Prediction(probs=probs, class_ids=probs.argmax(dim=0).cpu().numpy().astype(np.int64))
 
+    def predict_batch(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class ids (N,H,W) of a stack of same-size (N,H,W,3) uint8 images on the whole-image path,
+        batched through the network (training reports and offline relabelling)."""
+        if self.sliding_window:
+            return np.stack([self.predict(image).class_ids for image in images])
+        images = np.asarray(images)
+        check_rgb_image(images[0] if len(images) else images)
+        size = (int(images.shape[1]), int(images.shape[2]))
+        text = self.text_embeddings()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(self.device)
+                x, padded = self.preprocess_batch(chunk.permute(0, 3, 1, 2).float())
+                logits = self.forward(x, text).float()
+                out += [self.postprocess(one, size, padded).argmax(dim=0).cpu().numpy().astype(np.int64)
+                        for one in logits.split(1)]
+        return np.stack(out) if out else np.zeros((0, *size), np.int64)
 
-def _validated_image(image_rgb_uint8: np.ndarray) -> np.ndarray:
+
+def check_rgb_image(image_rgb_uint8: np.ndarray) -> np.ndarray:
+    """The one image check: an HxWx3 uint8 RGB array (returned as an array), else ValueError."""
     image = np.asarray(image_rgb_uint8)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got dtype {image.dtype} shape {image.shape}")

@@ -1,7 +1,7 @@
 """`semla-bench NAME [args]`: one benchmark per part, each printing its own figures.
 
-Benchmarks live beside the code they measure (`bench_<name>.py`), so each stays a plain
-script with its own arguments; this dispatcher only finds them.
+Benchmarks live in `semla_ros/bench/<name>.py`, each a plain script with its own arguments
+that prints its figures; this dispatcher only finds them.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in BENCHMARKS.items():
             print(f"  {name:9s} {what}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(f"semla_ros.cli.bench_{argv[0]}")
+    module = importlib.import_module(f"semla_ros.bench.{argv[0]}")
     return int(module.main(argv[1:]) or 0)
 
 

@@ -1,7 +1,7 @@
 """`make demo` / `semla-demo`: domain-shift adaptation end to end on the built-in demo world.
 
 What runs: the demo assets are built (or taken from the cache), then two separate processes are
-started, the demo camera (`semla_ros.demo.camera`, under /demo) and the real segmenter node
+started, the demo camera (`semla_ros.ros.demo_camera`, under /demo) and the real segmenter node
 (`semla_ros.ros.node`, under /semla, its `image` remapped to /demo/image). This process only
 listens: it records the camera's images and ground truth, and the node's masks, support scores
 and fusion events, for one pass of the domain sequence. Then it stops both, scores the published
@@ -82,7 +82,7 @@ def _node_command(assets: Assets, settings: dict) -> list[str]:
 
 
 def _camera_command(sequence: str, rate_hz: float, frame_log: Path) -> list[str]:
-    return [sys.executable, "-m", "semla_ros.demo.camera", "--ros-args", "-r", "__ns:=/demo",
+    return [sys.executable, "-m", "semla_ros.ros.demo_camera", "--ros-args", "-r", "__ns:=/demo",
             "-p", f"sequence:={sequence}", "-p", f"rate_hz:={rate_hz}", "-p", "loop:=false",
             "-p", f"frame_log:={frame_log}", "-p", "wait_for_subscribers:=2"]
 

@@ -2,7 +2,7 @@
 
 Prints one line per tensor (name, shape, max abs diff, tolerance, ok) and exits 1 when any is past its tolerance
 (2 when DIR is not a usable fixture). When DIR/loradb and DIR/fusion_expected.npz exist, the SemLA fusion part
-is checked too, through the engine's `semla_ros.core.fusion_check.check_fusion_fixture`.
+is checked too, through the node's fusion path (`semla_ros.verify.fusion_fixture`).
 """
 from __future__ import annotations
 
@@ -10,26 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-FUSION_MODULE = "semla_ros.core.fusion_check"
-
-
-def _fusion_rows(fixture_dir: Path, run) -> list | None:
-    """Rows of the fusion check, or None when the engine's checker does not exist in this checkout."""
-    try:
-        from semla_ros.core.fusion_check import check_fusion_fixture
-    except ModuleNotFoundError as exc:
-        if exc.name != FUSION_MODULE:
-            raise  # a real missing dependency inside the checker must not be hidden
-        return None
-    return list(check_fusion_fixture(fixture_dir, run.model, run.predictor))
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semla-fixture-check", description=__doc__.splitlines()[0])
     parser.add_argument("fixture_dir", type=Path, help="fixture directory (config.json, model.safetensors, ...)")
     args = parser.parse_args(argv)
 
-    from semla_ros.catseg.fixture import check_catseg_fixture, missing_fixture_files, print_rows
+    from semla_ros.verify.catseg_fixture import check_catseg_fixture, missing_fixture_files, print_rows
+    from semla_ros.verify.fusion_fixture import check_fusion_fixture
 
     fixture_dir = args.fixture_dir
     missing = missing_fixture_files(fixture_dir)
@@ -44,13 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: not produced by this implementation (skipped)")
 
     if (fixture_dir / "loradb").is_dir() and (fixture_dir / "fusion_expected.npz").is_file():
-        fusion = _fusion_rows(fixture_dir, run)
-        if fusion is None:
-            print(f"fusion: unavailable ({FUSION_MODULE} is not in this checkout); fusion part not checked")
-        else:
-            print("fusion:")
-            print_rows(fusion)
-            rows += fusion
+        fusion = check_fusion_fixture(fixture_dir, run.model, run.predictor)
+        print("fusion:")
+        print_rows(fusion)
+        rows += fusion
 
     failed = [row.name for row in rows if not row.ok]
     if failed:

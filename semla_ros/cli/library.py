@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.library import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, AdapterLibrary, load_entry
+from ..core.library import CONFIG_FILE, WEIGHTS_FILE, AdapterLibrary, load_entry
+from ..training.lora import INITS, TrainSettings
+from ..training.loop import LOSSES, LoopSettings
+
+TRAIN, LOOP = TrainSettings(), LoopSettings()
 
 
 def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -43,18 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--library", type=Path, required=True)
     t.add_argument("--name", default=None, help="entry name (default: the domain folder's name)")
     _model_args(t)
-    t.add_argument("--init", choices=("standard", "rrqr"), default="standard",
-                   help="LoRA init: PEFT default, or RecycleLoRA-style pivoted-QR (see semla_ros/evaluation/rrqr.py)")
+    t.add_argument("--init", choices=INITS, default=TRAIN.init,
+                   help="LoRA init: PEFT default, or RecycleLoRA-style pivoted-QR (see semla_ros/training/rrqr.py)")
     t.add_argument("--sub-rank", type=int, default=None, help="rrqr: rank of the major-direction part (default r/4)")
-    t.add_argument("--rank", type=int, default=8)
-    t.add_argument("--alpha", type=float, default=16.0)
-    t.add_argument("--steps", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--warmup-steps", type=int, default=10)
-    t.add_argument("--seed", type=int, default=250)
-    t.add_argument("--loss", choices=("bce", "ce"), default="bce",
+    t.add_argument("--rank", type=int, default=TRAIN.rank)
+    t.add_argument("--alpha", type=float, default=TRAIN.alpha)
+    t.add_argument("--steps", type=int, default=LOOP.steps)
+    t.add_argument("--batch-size", type=int, default=LOOP.batch_size)
+    t.add_argument("--lr", type=float, default=LOOP.lr)
+    t.add_argument("--weight-decay", type=float, default=LOOP.weight_decay)
+    t.add_argument("--warmup-steps", type=int, default=LOOP.warmup_steps)
+    t.add_argument("--seed", type=int, default=LOOP.seed)
+    t.add_argument("--loss", choices=LOSSES, default=LOOP.loss,
                    help="bce: the official loss; ce: cross-entropy, for base models trained with it (the demo's)")
     t.add_argument("--max-images", type=int, default=None, help="use the first N images only")
     t.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
@@ -90,18 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_model(args):
-    from ..evaluation.models import load_model
+def _engine(args):
+    """(model, navigator) from the command line, through the engine builder; raises on any error."""
+    from ..engine import EngineSpec, build_engine
 
-    return load_model(args.model, args.checkpoint, args.device, allow_random=args.allow_random_weights)
+    spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
+                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device)
+    build = build_engine(spec).raise_for_errors()
+    return build.predictor.model, build.navigator
 
 
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from ..evaluation.dataset import open_domain
-    from ..evaluation.models import make_navigator
-    from ..evaluation.training import TrainSettings, domain_centroid, model_fingerprint, save_entry, train_adapter
+    from ..training.lora import TrainSettings, base_model_id, domain_centroid, save_entry, train_adapter
+    from ..training.loop import LoopSettings
 
     folder = open_domain(args.domain_dir)
     name = args.name or folder.name
@@ -111,12 +119,12 @@ def cmd_train(args) -> int:
     samples = folder.samples[: args.max_images] if args.max_images else folder.samples
     pairs = list(folder.pairs())[: len(samples)]
     images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-    model = _load_model(args)
-    navigator = make_navigator(args.navigator, model, args.device)
-    settings = TrainSettings(rank=args.rank, alpha=args.alpha, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                             seed=args.seed, init=args.init, sub_rank=args.sub_rank, loss=args.loss).validated()
-    bar = tqdm(total=settings.steps, desc=f"train {name} ({settings.init})", disable=args.quiet, leave=False)
+    model, navigator = _engine(args)
+    loop = LoopSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                        warmup_steps=args.warmup_steps, seed=args.seed, loss=args.loss)
+    settings = TrainSettings(rank=args.rank, alpha=args.alpha, init=args.init, sub_rank=args.sub_rank,
+                             loop=loop).validated()
+    bar = tqdm(total=loop.steps, desc=f"train {name} ({settings.init})", disable=args.quiet, leave=False)
 
     def progress(step, loss):
         bar.update(1)
@@ -128,7 +136,7 @@ def cmd_train(args) -> int:
     centroid = domain_centroid(navigator, images)
     path = save_entry(trained, args.library, centroid, {
         "navigator": navigator.id, "domain": folder.name, "classes": list(folder.classes),
-        "data": str(folder.path), "base_model": model_fingerprint(model)}, overwrite=args.overwrite)
+        "data": str(folder.path), "base_model": base_model_id(model)}, overwrite=args.overwrite)
     entry = load_entry(path, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
     print(f"wrote {path}: {len(entry.factors)} target modules, r={entry.rank}, scaling {entry.scaling:g}, "
           f"loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} in {trained.seconds:.0f} s")
@@ -136,9 +144,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_add(args) -> int:
+    from ..core.library import InvalidEntryError, read_adapter, write_entry
     from ..evaluation.dataset import open_domain
-    from ..evaluation.models import make_navigator
-    from ..evaluation.training import domain_centroid, model_fingerprint, write_statistics
+    from ..training.lora import base_model_id, domain_centroid
 
     src = args.adapter_dir
     for f in (CONFIG_FILE, WEIGHTS_FILE):
@@ -152,32 +160,28 @@ def cmd_add(args) -> int:
     if target.exists() and not args.overwrite:
         print(f"error: entry {target} exists (use --overwrite)", file=sys.stderr)
         return 2
+    try:
+        factors, alpha, rslora = read_adapter(src)
+    except InvalidEntryError as exc:
+        print(f"error: {src} is not a usable LoRA adapter: {exc}", file=sys.stderr)
+        return 1
     folder = open_domain(args.image_dir, require_labels=False)
-    model = _load_model(args)
-    navigator = make_navigator(args.navigator, model, args.device)
+    model, navigator = _engine(args)
     images = list(folder.images())
     centroid = domain_centroid(navigator, images)
-    args.library.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=args.library))
-    staging = tmp / name   # same folder name as the final entry, so it validates exactly as it will load
-    try:
-        staging.mkdir()
-        for f in (CONFIG_FILE, WEIGHTS_FILE):
-            shutil.copy2(src / f, staging / f)
-        write_statistics(staging, name, centroid)
-        (staging / METADATA_FILE).write_text(json.dumps({
+    with tempfile.TemporaryDirectory(dir=args.library.parent if args.library.parent.exists() else None) as tmp:
+        # Validated where it is written, under its final name, before it enters the library.
+        staged = write_entry(tmp, name, factors, centroid, lora_alpha=alpha, use_rslora=rslora, metadata={
             "name": name, "navigator": navigator.id, "embedding_dim": int(centroid.size),
             "source_adapter": str(src), "centroid_images": len(images), "data": str(folder.path),
-            "base_model": model_fingerprint(model)}, indent=2))
-        entry = load_entry(staging, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except Exception as exc:
-        print(f"error: {src} is not a usable adapter for this model: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            "base_model": base_model_id(model)})
+        try:
+            entry = load_entry(staged, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
+        except InvalidEntryError as exc:
+            print(f"error: {src} is not a usable adapter for this model: {exc}", file=sys.stderr)
+            return 1
+    write_entry(args.library, name, factors, centroid, lora_alpha=alpha, use_rslora=rslora,
+                metadata=dict(entry.metadata), overwrite=args.overwrite)
     print(f"added {target}: {len(entry.factors)} target modules, r={entry.rank}, centroid of {len(images)} images")
     return 0
 
@@ -211,6 +215,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from ..core.fusion import fuse_deltas
     from ..evaluation import figures
 
     lib = AdapterLibrary.open(args.library)
@@ -227,7 +232,7 @@ def cmd_inspect(args) -> int:
     for n, row in zip(names, d):
         print(f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row))
     for e in lib.entries:
-        norms = [float(np.linalg.norm((b @ a).numpy()) * e.scaling) for a, b in e.factors.values()]
+        norms = [float(d.norm()) for d in fuse_deltas([e], [1.0]).values()]
         print(f"  {e.name}: {len(norms)} modules, |dW|_F mean {np.mean(norms):.4g} max {np.max(norms):.4g}"
               + (f", {len(e.dropped)} inert q/k/v factors dropped (official layout)" if e.dropped else ""))
     if args.map is not None:
@@ -237,10 +242,8 @@ def cmd_inspect(args) -> int:
                 print("error: --images needs --model (and --checkpoint) to embed them", file=sys.stderr)
                 return 2
             from ..evaluation.dataset import open_domain
-            from ..evaluation.models import make_navigator
 
-            model = _load_model(args)
-            navigator = make_navigator(args.navigator, model, args.device)
+            _, navigator = _engine(args)
             for spec in args.images:
                 label, _, path = spec.partition("=")
                 folder = open_domain(path or label, require_labels=False)
@@ -254,9 +257,9 @@ def cmd_inspect(args) -> int:
 def cmd_import(args) -> int:
     model = None
     if args.model:
-        from ..evaluation.models import load_model
+        from ..catseg.build import load_catseg
 
-        model = load_model(args.model, args.checkpoint, allow_random=args.checkpoint is None)
+        model = load_catseg(args.model, args.checkpoint, allow_random_weights=args.checkpoint is None)
     lib = AdapterLibrary.open(args.loradb, navigator_dim=args.navigator_dim, model=model)
     print(f"{args.loradb}: {len(lib)} valid entries, {len(lib.skipped)} invalid")
     for e in lib.entries:
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                "import": cmd_import}[args.command]
     try:
         return command(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,15 +2,22 @@
 
 Per embedded frame the EMA moves, e_bar <- (1 - alpha) e_bar + alpha e_t. A shift is
 confirmed when ||e_bar - r|| > threshold for `min_consecutive` embedded frames in a row and
-`cooldown_s` has passed since the last swap. r is the query of the active fusion.
+`cooldown_s` has passed since the last fusion attempt. r is the reference: the query of the
+fusion being made or active.
+
+The debouncer owns r. A fusion attempt proposes its query (`propose`: a confirmed shift does it
+itself); when the fusion becomes active the segmenter `commit`s it, when it fails the segmenter
+`rollback`s it and r returns to the active fusion's query (the attempt still counts for the
+cooldown, so a failing fusion is retried at most once per cooldown).
 
 On a confirmed shift the query is re-anchored: the EMA still carries (1 - alpha)^n of the old
 domain right after a step, so fusing for it and setting r <- e_bar would leave the EMA drifting
 on past r and trigger a second swap one cooldown later. Instead e_bar and r are set to the mean
 of the raw embeddings of the over-threshold run (at most the EMA's effective window
-(2 - alpha)/alpha of them): all of them come from after the change. One step, one swap. Before the first fusion the first `warmup_frames` embeddings set e_bar directly
-(their mean) and the last of them asks for the "startup" fusion. Time is passed in, so
-tests replay streams without sleeping.
+(2 - alpha)/alpha of them): all of them come from after the change. One step, one swap. Before
+the first fusion the first `warmup_frames` embeddings set e_bar directly (their mean) and the
+last of them asks for the "startup" fusion. Time is passed in, so tests replay streams without
+sleeping.
 """
 from __future__ import annotations
 
@@ -20,22 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-THRESHOLD_MODES = ("absolute", "relative")
+from .settings import THRESHOLD_MODES
 
 
 @dataclass(frozen=True)
 class DebounceDecision:
-    shift: bool               # a domain shift is confirmed: fuse for `ema` now
+    shift: bool               # a domain shift is confirmed: fuse for `ema` now (already proposed)
     ema_distance: float       # ||e_bar - r||; nan before a reference exists
     consecutive: int          # embedded frames in a row over the threshold
-    startup: bool = False     # warm-up just finished and no fusion exists yet
+    startup: bool = False     # warm-up is over, no fusion exists or is being made, and none is cooling down
     warming_up: bool = False
-    cooling_down: bool = False
     ema: np.ndarray | None = None  # copy of e_bar after this update
-
-    @property
-    def adapt(self) -> bool:
-        return self.shift or self.startup
 
 
 def resolve_threshold(value: float, mode: str, median_inter_centroid_distance: float) -> float:
@@ -55,16 +57,23 @@ def resolve_threshold(value: float, mode: str, median_inter_centroid_distance: f
     return float(value) * float(median_inter_centroid_distance)
 
 
+def _vector(embedding) -> np.ndarray | None:
+    return None if embedding is None else np.asarray(embedding, dtype=np.float64).reshape(-1).copy()
+
+
 class DomainShiftDebouncer:
-    def __init__(self, alpha: float = 0.1, threshold: float = 1.0, min_consecutive: int = 3,
-                 cooldown_s: float = 5.0, warmup_frames: int = 1):
+    def __init__(self, alpha: float, threshold: float, min_consecutive: int, cooldown_s: float,
+                 warmup_frames: int):
+        self.alpha = self.threshold = self.cooldown_s = None
+        self.min_consecutive = self.warmup_frames = None
         self.configure(alpha=alpha, threshold=threshold, min_consecutive=min_consecutive,
                        cooldown_s=cooldown_s, warmup_frames=warmup_frames)
         self.reset()
 
     def configure(self, *, alpha=None, threshold=None, min_consecutive=None, cooldown_s=None,
                   warmup_frames=None) -> None:
-        """Change parameters live (validated all together before any is applied)."""
+        """Change parameters live (validated all together before any is applied). An infinite
+        threshold means no shift can be confirmed (a library with one entry)."""
         alpha = self.alpha if alpha is None else float(alpha)
         threshold = self.threshold if threshold is None else float(threshold)
         min_consecutive = self.min_consecutive if min_consecutive is None else min_consecutive
@@ -85,10 +94,11 @@ class DomainShiftDebouncer:
 
     def reset(self) -> None:
         self._ema: np.ndarray | None = None
-        self._reference: np.ndarray | None = None
+        self._reference: np.ndarray | None = None   # query of the fusion being made or active
+        self._committed: np.ndarray | None = None   # query of the active fusion
         self._seen = 0
         self._consecutive = 0
-        self._last_swap = -math.inf
+        self._last_attempt = -math.inf
         self._run: deque = deque()
 
     @property
@@ -103,14 +113,26 @@ class DomainShiftDebouncer:
     def warming_up(self) -> bool:
         return self._seen < self.warmup_frames
 
-    def set_reference(self, embedding, now: float | None = None) -> None:
-        """Make `embedding` the query of the active fusion; with `now`, a swap happened then."""
-        self._reference = None if embedding is None else np.asarray(embedding, dtype=np.float64).reshape(-1).copy()
+    # ------------------------------------------------------------------ the reference's life cycle
+    def propose(self, query, now: float) -> None:
+        """A fusion for `query` is being made (startup, manual, reload; a shift proposes itself)."""
+        self._reference = _vector(query)
+        self._last_attempt = float(now)
         self._consecutive = 0
         self._run.clear()
-        if now is not None:
-            self._last_swap = float(now)
 
+    def commit(self, query) -> None:
+        """The fusion made for `query` is now active."""
+        self._committed = _vector(query)
+
+    def rollback(self, query) -> None:
+        """The fusion made for `query` failed: unless a newer one is being made, r is the active query again."""
+        if self._reference is not None and query is not None and np.array_equal(self._reference, _vector(query)):
+            self._reference = None if self._committed is None else self._committed.copy()
+            self._consecutive = 0
+            self._run.clear()
+
+    # ------------------------------------------------------------------ one embedded frame
     def update(self, embedding, now: float) -> DebounceDecision:
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(e)):
@@ -123,10 +145,11 @@ class DomainShiftDebouncer:
             self._ema = e.copy() if self._ema is None else self._ema + (e - self._ema) / self._seen
         else:
             self._ema = (1.0 - self.alpha) * self._ema + self.alpha * e
+        cooling = (now - self._last_attempt) < self.cooldown_s
         if self._reference is None:
             warming = self._seen < self.warmup_frames
-            return DebounceDecision(shift=False, ema_distance=math.nan, consecutive=0, startup=not warming,
-                                    warming_up=warming, ema=self._ema.copy())
+            return DebounceDecision(shift=False, ema_distance=math.nan, consecutive=0,
+                                    startup=not warming and not cooling, warming_up=warming, ema=self._ema.copy())
         distance = float(np.linalg.norm(self._ema - self._reference))
         if distance > self.threshold:
             self._consecutive += 1
@@ -137,15 +160,9 @@ class DomainShiftDebouncer:
         else:
             self._consecutive = 0
             self._run.clear()
-        cooling = (now - self._last_swap) < self.cooldown_s
         shift = self._consecutive >= self.min_consecutive and not cooling
+        consecutive = self._consecutive
         if shift:
             self._ema = np.mean(np.stack(self._run), axis=0)
-            self._reference = self._ema.copy()
-            self._last_swap = float(now)
-            consecutive, self._consecutive = self._consecutive, 0
-            self._run.clear()
-        else:
-            consecutive = self._consecutive
-        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, cooling_down=cooling,
-                                ema=self._ema.copy())
+            self.propose(self._ema, now)
+        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, ema=self._ema.copy())

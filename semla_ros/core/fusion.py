@@ -6,8 +6,9 @@ plain model. Each delta is ONE matrix product over the concatenated factors, in 
 exact arithmetic (A_i * w_i * scaling_i in the factor dtype), so it matches PEFT's merged
 delta bit for bit.
 
-Weights are always written as W_base + dW from a pristine clone of W_base, never
-accumulated, so any number of swaps leaves exactly the bits of one fresh apply.
+Weights are always staged as W_base + dW from a pristine clone of W_base, never
+accumulated, so any number of swaps leaves exactly the bits of one fresh fusion. Staging
+touches no model: the segmenter hands the staged weights to the predictor and the backend.
 """
 from __future__ import annotations
 
@@ -85,15 +86,8 @@ class FusedWeights:
         return {f"{m}.weight": w for m, w in self.weights.items()}
 
 
-def copy_weights_into(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """In-place copy of full weights into the model's target modules (the swap itself)."""
-    with torch.no_grad():
-        for module, value in weights.items():
-            model.get_submodule(module).weight.copy_(value)
-
-
-class WeightApplier:
-    """Owns pristine clones of every target weight of `model`; stages and applies fusions."""
+class WeightStager:
+    """Owns pristine clones of every target weight of `model` and stages fusions off the inference path."""
 
     def __init__(self, model: torch.nn.Module, targets: Iterable[str]):
         self.model = model
@@ -128,36 +122,12 @@ class WeightApplier:
     def base_weights(self) -> FusedWeights:
         return FusedWeights(dict(self._base))
 
-    def stage(self, deltas: Mapping[str, torch.Tensor]) -> FusedWeights:
-        """W_base + dW for every target (targets without a delta get W_base); touches no model state.
-
-        The sum is formed in float32 at least and rounded once to the weight dtype (fp16 models).
-        """
-        bases = self._base
-        unknown = set(deltas) - set(bases)
-        if unknown:
-            raise ValueError(f"deltas for modules that are not fusion targets: {sorted(unknown)[:3]}")
-        staged = {}
-        with torch.no_grad():
-            for name, base in bases.items():
-                delta = deltas.get(name)
-                if delta is None:
-                    staged[name] = base
-                    continue
-                if tuple(delta.shape) != tuple(base.shape):
-                    raise ValueError(f"{name}: delta {tuple(delta.shape)} does not match weight {tuple(base.shape)}")
-                compute = torch.promote_types(base.dtype, torch.float32)
-                fused = base.to(compute) + delta.to(device=base.device, dtype=compute)
-                if not torch.isfinite(fused).all():
-                    raise ValueError(f"{name}: fused weight is not finite")
-                staged[name] = fused.to(base.dtype)
-        return FusedWeights(staged)
-
     def stage_fusion(self, entries: Sequence, weights: Sequence[float]) -> FusedWeights:
         """W_base + fuse_deltas(entries, weights) for every target, written into reused staging buffers.
 
-        Bit-identical to stage(fuse_deltas(...)) for float32 weights, without allocating the
-        deltas or fresh weights on every swap (one matmul into the buffer, one add of W_base).
+        Bit-identical to W_base + fuse_deltas(...) for float32 weights (the sum formed in float32 and
+        rounded once for half-precision weights), without allocating the deltas or fresh weights on
+        every swap (one matmul into the buffer, one add of W_base). Touches no model state.
         """
         _check_lengths(entries, weights)
         bases = self._base
@@ -177,6 +147,9 @@ class WeightApplier:
                     staged[name] = base
                     continue
                 b_cat, a_cat = factors
+                if (b_cat.shape[0], a_cat.shape[1]) != tuple(base.shape):
+                    raise ValueError(f"{name}: LoRA delta {b_cat.shape[0]}x{a_cat.shape[1]} does not match the "
+                                     f"weight {base.shape[0]}x{base.shape[1]}")
                 buffer = self._buffers.get(name)
                 if buffer is None:
                     buffer = self._buffers[name] = torch.empty_like(base)
@@ -190,12 +163,3 @@ class WeightApplier:
                     raise ValueError(f"{name}: fused weight is not finite")
                 staged[name] = buffer
         return FusedWeights(staged)
-
-    def apply(self, fused: FusedWeights | Mapping[str, torch.Tensor]) -> None:
-        """Write staged weights (or raw deltas) into the model."""
-        if not isinstance(fused, FusedWeights):
-            fused = self.stage(fused)
-        copy_weights_into(self.model, fused.weights)
-
-    def revert(self) -> None:
-        copy_weights_into(self.model, self._base)

@@ -61,10 +61,6 @@ class AdapterEntry:
     path: Path | None = None
     dropped: tuple[str, ...] = field(default=())  # factors present on disk but not fused (why: see loader)
 
-    @property
-    def modules(self) -> tuple[str, ...]:
-        return tuple(self.factors)
-
     @functools.cached_property
     def factor_max(self) -> tuple[float, float]:
         """(max |A|, max |B|) over all modules: lets fusion bound |dW| without scanning it."""
@@ -178,6 +174,15 @@ def _check_against_model(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]
             raise InvalidEntryError(
                 f"{module}: LoRA delta would be {b.shape[0]}x{a.shape[1]}, the weight is "
                 f"{weight.shape[0]}x{weight.shape[1]}")
+
+
+def read_adapter(directory: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float, bool]:
+    """(factors, lora_alpha, use_rslora) of a plain PEFT LoRA folder (adapter_config.json +
+    adapter_model.safetensors), validated like a library entry's; raises InvalidEntryError."""
+    directory = Path(directory)
+    config = _read_json(directory / CONFIG_FILE)
+    r, _ = _scaling(config)
+    return _read_factors(directory / WEIGHTS_FILE, r), float(config.get("lora_alpha", r)), bool(config.get("use_rslora"))
 
 
 def load_entry(directory: Path, *, navigator_dim: int | None = None, navigator_id: str | None = None,
@@ -298,9 +303,10 @@ class AdapterLibrary:
         """Union of the modules any entry adapts, in first-seen order."""
         return tuple(dict.fromkeys(m for e in self._entries for m in e.factors))
 
-    @property
+    @functools.cached_property
     def median_inter_centroid_distance(self) -> float:
-        """Median Euclidean distance between distinct centroids (nan with fewer than 2)."""
+        """Median Euclidean distance between distinct centroids (nan with fewer than 2); computed once
+        per snapshot (relative thresholds and scale-free scores read it every frame)."""
         n = len(self._entries)
         if n < 2:
             return float("nan")
@@ -331,37 +337,57 @@ def _fingerprint(root: Path, directories) -> str:
 
 
 def write_entry(root, name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], centroid,
-                *, lora_alpha: float | None = None, metadata: Mapping | None = None) -> Path:
-    """Write one entry in the official layout (plus metadata.json when given).
+                *, lora_alpha: float | None = None, use_rslora: bool = False, metadata: Mapping | None = None,
+                overwrite: bool = False) -> Path:
+    """Write one entry in the official layout (plus our metadata.json when given); the one entry writer.
 
-    The files are what PEFT's save_pretrained and SemLA's statistics script produce, so
-    official tools read them too.
+    The files are what PEFT's save_pretrained and SemLA's statistics script produce, so official
+    tools (and PEFT's `PeftModel.from_pretrained`) read them too. The entry is written into a hidden
+    sibling first and renamed into place, so a node reloading meanwhile never sees half an entry.
     """
+    import shutil
+    import tempfile
+
     from safetensors.torch import save_file
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"adapter name {name!r} must be a plain file name")
+    if not factors:
+        raise ValueError("an entry needs at least one module's LoRA factors")
     ranks = {a.shape[0] for a, _ in factors.values()}
     if len(ranks) != 1:
         raise ValueError(f"all factors must share one rank, got {sorted(ranks)}")
     r = ranks.pop()
-    directory = Path(root) / name
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {
-        "peft_type": "LORA", "r": r, "lora_alpha": float(lora_alpha if lora_alpha is not None else 2 * r),
-        "lora_dropout": 0.0, "bias": "none", "use_rslora": False, "use_dora": False, "fan_in_fan_out": False,
-        "init_lora_weights": True, "inference_mode": True, "target_modules": sorted(factors),
-        "alpha_pattern": {}, "rank_pattern": {}, "modules_to_save": None, "task_type": None,
-        "base_model_name_or_path": None,
-    }
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    tensors = {}
-    for module, (a, b) in factors.items():
-        tensors[f"{KEY_PREFIX}{module}.lora_A.weight"] = a.detach().float().contiguous().cpu()
-        tensors[f"{KEY_PREFIX}{module}.lora_B.weight"] = b.detach().float().contiguous().cpu()
-    save_file(tensors, str(directory / WEIGHTS_FILE))
-    np.savez(directory / statistics_file(name),
-             **{CENTROID_KEY: np.asarray(centroid, dtype=np.float32).reshape(1, -1)})
-    if metadata is not None:
-        (directory / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2))
-    return directory
+    root = Path(root)
+    target = root / name
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"library entry {target} exists (overwrite it explicitly)")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        directory = tmp / name
+        directory.mkdir()
+        config = {
+            "peft_type": "LORA", "r": r, "lora_alpha": float(lora_alpha if lora_alpha is not None else 2 * r),
+            "lora_dropout": 0.0, "bias": "none", "use_rslora": bool(use_rslora), "use_dora": False,
+            "fan_in_fan_out": False,
+            "init_lora_weights": True, "inference_mode": True, "target_modules": sorted(factors),
+            "alpha_pattern": {}, "rank_pattern": {}, "modules_to_save": None, "task_type": None,
+            "base_model_name_or_path": None,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        tensors = {}
+        for module, (a, b) in factors.items():
+            tensors[f"{KEY_PREFIX}{module}.lora_A.weight"] = a.detach().float().contiguous().cpu()
+            tensors[f"{KEY_PREFIX}{module}.lora_B.weight"] = b.detach().float().contiguous().cpu()
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        np.savez(directory / statistics_file(name),
+                 **{CENTROID_KEY: np.asarray(centroid, dtype=np.float32).reshape(1, -1)})
+        if metadata is not None:
+            (directory / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        directory.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -6,16 +6,28 @@ open_clip model. Weights are never downloaded here: a pretrained tag must alread
 local cache (or be given as a checkpoint file), otherwise the error says what to fetch.
 `TowerNavigator` reuses a frozen copy of a CAT-Seg CLIP image tower (its CLS embedding), so a
 demo needs no second network.
+
+`build_navigator(spec)` is the one place a navigator description becomes a navigator:
+
+    tower                       frozen copy of the CAT-Seg model's image tower (demo, tests)
+    openclip:MODEL/TAG          open_clip MODEL with the weights of pretrained TAG from the local cache
+    openclip:MODEL/TAG=PATH     the weights of TAG from a local file (the tag's QuickGELU and normalisation)
+    openclip:MODEL/PATH         a local file; OpenAI CLIP weights when MODEL has an 'openai' tag (so
+                                QuickGELU and OpenAI's normalisation, as SemLA's ViT-L/14 navigator needs),
+                                otherwise MODEL's plain settings
 """
 from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
+
+from ..catseg.predictor import check_rgb_image
 
 
 @runtime_checkable
@@ -29,17 +41,65 @@ class Navigator(Protocol):
 
 
 def check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A non-empty list of images, each passing the predictor's one image check."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
         raise ValueError("embed() takes a list of images; wrap a single image in a list")
     out = []
     for i, image in enumerate(images):
-        a = np.asarray(image)
-        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or a.shape[0] == 0 or a.shape[1] == 0:
-            raise ValueError(f"image {i}: expected HxWx3 uint8 RGB, got {a.shape} {a.dtype}")
-        out.append(a)
+        try:
+            out.append(check_rgb_image(image))
+        except ValueError as exc:
+            raise ValueError(f"image {i}: {exc}") from None
     if not out:
         raise ValueError("embed() needs at least one image")
     return out
+
+
+@dataclass(frozen=True)
+class NavigatorSpec:
+    """A parsed navigator description (see the module docstring for the grammar)."""
+
+    kind: str                  # "tower" | "openclip"
+    model: str | None = None   # open_clip model name
+    tag: str | None = None     # open_clip pretrained tag whose settings (and, without path, weights) are used
+    path: str | None = None    # local checkpoint file
+
+    @classmethod
+    def parse(cls, spec: str) -> "NavigatorSpec":
+        text = str(spec).strip()
+        if text == "tower":
+            return cls("tower")
+        if not text.startswith("openclip:"):
+            raise ValueError(f"navigator {spec!r} is not 'tower' or 'openclip:MODEL/TAG' "
+                             "(or openclip:MODEL/PATH, openclip:MODEL/TAG=PATH)")
+        model, sep, source = text[len("openclip:"):].partition("/")
+        if not model or not sep or not source or any(c.isspace() for c in model):
+            raise ValueError(f"navigator {spec!r}: expected openclip:MODEL/TAG, openclip:MODEL/PATH or "
+                             "openclip:MODEL/TAG=PATH")
+        tag, eq, path = source.partition("=")
+        if eq:
+            if not tag or not path:
+                raise ValueError(f"navigator {spec!r}: TAG=PATH needs both a tag and a path")
+            return cls("openclip", model, tag, path)
+        if os.sep in source or Path(source).suffix:
+            return cls("openclip", model, None, source)
+        return cls("openclip", model, source, None)
+
+
+def build_navigator(spec: str | NavigatorSpec, model=None, *, device="cpu", normalize: bool = False):
+    """The navigator a description names; `model` (a CATSeg) is needed for 'tower'."""
+    spec = spec if isinstance(spec, NavigatorSpec) else NavigatorSpec.parse(spec)
+    if spec.kind == "tower":
+        if model is None:
+            raise ValueError("navigator 'tower' needs the CAT-Seg model whose image tower it copies")
+        return TowerNavigator(model, normalize=normalize, device=device)
+    tag = spec.tag
+    if spec.path is not None and tag is None:
+        import open_clip
+
+        tag = "openai" if "openai" in open_clip.list_pretrained_tags_by_model(spec.model) else None
+    return OpenClipNavigator(model_name=spec.model, pretrained=tag, checkpoint=spec.path, normalize=normalize,
+                             device=device)
 
 
 def _cached_pretrained_file(model_name: str, tag: str) -> str:
@@ -119,6 +179,7 @@ class OpenClipNavigator:
         self.normalize = bool(normalize)
         self.batch_size = int(batch_size)
         self.image_size = int(image_size)
+        # A file holding a tag's weights is that tag: entries made with the cached tag still match.
         source = tag or (Path(weights).name if weights else "random")
         self.id = f"open_clip:{model_name}:{source}:{image_size}:{'l2' if normalize else 'raw'}"
         self.dim = int(self.model.visual.output_dim)
@@ -147,7 +208,7 @@ class TowerNavigator:
 
     def __init__(self, catseg_model, image_size: int | None = None, normalize: bool = False, device=None,
                  batch_size: int = 16):
-        import hashlib
+        from ..catseg.checkpoint import state_dict_digest
 
         visual = catseg_model.clip_model.visual
         config = catseg_model.config
@@ -160,12 +221,8 @@ class TowerNavigator:
         inf = config.inference
         self._mean = torch.tensor(inf.pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(inf.pixel_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.tower.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
         self.dim = int(self.tower.proj.shape[1])
-        self.id = (f"tower:{getattr(config, 'name', 'catseg')}:{digest.hexdigest()[:12]}:{self.image_size}:"
+        self.id = (f"tower:{getattr(config, 'name', 'catseg')}:{state_dict_digest(self.tower, 12)}:{self.image_size}:"
                    f"{'l2' if self.normalize else 'raw'}")
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:

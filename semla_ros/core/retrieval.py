@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METRICS = ("euclidean", "cosine")
+from .settings import DEFAULTS, METRICS
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ def softmax_weights(sims: np.ndarray, temperature: float) -> np.ndarray:
     return z / z.sum()
 
 
-def retrieve(query, centroids, top_k: int = 5, temperature: float = 0.05,
-             metric: str = "euclidean") -> Retrieval:
+def retrieve(query, centroids, top_k: int = DEFAULTS.top_k, temperature: float = DEFAULTS.temperature,
+             metric: str = DEFAULTS.metric) -> Retrieval:
     """Top-K adapters by similarity 1/d and their softmax(s/T) weights (official SemLA)."""
     if int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k}")

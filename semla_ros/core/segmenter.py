@@ -1,75 +1,44 @@
 """SemlaSegmenter: the per-frame engine (navigator -> debouncer -> segment; adaptation off the hot path).
 
 process() runs on ONE inference thread. Adaptation (retrieve, fuse, stage W_base + dW, text
-embeddings with the fused text tower) runs on the segmenter's worker thread, or inline when
-`synchronous_adaptation=True` (tests, replay). A finished adaptation is swapped in at the
-start of the next process() call, so a frame never sees half a model. Any failure leaves
-the previous model active and is reported as a FusionEvent with ok=False.
+embeddings with the fused text tower) is submitted to an executor: by default the segmenter's
+own one-thread worker; replay and tests inject `InlineExecutor`, which runs it at once. A
+finished adaptation is swapped in right before a frame is segmented, so a frame never sees half
+a model. Any failure leaves the previous model active and is reported as a FusionEvent with
+ok=False. The active fusion is one `ActiveFusion` record; the debouncer owns the reference.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
-from .debounce import THRESHOLD_MODES, DomainShiftDebouncer, resolve_threshold
-from .fusion import FusedWeights, WeightApplier
+from .debounce import DomainShiftDebouncer, resolve_threshold
+from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
-from .retrieval import METRICS, retrieve, support_score
+from .retrieval import retrieve, support_score
+from .settings import SegmenterSettings
 
 REASONS = ("startup", "shift", "manual", "reload")
 
 
-@dataclass
-class SegmenterSettings:
-    """All live-updatable through update_settings()."""
+class InlineExecutor(Executor):
+    """Runs each submitted call at once on the caller's thread (replay, tests): an adaptation
+    started for a frame is active for that same frame."""
 
-    top_k: int = 5
-    temperature: float = 0.05
-    metric: str = "euclidean"
-    ema_alpha: float = 0.1
-    switch_threshold: float = 0.5
-    threshold_mode: str = "relative"   # or "absolute"
-    min_consecutive: int = 3
-    cooldown_s: float = 5.0
-    embed_every_n: int = 1
-    warmup_frames: int = 1
-
-    def validated(self) -> "SegmenterSettings":
-        """Self, or ValueError naming the first bad value."""
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-
-        def positive(name, allow_zero=False, upper=None):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v) \
-                    or (v < 0 if allow_zero else v <= 0) or (upper is not None and v > upper):
-                bound = ">= 0" if allow_zero else "> 0"
-                raise ValueError(f"{name} must be a finite number {bound}"
-                                 f"{'' if upper is None else f' and <= {upper}'}, got {v!r}")
-
-        integer("top_k", 1)
-        positive("temperature")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        positive("ema_alpha", upper=1.0)
-        positive("switch_threshold")
-        if self.threshold_mode not in THRESHOLD_MODES:
-            raise ValueError(f"threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}")
-        integer("min_consecutive", 1)
-        positive("cooldown_s", allow_zero=True)
-        integer("embed_every_n", 1)
-        integer("warmup_frames", 1)
-        return self
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # delivered through the future, like a worker thread would
+            future.set_exception(exc)
+        return future
 
 
 @dataclass
@@ -86,9 +55,20 @@ class FusionEvent:
     stamp: object = None   # opaque: the `stamp` passed to process() for the triggering frame
 
 
+@dataclass(frozen=True)
+class ActiveFusion:
+    """The fusion the model runs: what was announced, and enough to rebuild its weights."""
+
+    event: FusionEvent
+    entries: tuple = ()
+    weights: tuple[float, ...] = ()
+    query: np.ndarray | None = None
+
+
 @dataclass
 class FrameResult:
     class_ids: np.ndarray      # (H,W) int at input size
+    classes: tuple[str, ...]   # the vocabulary the class ids index
     support: float             # eq. 15 (nan if not yet embedded)
     ema_distance: float        # nan in warm-up
     threshold: float           # absolute threshold in use
@@ -101,43 +81,41 @@ class FrameResult:
 
 @dataclass
 class _Staged:
-    """An adaptation ready to swap in (or its failure)."""
+    """An adaptation ready to swap in (fused is None: its failure)."""
 
     event: FusionEvent
+    query: np.ndarray | None
     fused: FusedWeights | None = None
     text: object = None
     classes: tuple = ()
-    query: np.ndarray | None = None
-    recipe: tuple = ()                    # (entries, weights): enough to rebuild these weights
+    entries: tuple = ()
+    weights: tuple = ()
     adapt_ms: float = 0.0
-    previous_query: np.ndarray | None = field(default=None)
 
 
 class SemlaSegmenter:
-    def __init__(self, predictor, library: AdapterLibrary | None, navigator, settings: SegmenterSettings | None = None,
-                 backend=None, synchronous_adaptation: bool = False, clock: Callable[[], float] = time.monotonic):
-        from ..backends.torch_backend import TorchBackend
+    """`backend` runs the network (None: the predictor's own PyTorch model); `executor` runs
+    adaptations (None: a private worker thread)."""
 
+    def __init__(self, predictor, library: AdapterLibrary | None, navigator, settings: SegmenterSettings | None = None,
+                 *, backend=None, executor: Executor | None = None, clock: Callable[[], float] = time.monotonic):
         self.predictor = predictor
-        self.backend = backend if backend is not None else TorchBackend(predictor)
+        self.backend = backend
         self.navigator = navigator
-        self._settings = dataclasses.replace(settings or SegmenterSettings()).validated()
+        self._settings = (settings or SegmenterSettings()).validated()
         self._clock = clock
-        self._sync = bool(synchronous_adaptation)
         self._lock = threading.RLock()
         self._library: AdapterLibrary | None = None
-        self._applier: WeightApplier | None = None
-        self._debouncer = DomainShiftDebouncer(self._settings.ema_alpha, 1.0, self._settings.min_consecutive,
-                                               self._settings.cooldown_s, self._settings.warmup_frames)
-        self._executor = None if self._sync else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
+        self._stager: WeightStager | None = None
+        s = self._settings
+        self._debouncer = DomainShiftDebouncer(s.ema_alpha, math.inf, s.min_consecutive, s.cooldown_s,
+                                               s.warmup_frames)
+        self._own_executor = executor is None
+        self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
         self._future: Future | None = None
-        self._queued: tuple | None = None     # (query, reason, stamp, previous_query) waiting for the worker
-        self._ready: _Staged | None = None    # synchronous result to swap before this frame
+        self._queued: tuple | None = None     # (query, reason, stamp) waiting for the worker; the newest wins
         self._request: str | None = None      # manual / reload request for the next frame
-        self._retry_after = -math.inf
-        self._active: FusionEvent | None = None
-        self._active_recipe: tuple = ()
-        self._active_query: np.ndarray | None = None
+        self._active: ActiveFusion | None = None
         self._swap_count = 0
         self._failed = 0
         self._frame = 0
@@ -149,7 +127,7 @@ class SemlaSegmenter:
     # ------------------------------------------------------------------ public state
     @property
     def active(self) -> FusionEvent | None:
-        return self._active
+        return None if self._active is None else self._active.event
 
     @property
     def swap_count(self) -> int:
@@ -165,7 +143,7 @@ class SemlaSegmenter:
 
     @property
     def settings(self) -> SegmenterSettings:
-        return dataclasses.replace(self._settings)
+        return self._settings
 
     @property
     def threshold(self) -> float:
@@ -176,16 +154,12 @@ class SemlaSegmenter:
     @property
     def adapting(self) -> bool:
         """An adaptation is running or waiting to be swapped in."""
-        return self._future is not None or self._queued is not None or self._ready is not None
+        return self._future is not None or self._queued is not None
 
     # ------------------------------------------------------------------ control
     def update_settings(self, **changes) -> None:
-        unknown = set(changes) - {f.name for f in dataclasses.fields(SegmenterSettings)}
-        if unknown:
-            raise ValueError(f"unknown settings: {sorted(unknown)}")
         with self._lock:
-            new = dataclasses.replace(self._settings, **changes).validated()
-            self._settings = new
+            self._settings = self._settings.replace(**changes)
             self._configure_debouncer()
 
     def request_adaptation(self, reason: str = "manual") -> None:
@@ -201,9 +175,11 @@ class SemlaSegmenter:
         current = self._library
         if root is None and current is None:
             raise ValueError("no library root to reload: pass one")
-        new = AdapterLibrary.open(root if root is not None else current.root,
-                                  navigator_dim=getattr(self.navigator, "dim", None),
-                                  navigator_id=getattr(self.navigator, "id", None), model=self.predictor.model)
+        if current is not None:
+            new = current.reload(root)
+        else:
+            new = AdapterLibrary.open(root, navigator_dim=getattr(self.navigator, "dim", None),
+                                      navigator_id=getattr(self.navigator, "id", None), model=self.predictor.model)
         if len(new) == 0:
             raise ValueError(f"library {new.root} has no usable entry (skipped: {new.skipped}); "
                              "keeping the current one")
@@ -219,9 +195,22 @@ class SemlaSegmenter:
         with self._lock:
             self.predictor.set_classes(list(names))
 
+    def fuse_now(self, entries, weights, reason: str = "manual", stamp=None) -> FusionEvent:
+        """Make exactly this fusion active now (fixed fusions of the evaluation protocol; an empty list
+        restores the base model), through the same stage + swap path as every other fusion."""
+        with self._lock:
+            start = time.perf_counter()
+            if self._stager is None:
+                raise ValueError("no library installed: nothing to fuse")
+            try:
+                staged = self._stage(list(entries), list(weights), None, [], reason, stamp, start)
+            except Exception as exc:
+                staged = self._failure(reason, stamp, start, exc, None)
+            return self._swap(staged)
+
     def close(self) -> None:
         self._closed = True
-        if self._executor is not None:
+        if self._own_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ the frame
@@ -229,60 +218,58 @@ class SemlaSegmenter:
         if self._closed:
             raise RuntimeError("segmenter is closed")
         with self._lock:
-            fusion = self._swap_if_ready()
             embedded, decision = self._observe(image_rgb, stamp)
-            if self._ready is not None:           # synchronous adaptation of this very frame
-                fusion = self._swap_if_ready() or fusion
+            fusion = self._swap_if_ready()
+            classes = tuple(self.predictor.class_names)
             start = time.perf_counter()
-            class_ids, _ = self.backend.segment(image_rgb, self.predictor.text_embeddings())
+            forward = self.backend.forward if self.backend is not None else None
+            class_ids = self.predictor.predict(image_rgb, forward=forward).class_ids
             model_ms = (time.perf_counter() - start) * 1e3
             self._frame += 1
             active = self._active
             return FrameResult(
-                class_ids=class_ids, support=self._support,
+                class_ids=class_ids, classes=classes, support=self._support,
                 ema_distance=decision.ema_distance if decision is not None else math.nan,
                 threshold=self.threshold if self._library is not None else math.nan,
                 consecutive=decision.consecutive if decision is not None else 0,
-                active_adapters=len(active.adapters) if active is not None else 0,
+                active_adapters=len(active.entries) if active is not None else 0,
                 embedded=embedded, fusion=fusion, model_ms=model_ms)
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:
         dim = getattr(self.navigator, "dim", None)
-        if self.navigator is None:
-            raise ValueError("a library needs a navigator to embed frames")
         if dim is not None and library.dim is not None and library.dim != dim:
             raise ValueError(f"library centroids have dimension {library.dim}, the navigator produces {dim}")
-        if self._applier is None:
-            self._applier = WeightApplier(self.predictor.model, library.target_modules)
+        if self._stager is None:
+            self._stager = WeightStager(self.predictor.model, library.target_modules)
         else:
-            self._applier.add_targets(library.target_modules)
+            self._stager.add_targets(library.target_modules)
         self._library = library
         self._configure_debouncer()
 
     def _configure_debouncer(self) -> None:
         s = self._settings
-        threshold = self.threshold
-        self._debouncer.configure(alpha=s.ema_alpha, threshold=threshold if math.isfinite(threshold) else 1e300,
-                                  min_consecutive=s.min_consecutive, cooldown_s=s.cooldown_s,
-                                  warmup_frames=s.warmup_frames)
+        self._debouncer.configure(alpha=s.ema_alpha, threshold=self.threshold, min_consecutive=s.min_consecutive,
+                                  cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames)
 
     def _observe(self, image_rgb, stamp):
         """Embed this frame if due, update the debouncer and start an adaptation when asked to."""
         library = self._library
         if library is None:
             return False, None
-        request = self._request
-        if self._frame % self._settings.embed_every_n != 0 and not (request and self._debouncer.ema is None):
-            if request is not None and not self._debouncer.warming_up:   # adapt for the current EMA now
+        if self.navigator is None:
+            raise ValueError("a library needs a navigator to embed frames (none was given)")
+        request, debouncer = self._request, self._debouncer
+        if self._frame % self._settings.embed_every_n != 0 and not (request and debouncer.ema is None):
+            if request is not None and not debouncer.warming_up:   # adapt for the current EMA now
                 self._request = None
-                query = self._debouncer.ema
-                self._debouncer.set_reference(query, self._clock())
-                self._start_adaptation(query, request, stamp, self._active_query)
+                query = debouncer.ema
+                debouncer.propose(query, self._clock())
+                self._start_adaptation(query, request, stamp)
             return False, None
         now = self._clock()
         embedding = self.navigator.embed([image_rgb])[0]
-        decision = self._debouncer.update(embedding, now)
+        decision = debouncer.update(embedding, now)
         s = self._settings
         r = retrieve(embedding, library.centroids, s.top_k, s.temperature, s.metric)
         self._support = support_score(r.weights, r.distances)
@@ -290,101 +277,97 @@ class SemlaSegmenter:
         # fusion is reported as "reload", not as a "startup" followed by a second swap).
         reason = None
         if decision.shift:
-            reason = "shift"
+            reason = "shift"                         # the debouncer proposed it already
         elif request is not None and not decision.warming_up:
             reason = request
-        elif decision.startup and self._active is None and not self.adapting and now >= self._retry_after:
+        elif decision.startup and self._active is None and not self.adapting:
             reason = "startup"
         if reason is not None:
             self._request = None
-            query = decision.ema
-            previous = self._active_query
             if reason != "shift":
-                self._debouncer.set_reference(query, now)
-            self._start_adaptation(query, reason, stamp, previous)
+                debouncer.propose(decision.ema, now)
+            self._start_adaptation(decision.ema, reason, stamp)
         return True, decision
 
-    def _start_adaptation(self, query, reason, stamp, previous) -> None:
-        if self._sync:
-            self._ready = self._adapt(query, reason, stamp, previous)
-        elif self._future is None:
-            self._future = self._executor.submit(self._adapt, query, reason, stamp, previous)
+    def _start_adaptation(self, query, reason, stamp) -> None:
+        if self._future is None:
+            self._future = self._executor.submit(self._adapt, query, reason, stamp)
         else:
-            self._queued = (query, reason, stamp, previous)   # the newest request wins
+            self._queued = (query, reason, stamp)
 
-    def _adapt(self, query, reason, stamp, previous) -> _Staged:
-        """Retrieve + fuse + stage + text embeddings. Runs on the worker; touches no live state."""
+    def _adapt(self, query, reason, stamp) -> _Staged:
+        """Retrieve + fuse + stage + text embeddings. Runs on the executor; touches no live state."""
         start = time.perf_counter()
-        library, applier, s = self._library, self._applier, self._settings
+        library, s = self._library, self._settings
         try:
             r = retrieve(query, library.centroids, s.top_k, s.temperature, s.metric)
             entries = [library.entries[i] for i in r.indices]
-            fused = applier.stage_fusion(entries, r.weights)
-            classes = tuple(self.predictor.class_names)
-            text = self.predictor.text_embeddings(overrides=fused.parameter_overrides())
-            event = FusionEvent(adapters=[e.name for e in entries], weights=[float(w) for w in r.weights],
-                                distances=[float(d) for d in r.distances], support=r.support, reason=reason,
-                                duration_ms=0.0, swap_count=self._swap_count, stamp=stamp)
-            return _Staged(event, fused, text, classes, np.asarray(query), (entries, list(r.weights)),
-                           (time.perf_counter() - start) * 1e3, previous)
+            return self._stage(entries, r.weights, query, r.distances, reason, stamp, start)
         except Exception as exc:  # reported as a failed FusionEvent; the old model stays
-            return self._failure(reason, stamp, start, exc, previous)
+            return self._failure(reason, stamp, start, exc, query)
 
-    def _failure(self, reason, stamp, start, exc, previous) -> _Staged:
+    def _stage(self, entries, weights, query, distances, reason, stamp, start) -> _Staged:
+        fused = self._stager.stage_fusion(entries, weights)
+        classes = tuple(self.predictor.class_names)
+        text = self.predictor.text_embeddings(overrides=fused.parameter_overrides())
+        event = FusionEvent(adapters=[e.name for e in entries], weights=[float(w) for w in weights],
+                            distances=[float(d) for d in distances],
+                            support=support_score(weights, distances) if len(distances) else math.nan,
+                            reason=reason, duration_ms=0.0, swap_count=self._swap_count, stamp=stamp)
+        return _Staged(event, None if query is None else np.asarray(query), fused, text, classes,
+                       tuple(entries), tuple(float(w) for w in weights), (time.perf_counter() - start) * 1e3)
+
+    def _failure(self, reason, stamp, start, exc, query) -> _Staged:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         event = FusionEvent(adapters=[], weights=[], distances=[], support=math.nan, reason=reason,
                             duration_ms=(time.perf_counter() - start) * 1e3, swap_count=self._swap_count,
                             ok=False, error=detail, stamp=stamp)
-        return _Staged(event, previous_query=previous)
+        return _Staged(event, None if query is None else np.asarray(query))
 
     def _swap_if_ready(self) -> FusionEvent | None:
         """Make a finished adaptation active (between frames), or report its failure."""
-        staged = self._ready
-        self._ready = None
-        if staged is None and self._future is not None and self._future.done():
-            staged = self._future.result()
-            self._future = None
-        if staged is None:
+        if self._future is None or not self._future.done():
             return None
+        staged, self._future = self._future.result(), None
         try:
             return self._swap(staged)
         finally:
             # only now: the next adaptation reuses the staging buffers this swap just copied
-            if self._queued is not None and self._future is None and not self._sync:
-                self._future = self._executor.submit(self._adapt, *self._queued)
-                self._queued = None
+            if self._queued is not None:
+                queued, self._queued = self._queued, None
+                self._start_adaptation(*queued)
+
+    def _write(self, fused: FusedWeights, text=None, classes=()) -> None:
+        self.predictor.load_weights(fused.weights, text, classes)
+        if self.backend is not None:
+            self.backend.update_weights(fused.weights)
 
     def _swap(self, staged: _Staged) -> FusionEvent:
         if staged.fused is None:
             return self._record_failure(staged)
         start = time.perf_counter()
         try:
-            self.backend.update_weights(staged.fused.weights)
-            if tuple(self.predictor.class_names) == staged.classes:
-                self.predictor.set_text_embeddings(staged.text)
-            else:                     # the vocabulary changed meanwhile: re-encode with the new weights
-                self.predictor.invalidate_text_cache()
+            self._write(staged.fused, staged.text, staged.classes)
         except Exception as exc:
             self._restore_active()
             return self._record_failure(self._failure(staged.event.reason, staged.event.stamp, start, exc,
-                                                      staged.previous_query))
+                                                      staged.query))
         self._swap_count += 1
-        event = dataclasses.replace(staged.event, swap_count=self._swap_count,
-                                    duration_ms=staged.adapt_ms + (time.perf_counter() - start) * 1e3)
-        self._active, self._active_recipe, self._active_query = event, staged.recipe, staged.query
+        event = replace(staged.event, swap_count=self._swap_count,
+                        duration_ms=staged.adapt_ms + (time.perf_counter() - start) * 1e3)
+        self._active = ActiveFusion(event, staged.entries, staged.weights, staged.query)
+        self._debouncer.commit(staged.query)
         return event
 
     def _restore_active(self) -> None:
         """Rewrite the active fusion's weights after a swap failed half-way (they are rebuilt, not kept)."""
-        if self._applier is not None:
-            fused = self._applier.stage_fusion(*self._active_recipe) if self._active_recipe \
-                else self._applier.base_weights()
-            self.backend.update_weights(fused.weights)
-        self.predictor.invalidate_text_cache()
+        active = self._active
+        if active is not None and active.entries:
+            self._write(self._stager.stage_fusion(active.entries, active.weights))
+        else:
+            self._write(self._stager.base_weights())
 
     def _record_failure(self, staged: _Staged) -> FusionEvent:
         self._failed += 1
-        # Retry later: back to the reference of the active fusion, after a cooldown.
-        self._debouncer.set_reference(self._active_query)
-        self._retry_after = self._clock() + self._settings.cooldown_s
+        self._debouncer.rollback(staged.query)
         return staged.event

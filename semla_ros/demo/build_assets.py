@@ -18,7 +18,6 @@ Regenerate: python -m semla_ros.demo.build_assets [--force] [--cache-dir DIR]
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import hashlib
 import json
@@ -33,13 +32,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..catseg.build import build_catseg
-from ..catseg.config import AggregatorConfig, CatSegConfig, InferenceConfig, TextConfig, VisionConfig  # noqa: F401
+from ..catseg.build import build_catseg, load_catseg
+from ..catseg.config import AggregatorConfig, CatSegConfig, InferenceConfig, TextConfig, VisionConfig
 from ..catseg.predictor import CatSegPredictor
-from ..core.targets import semla_target_modules
+from ..core.library import AdapterLibrary
+from ..core.navigator import TowerNavigator
 from ..evaluation.metrics import confusion_matrix, mean_iou
+from ..training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
+from ..training.loop import LoopSettings, fit
 from . import world
 
 ASSET_FORMAT = 1
@@ -129,8 +130,11 @@ class Assets:
 def code_version() -> str:
     """Hash of the code whose change would change the assets."""
     here = Path(__file__).resolve().parent
+    package = here.parent
     files = [here / "world.py", here / "build_assets.py"]
-    files += sorted((here.parent / "catseg").rglob("*.py"))
+    files += [package / "core" / name for name in ("library.py", "navigator.py", "targets.py")]
+    for sub in ("catseg", "training"):
+        files += sorted((package / sub).rglob("*.py"))
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
@@ -154,11 +158,7 @@ def default_cache_root() -> Path:
 
 def load_demo_model(assets: Assets):
     """The base model of an asset directory (eval mode, float32, CPU)."""
-    from safetensors.torch import load_file
-
-    model = build_catseg(str(assets.config_path))
-    model.load_state_dict(load_file(str(assets.checkpoint)), strict=True)
-    return model.eval()
+    return load_catseg(assets.config_path, assets.checkpoint)
 
 
 def adapter_name(domain: str) -> str:
@@ -167,71 +167,30 @@ def adapter_name(domain: str) -> str:
     return f"demo-{domain}"
 
 
-# ---------------------------------------------------------------------------------- training
-
-
-def _batches(n: int, batch: int, steps: int, generator: torch.Generator):
-    for _ in range(steps):
-        yield torch.randint(0, n, (batch,), generator=generator)
-
-
-def _train(model, predictor: CatSegPredictor, images: torch.Tensor, labels: torch.Tensor, params,
-           steps: int, lr: float, seed: int, log: Callable[[str], None], what: str) -> float:
-    """Cross-entropy on the class logits, upsampled to the label size (argmax is what we publish)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    loss_value = float("nan")
-    t0 = time.monotonic()
-    for step, idx in enumerate(_batches(len(images), params.batch, steps, gen)):
-        x = images[idx]
-        flip = torch.rand(len(idx), generator=gen) < 0.5   # mirror half the batch: free variety
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        y = torch.where(flip[:, None, None], labels[idx].flip(-1), labels[idx])
-        text = F.normalize(model.encode_text(predictor.tokens), dim=-1)
-        logits = model(x, text)
-        logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        sched.step()
-        loss_value = float(loss.detach())
-        if step % max(1, steps // 5) == 0 or step == steps - 1:
-            log(f"  {what} step {step + 1}/{steps} loss {loss_value:.3f} ({time.monotonic() - t0:.0f} s)")
-    model.eval()
-    return loss_value
+def _loop(params: BuildParams, steps: int, lr: float, seed: int) -> LoopSettings:
+    """The demo's training recipe: cross-entropy, one-cycle schedule, clipping at 1 (trained from
+    scratch, not fine-tuned, so SemLA's 0.01 clip and warm-up + cosine would barely move it)."""
+    return LoopSettings(steps=steps, batch_size=params.batch, lr=lr, weight_decay=1e-4, schedule="one_cycle",
+                        grad_clip=1.0, loss="ce", seed=seed)
 
 
 def _clip_inputs(predictor: CatSegPredictor, images: np.ndarray) -> torch.Tensor:
     """(N,H,W,3) uint8 -> (N,3,S,S) exactly as the predictor preprocesses one image."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    preprocess = predictor.preprocess_batch
     with torch.no_grad():
-        return preprocess(x)[0]
+        return predictor.preprocess_batch(x)[0]
 
 
-def predict_batch(model, predictor: CatSegPredictor, clip_inputs: torch.Tensor, size) -> np.ndarray:
-    """Class ids (N,H,W) for preprocessed inputs, with the model's current weights."""
-    with torch.no_grad():
-        text = F.normalize(model.encode_text(predictor.tokens), dim=-1)
-        out = []
-        for chunk in clip_inputs.split(32):
-            logits = F.interpolate(model(chunk, text), size=size, mode="bilinear", align_corners=False)
-            out.append(logits.argmax(1).numpy().astype(np.uint8))
-    return np.concatenate(out)
+def _logger(log: Callable[[str], None], what: str, steps: int):
+    t0 = time.monotonic()
+
+    def progress(step: int, loss: float) -> None:
+        if step % max(1, steps // 5) == 0 or step == steps - 1:
+            log(f"  {what} step {step + 1}/{steps} loss {loss:.3f} ({time.monotonic() - t0:.0f} s)")
+    return progress
 
 
 # ---------------------------------------------------------------------------------- the build
-
-
-def _navigator(model):
-    from ..core.navigator import TowerNavigator
-
-    return TowerNavigator(model)
 
 
 def build(out_dir: Path, params: BuildParams = BuildParams(), log: Callable[[str], None] = print,
@@ -251,7 +210,6 @@ def build(out_dir: Path, params: BuildParams = BuildParams(), log: Callable[[str
 
 
 def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> Assets:
-    from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
 
     t_start, cpu_start = time.monotonic(), time.process_time()
@@ -272,12 +230,10 @@ def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> As
     base_y = torch.from_numpy(np.concatenate(src_labels)).long()
     adapt, held = {}, {}
     for i, d in enumerate(params.domains):
-        imgs, labs = world.dataset(d, range(ADAPTER_SEED0 + i * 10_000, ADAPTER_SEED0 + i * 10_000 + params.adapter_images),
-                                   params.size)
-        adapt[d] = (imgs, _clip_inputs(predictor, imgs), torch.from_numpy(labs).long())
-        imgs, labs = world.dataset(d, range(HELDOUT_SEED0 + i * 10_000, HELDOUT_SEED0 + i * 10_000 + params.heldout_images),
-                                   params.size)
-        held[d] = (imgs, _clip_inputs(predictor, imgs), labs)
+        adapt[d] = world.dataset(d, range(ADAPTER_SEED0 + i * 10_000,
+                                          ADAPTER_SEED0 + i * 10_000 + params.adapter_images), params.size)
+        held[d] = world.dataset(d, range(HELDOUT_SEED0 + i * 10_000,
+                                         HELDOUT_SEED0 + i * 10_000 + params.heldout_images), params.size)
     timings["render_s"] = time.monotonic() - t
     log(f"rendered {len(base_x)} source + {len(params.domains)}x({params.adapter_images}+{params.heldout_images}) "
         f"frames in {timings['render_s']:.1f} s")
@@ -285,69 +241,49 @@ def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> As
     # 1. Base model on the source mix (all parameters: there is no pretrained CLIP here).
     t = time.monotonic()
     log(f"training the base CAT-Seg on {'+'.join(params.source_domains)} ({params.base_steps} steps)")
-    base_loss = _train(model, predictor, base_x, base_y, params, params.base_steps, params.base_lr,
-                       params.seed, log, "base")
+    losses = fit(model, base_x, base_y, predictor.tokens, n_cls, _loop(params, params.base_steps, params.base_lr,
+                                                                       params.seed),
+                 progress=_logger(log, "base", params.base_steps))
+    predictor.invalidate_text_cache()   # the text tower was trained outside the predictor
     timings["base_train_s"] = time.monotonic() - t
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
 
     # 2. Navigator: a frozen copy of the trained image tower, taken before any adapter exists.
-    navigator = _navigator(model)
+    navigator = TowerNavigator(model)
 
-    # 3. One LoRA per domain, trained with PEFT on a copy of the base model; saved in SemLA's layout.
-    # SemLA's official target list restricted to the modules the small model has (42 of 214),
-    # as PEFT skips the other names for ViT-B.
-    targets = semla_target_modules(model)
+    # 3. One LoRA per domain (PEFT, on a private copy of the base model), written as library entries.
+    # SemLA's official target list restricted to the modules the small model has (42 of 214).
     library = out_dir / LIBRARY_DIR
-    library.mkdir()
-    base_state = {k: v.clone() for k, v in model.state_dict().items()}
     t = time.monotonic()
     held_report = {}
     for i, d in enumerate(params.domains):
-        imgs, x, y = adapt[d]
+        imgs, labs = adapt[d]
         name = adapter_name(d)
-        peft_model = get_peft_model(
-            copy.deepcopy(model),
-            LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=0.0, bias="none",
-                       target_modules=targets, init_lora_weights=True),
-            adapter_name=name)
-        inner = peft_model.base_model.model
-        torch.manual_seed(params.seed + 1000 + i)
-        log(f"training adapter {d!r} ({params.adapter_steps} steps, {len(targets)} target modules)")
-        _train(inner, predictor, x, y, params, params.adapter_steps, params.adapter_lr, params.seed + 1 + i,
-               log, d)
-        peft_model.save_pretrained(str(library), selected_adapters=[name])
-        # PEFT >= 0.14 shortens long target lists to suffixes ("MLP.0"); SemLA's files (PEFT
-        # 0.10) list the full module names, and so do ours.
-        config_path = library / name / "adapter_config.json"
-        adapter_config = json.loads(config_path.read_text())
-        adapter_config["target_modules"] = sorted(targets)
-        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        centroid = navigator.embed(list(imgs)).mean(axis=0, keepdims=True).astype(np.float32)
-        np.savez(library / name / f"{name}_statistics.npz", train_average_embedding=centroid)
-        (library / name / "metadata.json").write_text(json.dumps({
-            "domain": d, "navigator": navigator.id, "embedding_dim": int(centroid.shape[1]),
-            "training_images": params.adapter_images, "training_steps": params.adapter_steps,
-            "source": "semla_ros demo world", "classes": classes}, indent=2))
+        settings = TrainSettings(rank=params.lora_rank, alpha=params.lora_alpha,
+                                 loop=_loop(params, params.adapter_steps, params.adapter_lr, params.seed + 1 + i))
+        log(f"training adapter {d!r} ({params.adapter_steps} steps)")
+        trained = train_adapter(model, classes, list(imgs), list(labs), name, settings,
+                                progress=_logger(log, d, params.adapter_steps))
+        save_entry(trained, library, domain_centroid(navigator, list(imgs)), {
+            "domain": d, "navigator": navigator.id, "source": "semla_ros demo world", "classes": classes})
         # Held-out check of this adapter (active through PEFT) against the base model.
-        _, hx, hy = held[d]
-        adapted = predict_batch(inner, predictor, hx, params.size)
+        hx, hy = held[d]
+        adapted = CatSegPredictor(trained.model, classes).predict_batch(hx)
         held_report[d] = {"adapted_miou": mean_iou(confusion_matrix(adapted, hy, n_cls))}
-        del peft_model, inner
-    (library / "README.md").unlink(missing_ok=True)  # PEFT's auto-generated model card
+        del trained
     timings["adapters_s"] = time.monotonic() - t
-    for k, v in model.state_dict().items():  # PEFT must not have touched the base model
-        if not torch.equal(v, base_state[k]):
-            raise RuntimeError(f"base weight {k} changed while training adapters")
 
     # 4. Held-out report: base mIoU and navigator retrieval (top-1 = the domain's own adapter).
     t = time.monotonic()
-    centroids = np.stack([np.load(library / adapter_name(d) / f"{adapter_name(d)}_statistics.npz")
-                          ["train_average_embedding"][0] for d in params.domains]).astype(np.float64)
+    lib = AdapterLibrary.open(library, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
+    if lib.skipped or len(lib) != len(params.domains):
+        raise RuntimeError(f"the demo library does not load completely: skipped {lib.skipped}")
+    centroids = np.stack([lib[adapter_name(d)].centroid for d in params.domains]).astype(np.float64)
     correct = total = 0
     for d in params.domains:
-        imgs, hx, hy = held[d]
-        base_pred = predict_batch(model, predictor, hx, params.size)
+        imgs, hy = held[d]
+        base_pred = predictor.predict_batch(imgs)
         held_report[d]["base_miou"] = mean_iou(confusion_matrix(base_pred, hy, n_cls))
         emb = navigator.embed(list(imgs)).astype(np.float64)
         top1 = np.linalg.norm(emb[:, None] - centroids[None], axis=-1).argmin(axis=1)
@@ -358,7 +294,7 @@ def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> As
     timings["total_s"] = time.monotonic() - t_start
     timings["cpu_s"] = time.process_time() - cpu_start  # wall minus what other processes took from us
     report = {"format": ASSET_FORMAT, "params": params.to_json(), "code_version": code_version(),
-              "navigator": navigator.id, "lora_targets": targets, "base_final_loss": base_loss,
+              "navigator": navigator.id, "lora_targets": list(lib.target_modules), "base_final_loss": losses[-1],
               "heldout": held_report, "retrieval_top1_accuracy": correct / total, "timings": timings,
               "torch": torch.__version__}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))

@@ -9,10 +9,14 @@ Methods (paper Table 1 plus our node's policy):
                    segment with that image's fused model (text re-encoded with the fused text
                    tower; the official code freezes the text at the first image, we do not).
 - semla-debounced  the ROS node's policy replayed on the domain's images in file order:
-                   `SemlaSegmenter` with synchronous adaptation and a replay clock at `rate_hz`
+                   `SemlaSegmenter` with an inline executor and a replay clock at `rate_hz`
                    (EMA + threshold + consecutive hits + cooldown decide when to re-fuse).
                    Each domain is replayed from a fresh segmenter, so it starts with a
                    "startup" fusion on its first embedded frame(s), like a node started there.
+
+Every fusion, fixed or per image, is made by the node's own code (`SemlaSegmenter.fuse_now`
+or `process`: stage, text embeddings with the fused text tower, swap), so the table measures
+what the node runs.
 
 Leave-one-out (`--remove_target_adapter` in SemLA): the candidates for uniform / semla /
 semla-debounced never include the target domain's own adapter, so the numbers measure
@@ -20,15 +24,17 @@ generalisation to an unseen domain.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..core.fusion import WeightApplier, fuse_deltas
 from ..core.library import AdapterLibrary
 from ..core.retrieval import retrieve, support_score
+from ..core.segmenter import InlineExecutor, SemlaSegmenter
+from ..core.settings import SegmenterSettings
 from .dataset import DomainFolder
 from .metrics import ConfusionAccumulator, harmonic_mean, mean_iou, per_class_iou
 
@@ -40,28 +46,45 @@ LIBRARY_METHODS = METHODS[1:]
 class ProtocolSettings:
     methods: tuple[str, ...] = METHODS
     leave_one_out: bool = True
-    top_k: int = 5
-    temperature: float = 0.05
-    metric: str = "euclidean"
-    # debounced replay (SegmenterSettings of the node)
-    ema_alpha: float = 0.1
-    switch_threshold: float = 0.5
-    threshold_mode: str = "relative"
-    min_consecutive: int = 3
-    cooldown_s: float = 5.0
-    warmup_frames: int = 1
-    rate_hz: float = 10.0
+    segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)   # retrieval + the node's debouncing
+    rate_hz: float = 10.0           # replay clock of semla-debounced
     max_images: int | None = None   # per domain, first N in file order
 
     def validated(self) -> "ProtocolSettings":
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
-        if int(self.top_k) < 1 or not self.temperature > 0 or not self.rate_hz > 0:
-            raise ValueError("top_k must be >= 1, temperature and rate_hz > 0")
+        self.segmenter.validated()
+        if not self.rate_hz > 0:
+            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {self.max_images}")
         return self
+
+    def to_json(self) -> dict:
+        """Flat: the protocol's own fields and the segmenter settings side by side."""
+        out = {k: v for k, v in asdict(self).items() if k != "segmenter"}
+        return {**out, "methods": list(self.methods), **asdict(self.segmenter)}
+
+
+class CachedNavigator:
+    """Remembers embeddings by image content, so methods that embed the same image share one call."""
+
+    def __init__(self, navigator):
+        self.inner = navigator
+        self.dim = navigator.dim
+        self.id = navigator.id
+        self._cache: dict[bytes, np.ndarray] = {}
+
+    def embed(self, images):
+        keys = [hashlib.sha1(np.ascontiguousarray(im).tobytes() + bytes(str(np.shape(im)), "ascii")).digest()
+                for im in images]
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if missing:
+            new = self.inner.embed([images[i] for i in missing])
+            for i, e in zip(missing, new):
+                self._cache[keys[i]] = np.asarray(e, np.float32)
+        return np.stack([self._cache[k] for k in keys])
 
 
 @dataclass
@@ -129,7 +152,9 @@ class Evaluator:
         needs_library = [m for m in self.settings.methods if m in LIBRARY_METHODS]
         if needs_library and (library is None or len(library) == 0):
             raise ValueError(f"methods {needs_library} need a non-empty adapter library")
-        self.applier = WeightApplier(predictor.model, library.target_modules) if library is not None else None
+        # Fixed and per-image fusions go through the node's fusion path; it owns the base weights.
+        self.segmenter = SemlaSegmenter(predictor, library, navigator, self.settings.segmenter,
+                                        executor=InlineExecutor()) if library is not None and len(library) else None
 
     # ------------------------------------------------------------------ which adapters a domain may use
     def target_adapter(self, domain: str) -> str | None:
@@ -157,12 +182,11 @@ class Evaluator:
 
     # ------------------------------------------------------------------ model state
     def _activate(self, entries, weights) -> None:
-        if self.applier is None:
+        if self.segmenter is None:
             return
-        if entries:
-            self.applier.apply(fuse_deltas(entries, weights))
-        else:
-            self.applier.revert()
+        event = self.segmenter.fuse_now(entries, weights)
+        if not event.ok:
+            raise RuntimeError(f"fusion of {[e.name for e in entries]} failed: {event.error}")
 
     def _segment(self, image: np.ndarray) -> np.ndarray:
         return self.predictor.predict(image).class_ids
@@ -200,7 +224,7 @@ class Evaluator:
         finally:
             self._activate([], [])
         return EvaluationResult(classes=classes, domains=list(domains), methods=list(s.methods),
-                                settings=asdict(s), library=str(getattr(self.library, "root", None)),
+                                settings=s.to_json(), library=str(getattr(self.library, "root", None)),
                                 scores=scores, images=records, contributions=contributions, candidates=candidates)
 
     def _pairs(self, folder: DomainFolder):
@@ -254,7 +278,7 @@ class Evaluator:
                                [1.0 / len(names)] * len(names))
 
     def _run_semla(self, domain, folder, acc, records, progress, on_record):
-        s = self.settings
+        s = self.settings.segmenter
         rows = self.candidates(domain)
         if not rows:
             self._skip(folder, progress)
@@ -272,22 +296,16 @@ class Evaluator:
         return ""
 
     def _run_semla_debounced(self, domain, folder, acc, records, progress, on_record):
-        from ..core.segmenter import SegmenterSettings, SemlaSegmenter
-
         s = self.settings
         rows = self.candidates(domain)
         if not rows:
             self._skip(folder, progress)
             return "no candidate adapter left"
-        self._activate([], [])
+        self._activate([], [])   # the replay's segmenter takes the weights it finds as its base
         sub = AdapterLibrary(None, [self.library.entries[i] for i in rows])
         clock = [0.0]
-        seg = SemlaSegmenter(self.predictor, sub, self.navigator,
-                             SegmenterSettings(top_k=s.top_k, temperature=s.temperature, metric=s.metric,
-                                               ema_alpha=s.ema_alpha, switch_threshold=s.switch_threshold,
-                                               threshold_mode=s.threshold_mode, min_consecutive=s.min_consecutive,
-                                               cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames),
-                             synchronous_adaptation=True, clock=lambda: clock[0])
+        seg = SemlaSegmenter(self.predictor, sub, self.navigator, s.segmenter,
+                             executor=InlineExecutor(), clock=lambda: clock[0])
         try:
             for frame, (stem, image, label) in enumerate(self._pairs(folder)):
                 clock[0] = frame / s.rate_hz

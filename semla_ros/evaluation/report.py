@@ -1,10 +1,15 @@
-"""Markdown tables of evaluation results (mIoU in %, one row per method, h-mean last)."""
+"""Running the protocol over several libraries, and its outputs: results.json, the Markdown mIoU table
+(mIoU in %, one row per method, h-mean last), figures, and the support-score analysis."""
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from .metrics import harmonic_mean
+from .protocol import LIBRARY_METHODS, Evaluator
 
 
 def _cell(v: float, best: bool = False) -> str:
@@ -36,3 +41,116 @@ def miou_table(rows: Mapping[str, Mapping[str, float]], domains: Sequence[str], 
         cells.append(_cell(h, bold_best and best_h is not None and h == best_h))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def evaluate_libraries(predictor, navigator, domains, libraries: dict[str, Path], settings,
+                       adapter_for=None, quiet=False) -> dict:
+    """Runs zero-shot once and the library methods per library. Returns {label: EvaluationResult}."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from ..engine.build import open_library
+
+    n_images = sum(len(d) if settings.max_images is None else min(len(d), settings.max_images)
+                   for d in domains.values())
+    lib_methods = [m for m in settings.methods if m in LIBRARY_METHODS]
+    runs = []
+    if "zero-shot" in settings.methods:
+        runs.append(("zero-shot", None, ("zero-shot",)))
+    for label, path in libraries.items():
+        if lib_methods:
+            runs.append((label, path, tuple(lib_methods)))
+    if lib_methods and not libraries:
+        raise ValueError(f"methods {lib_methods} need --library")
+    total = n_images * sum(len(methods) for _, _, methods in runs)
+    results = {}
+    with tqdm(total=total, desc="semla-eval", unit="img", disable=quiet) as bar:
+        for label, path, methods in runs:
+            library = None
+            if path is not None:
+                library = open_library(path, navigator, predictor.model)
+                if library.skipped:
+                    print(f"warning: {path}: skipped {library.skipped}", file=sys.stderr)
+            bar.set_description(f"semla-eval {label}")
+            ev = Evaluator(predictor, library, navigator, dataclasses.replace(settings, methods=methods),
+                           adapter_for=adapter_for)
+            results[label] = ev.run(domains, progress=bar.update)
+    return results
+
+
+def combined_rows(results: dict, single_library: bool) -> dict[str, dict[str, float]]:
+    rows = {}
+    for label, res in results.items():
+        for method, per in res.miou_table().items():
+            name = method if (label == "zero-shot" or single_library) else f"{method} [{label}]"
+            rows[name] = per
+    return rows
+
+
+def write_outputs(results: dict, out: Path, exclude, title: str = "") -> dict:
+    """results.json, results.md and figures; returns the summary dict."""
+    from . import figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    labels = [l for l in results if l != "zero-shot"]
+    rows = combined_rows(results, single_library=len(labels) <= 1)
+    domains = next(iter(results.values())).domains
+    summary = {"title": title, "miou": rows, "hmean": {k: harmonic_mean(v, exclude) for k, v in rows.items()},
+               "hmean_excludes": list(exclude), "figures": {}, "support_spearman": {}, "support_detail": {}}
+    for label in labels:
+        res = results[label]
+        suffix = "" if len(labels) <= 1 else f"_{label}"
+        for method in ("semla", "semla-debounced"):
+            if method in res.methods and any(r.method == method for r in res.images):
+                path = fig_dir / f"support_vs_miou_{method}{suffix}.png"
+                rho = figures.support_vs_miou(res.images, path, method)
+                summary["support_spearman"][f"{method}{suffix}"] = rho
+                summary["support_detail"][f"{method}{suffix}"] = support_detail(
+                    res.images, results["zero-shot"].images if "zero-shot" in results else [], method)
+                summary["figures"][f"support_vs_miou_{method}{suffix}"] = str(path)
+        if "semla" in res.contributions:
+            path = fig_dir / f"contributions_semla{suffix}.png"
+            figures.contributions(res.contributions["semla"], path,
+                                  f"SemLA adapter contributions{f' ({label})' if suffix else ''}"
+                                  f"{' (leave-one-out)' if res.settings['leave_one_out'] else ''}")
+            summary["figures"][f"contributions_semla{suffix}"] = str(path)
+    md = miou_table(rows, domains, exclude)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps(
+        {"summary": summary, "results": {k: v.to_json(exclude) for k, v in results.items()}}, indent=1,
+        default=json_default))
+    summary["table"] = md
+    return summary
+
+
+def support_detail(records, zero_shot_records, method: str) -> dict:
+    """Is the support score a confidence? Rank correlation with mIoU within each domain (the pooled
+    number mixes domains of different difficulty) and with the gain over the base model per image."""
+    from .figures import spearman
+
+    rows = [r for r in records if r.method == method and math.isfinite(r.support)]
+    within = {}
+    for d in dict.fromkeys(r.domain for r in rows):
+        own = [r for r in rows if r.domain == d]
+        within[d] = spearman([r.support for r in own], [r.miou for r in own])
+    base = {(r.domain, r.stem): r.miou for r in zero_shot_records}
+    paired = [(r.support, r.miou - base[(r.domain, r.stem)]) for r in rows if (r.domain, r.stem) in base]
+    gain = spearman(*zip(*paired)) if paired else math.nan
+    return {"within_domain": within, "vs_gain_over_zero_shot": gain,
+            "mean_support": {d: float(sum(r.support for r in rows if r.domain == d) /
+                                      max(1, sum(1 for r in rows if r.domain == d))) for d in within}}
+
+
+def json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

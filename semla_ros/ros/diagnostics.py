@@ -114,6 +114,39 @@ class NodeStats:
             return rows
 
 
+class Health:
+    """The node's state per source (parameters, model, backend, navigator, library, ...): each source
+    holds its own level and messages, replaced as a whole when that source is re-evaluated, so
+    fixing one problem clears exactly its messages. Safe to use from any thread."""
+
+    LEVELS = {"ok": 0, "warn": 1, "error": 2}
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sources: dict[str, list[tuple[str, str]]] = {}   # source -> [(level, message)]
+
+    def set(self, source: str, entries: list[tuple[str, str]]) -> None:
+        """Replace a source's (level, message) entries; levels are 'ok', 'warn', 'error'."""
+        for level, _ in entries:
+            if level not in self.LEVELS:
+                raise ValueError(f"unknown health level {level!r}")
+        with self._lock:
+            self._sources[source] = list(entries)
+
+    def worst(self) -> tuple[str, str]:
+        """(level, message) of the most severe entry, latest source first among equals; ('ok', '') if none."""
+        with self._lock:
+            entries = [e for source in reversed(list(self._sources)) for e in reversed(self._sources[source])]
+        if not entries:
+            return "ok", ""
+        return max(entries, key=lambda e: self.LEVELS[e[0]])
+
+    def rows(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(f"{level}_{source}_{i}", message) for source, entries in self._sources.items()
+                    for i, (level, message) in enumerate(entries) if level != "ok"]
+
+
 def diagnostic_array(stamp, name: str, level: bytes, message: str,
                      rows: list[tuple[str, str]]) -> DiagnosticArray:
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id="semla_ros")
@@ -125,3 +158,4 @@ def diagnostic_array(stamp, name: str, level: bytes, message: str,
 
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+LEVEL_BYTES = {"ok": OK, "warn": WARN, "error": ERROR}

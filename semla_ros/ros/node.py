@@ -33,8 +33,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from semla_ros.msg import AdapterFusion, SupportScore
 from semla_ros.ros import parameters
 from semla_ros.ros.dds_profile import with_large_image_transport
-from semla_ros.ros.diagnostics import ERROR, OK, WARN, NodeStats, diagnostic_array
-from semla_ros.ros.engine_factory import build_engine
+from semla_ros.engine import build_engine
+from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
 from semla_ros.ros.image_conversion import BadFrame, compressed_to_rgb, image_to_rgb, mask_to_image, rgb_to_image
 from semla_ros.ros.mailbox import LatestFrameMailbox
 from semla_ros.ros.overlay import blend, palette
@@ -73,30 +73,28 @@ FUSION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Re
 class SemlaSegmenterNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self._params, problems = parameters.declare(self)
-        self._live = dict(self._params)  # values in force; changed only under _engine_lock
+        values, problems = parameters.declare(self)   # rclpy stores the values; the node keeps no copy
         self._stats = NodeStats()
+        self._health = Health()
         self._mailbox = LatestFrameMailbox()
-        self._engine_lock = threading.Lock()
+        self._setup_lock = threading.Lock()   # orders parameter changes against installing the segmenter
         self._segmenter = None
-        self._num_classes = len(self._params["classes"])
-        self._colours = palette(self._num_classes)
+        self._palettes: dict[int, np.ndarray] = {}
         self._state = "loading model"
-        self._errors: list[str] = []
-        self._warnings: list[str] = []
+        self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
         for problem in problems:
-            self._error(f"invalid parameter {problem}")
+            self.get_logger().error(f"invalid parameter {problem}")
 
-        out_qos = qos_profile(self._params["output_qos"], self._params["output_qos_depth"])
+        out_qos = qos_profile(values["output_qos"], values["output_qos_depth"])
         self._mask_pub = self.create_publisher(Image, "mask", out_qos)
         self._support_pub = self.create_publisher(SupportScore, "support_score", out_qos)
         self._overlay_pub = self.create_publisher(Image, "overlay", out_qos)
         self._fusion_pub = self.create_publisher(AdapterFusion, "fusion", FUSION_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        in_qos = qos_profile(self._params["input_qos"], self._params["input_qos_depth"])
+        in_qos = qos_profile(values["input_qos"], values["input_qos_depth"])
         input_group = MutuallyExclusiveCallbackGroup()
-        if self._params["input_transport"] == "compressed":
+        if values["input_transport"] == "compressed":
             self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
                                                  in_qos, callback_group=input_group)
         else:
@@ -106,21 +104,25 @@ class SemlaSegmenterNode(Node):
         service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "~/adapt_now", self._on_adapt_now, callback_group=service_group)
         self.create_service(Trigger, "~/reload_library", self._on_reload_library, callback_group=service_group)
-        self.create_timer(self._params["diagnostics_period_s"], self._publish_diagnostics,
+        self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._thread = threading.Thread(target=self._run, name="semla-inference", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(problems,), name="semla-inference", daemon=True)
         self._thread.start()
 
-    # ------------------------------------------------------------------ logging and state
-    def _error(self, text: str) -> None:
-        self._errors.append(text)
-        self.get_logger().error(text)
+    def _value(self, name: str):
+        return self.get_parameter(name).value
 
-    def _warn(self, text: str) -> None:
-        self._warnings.append(text)
-        self.get_logger().warning(text)
+    def _values(self) -> dict:
+        """Our parameters' values in force (rclpy's store)."""
+        return {name: self._value(name) for name in parameters.SPEC_BY_NAME}
+
+    def _palette(self, num_classes: int) -> np.ndarray:
+        colours = self._palettes.get(num_classes)
+        if colours is None:
+            colours = self._palettes[num_classes] = palette(num_classes)
+        return colours
 
     # ------------------------------------------------------------------ input callbacks
     def _on_image(self, msg: Image) -> None:
@@ -136,7 +138,7 @@ class SemlaSegmenterNode(Node):
             self._stats.frame_not_ready()
             return
         try:
-            rgb = convert(msg, self._live["max_input_pixels"])
+            rgb = convert(msg, self._value("max_input_pixels"))
         except BadFrame as bad:
             self._stats.bad_frame(bad.kind)
             self.get_logger().warning(f"dropped bad frame ({bad}); {self._stats.bad_total} so far",
@@ -146,24 +148,23 @@ class SemlaSegmenterNode(Node):
         self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3))
 
     # ------------------------------------------------------------------ inference thread
-    def _run(self) -> None:
-        if self._errors:
+    def _run(self, problems) -> None:
+        if problems:
             self._state = "not running: invalid parameters"
             return
         try:
-            build = build_engine(self._params)
+            build = build_engine(parameters.engine_spec(self._values()))
         except Exception as error:  # an unexpected failure must still leave the node up and reporting
-            self._error(f"building the segmenter failed: {type(error).__name__}: {error}")
+            self._report("model", [("error", f"building the segmenter failed: {type(error).__name__}: {error}")])
             self._state = "not running: build failed"
             return
-        for text in build.errors:
-            self._error(text)
-        for text in build.warnings:
-            self._warn(text)
+        for source in ("model", "backend", "navigator", "library"):
+            entries = [(level, message) for s, level, message in build.notes if s == source]
+            self._report(source, entries)
         if build.segmenter is None:
             self._state = "not running: no model"
             return
-        with self._engine_lock:
+        with self._setup_lock:
             self._catch_up(build.segmenter)
             self._segmenter = build.segmenter
         self._state = "running"
@@ -174,37 +175,44 @@ class SemlaSegmenterNode(Node):
             if frame is not None:
                 self._process(frame)
 
+    def _report(self, source: str, entries: list[tuple[str, str]]) -> None:
+        """Replace one source's health entries and log the problems among them once."""
+        self._health.set(source, entries)
+        for level, message in entries:
+            if level == "error":
+                self.get_logger().error(message)
+            elif level == "warn":
+                self.get_logger().warning(message)
+
     def _catch_up(self, segmenter) -> None:
-        """Apply live parameter changes that arrived while the model was being built."""
-        changed = {name: value for name, value in self._live.items() if value != self._params[name]}
-        settings = parameters.settings_changes(changed)
-        if settings:
-            segmenter.update_settings(**settings)
-        if "classes" in changed:
-            segmenter.set_classes(list(changed["classes"]))
+        """Apply the live parameters in force now (some may have changed while the model was built)."""
+        values = self._values()
+        segmenter.update_settings(**parameters.settings_changes(values))
+        classes = parameters.clean_classes(values["classes"])
+        if classes != segmenter.predictor.class_names:
+            segmenter.set_classes(classes)
 
     def _process(self, frame: Frame) -> None:
         taken = time.monotonic()
+        segmenter = self._segmenter
         try:
-            with self._engine_lock:
-                result = self._segmenter.process(frame.rgb, stamp=frame.header)
-                num_classes, colours, alpha = self._num_classes, self._colours, self._live["overlay_alpha"]
-                swaps, failed = self._segmenter.swap_count, self._segmenter.failed_fusions
-                active = self._segmenter.active
+            result = segmenter.process(frame.rgb, stamp=frame.header)
+            swaps, failed, active = segmenter.swap_count, segmenter.failed_fusions, segmenter.active
         except Exception as error:  # keep serving the next frame; the reason goes to the log
             self._stats.bad_frame("inference_error")
             self.get_logger().error(f"inference failed: {type(error).__name__}: {error}",
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
         processed = time.monotonic()
+        num_classes = len(result.classes)
         try:
             self._mask_pub.publish(mask_to_image(result.class_ids, num_classes, frame.header))
             self._support_pub.publish(self._support_message(result, frame.header))
             if result.fusion is not None:
                 self._publish_fusion(result.fusion, frame.header)
             if self._overlay_pub.get_subscription_count() > 0:  # only computed for a viewer
-                self._overlay_pub.publish(rgb_to_image(blend(frame.rgb, result.class_ids, colours, alpha),
-                                                       frame.header))
+                overlay = blend(frame.rgb, result.class_ids, self._palette(num_classes), self._value("overlay_alpha"))
+                self._overlay_pub.publish(rgb_to_image(overlay, frame.header))
                 self._stats.overlays_published += 1
         except Exception as error:
             self._stats.publish_errors += 1
@@ -252,54 +260,50 @@ class SemlaSegmenterNode(Node):
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
-        changes = {p.name: p.value for p in params}
-        if "classes" in changes:
-            changes["classes"] = [str(c).strip() for c in changes["classes"]]
+        """Validate our parameters; push live ones into the running segmenter. rclpy stores the values
+        (and owns the parameters it declares itself, such as use_sim_time)."""
+        changes = {p.name: p.value for p in params if p.name in parameters.SPEC_BY_NAME}
         reason = parameters.validate(changes)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
-        with self._engine_lock:
+        with self._setup_lock:
             if self._segmenter is not None:
-                reason = self._apply_live(changes)
+                reason = self._apply_live(self._segmenter, changes)
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
-            self._live.update(changes)
-            if "classes" in changes:
-                self._num_classes = len(changes["classes"])
-                self._colours = palette(self._num_classes)
         return SetParametersResult(successful=True)
 
-    def _apply_live(self, changes) -> str | None:
-        """Push changes into the segmenter (caller holds the lock); undo settings if a later step fails."""
+    def _apply_live(self, segmenter, changes) -> str | None:
+        """Push changes into the segmenter; undo the settings if a later step fails."""
         settings = parameters.settings_changes(changes)
-        previous = parameters.settings_changes({n: self._live[n] for n in changes})
+        previous = segmenter.settings
         try:
             if settings:
-                self._segmenter.update_settings(**settings)
-            if "classes" in changes and list(changes["classes"]) != list(self._live["classes"]):
-                self._segmenter.set_classes(list(changes["classes"]))
+                segmenter.update_settings(**settings)
+            if "classes" in changes:
+                classes = parameters.clean_classes(changes["classes"])
+                if classes != segmenter.predictor.class_names:
+                    segmenter.set_classes(classes)
         except ValueError as error:
-            if settings:
-                self._segmenter.update_settings(**previous)
+            segmenter.update_settings(**{name: getattr(previous, name) for name in settings})
             return str(error)
         return None
 
     # ------------------------------------------------------------------ services
     def _on_adapt_now(self, request, response):
-        with self._engine_lock:
-            segmenter = self._segmenter
-            if segmenter is None:
-                response.success, response.message = False, f"segmenter not running ({self._state})"
-            elif getattr(segmenter, "library", True) is None:
-                response.success, response.message = False, "no adapter library loaded"
-            else:
-                segmenter.request_adaptation("manual")
-                response.success = True
-                response.message = "adaptation requested; the swap is published on 'fusion'"
+        segmenter = self._segmenter
+        if segmenter is None:
+            response.success, response.message = False, f"segmenter not running ({self._state})"
+        elif segmenter.library is None:
+            response.success, response.message = False, "no adapter library loaded"
+        else:
+            segmenter.request_adaptation("manual")
+            response.success = True
+            response.message = "adaptation requested; the swap is published on 'fusion'"
         return response
 
     def _on_reload_library(self, request, response):
-        root = self._params["library_path"]
+        root = self._value("library_path")
         if not root:
             response.success, response.message = False, "library_path is '' (set it and restart)"
             return response
@@ -314,31 +318,24 @@ class SemlaSegmenterNode(Node):
             response.message = f"reload of {root} failed, previous library kept: {error}"
             self.get_logger().error(response.message)
             return response
-        self._errors = [e for e in self._errors if not e.startswith(f"adapter library {root}")]
-        self._warnings = [w for w in self._warnings if not w.startswith("adapter ")]
-        for name, reason in skipped:
-            self._warn(f"adapter {name} skipped: {reason}")
         response.success = True
         response.message = f"{count} adapters loaded from {root}, {len(skipped)} skipped"
+        self._report("library", [("ok", response.message)] +
+                     [("warn", f"adapter {name} skipped: {reason}") for name, reason in skipped])
         self.get_logger().info(response.message)
         return response
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
-        if self._errors:
-            level, message = ERROR, self._errors[-1]
-        elif self._state != "running":
-            level, message = WARN, self._state
-        elif self._warnings:
-            level, message = WARN, self._warnings[-1]
-        else:
-            level, message = OK, "running"
-        rows = [("state", self._state)] + self._stats.values(self._mailbox.replaced)
-        rows += [(f"error_{i}", text) for i, text in enumerate(self._errors)]
-        rows += [(f"warning_{i}", text) for i, text in enumerate(self._warnings)]
+        level, message = self._health.worst()
+        if level != "error" and self._state != "running":
+            level, message = "warn", self._state
+        elif level == "ok":
+            message = "running"
+        rows = [("state", self._state)] + self._stats.values(self._mailbox.replaced) + self._health.rows()
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                                 f"{self.get_fully_qualified_name()}: segmenter",
-                                                level, message, rows))
+                                                LEVEL_BYTES[level], message, rows))
 
     # ------------------------------------------------------------------ shutdown
     def close(self, timeout_s: float = 1.0) -> None:
@@ -349,12 +346,8 @@ class SemlaSegmenterNode(Node):
         """
         self._mailbox.close()
         self._thread.join(timeout_s)
-        if self._engine_lock.acquire(timeout=0.1):
-            try:
-                if self._segmenter is not None:
-                    self._segmenter.close()
-            finally:
-                self._engine_lock.release()
+        if self._segmenter is not None and not self._thread.is_alive():
+            self._segmenter.close()
 
 
 def main(argv: list[str] | None = None, exit_process: bool = True) -> int:

@@ -8,6 +8,7 @@ everything the engine can change between two frames is live.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -15,14 +16,13 @@ from typing import Any, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-# Cityscapes' 19 classes: the label space of the driving domains SemLA is evaluated on (ACDC).
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
+from semla_ros.core.navigator import NavigatorSpec
+from semla_ros.core.settings import METRICS, THRESHOLD_MODES, SegmenterSettings
+from semla_ros.engine.spec import BACKENDS, PRECISIONS, EngineSpec
 
 QOS_CHOICES = ("sensor_data", "default", "system_default")
+_ENGINE = EngineSpec()
+_SETTINGS = SegmenterSettings()
 
 
 @dataclass(frozen=True)
@@ -39,48 +39,48 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     # --- model (restart needed) ---
-    Spec("model_config", "vitb16_384", "CAT-Seg configuration: a registry name (tiny, vitb16_384, "
+    Spec("model_config", _ENGINE.model_config, "CAT-Seg configuration: a registry name (tiny, vitb16_384, "
          "vitl14_336) or the path of a CatSegConfig JSON file", read_only=True),
-    Spec("checkpoint", "", "CAT-Seg weights (.pth detectron2 or .safetensors). '' needs "
+    Spec("checkpoint", _ENGINE.checkpoint, "CAT-Seg weights (.pth detectron2 or .safetensors). '' needs "
          "allow_random_weights", read_only=True),
-    Spec("allow_random_weights", False, "Run with seeded random weights when checkpoint is '' "
+    Spec("allow_random_weights", _ENGINE.allow_random_weights, "Run with seeded random weights when checkpoint is '' "
          "(tests and the synthetic demo only: the masks mean nothing)", read_only=True),
-    Spec("random_seed", 0, "Seed for random weights", read_only=True, low=0, high=2**31 - 1),
-    Spec("library_path", "", "Adapter library directory (SemLA loradb layout). '' = base model only; "
+    Spec("random_seed", _ENGINE.random_seed, "Seed for random weights", read_only=True, low=0, high=2**31 - 1),
+    Spec("library_path", _ENGINE.library_path, "Adapter library directory (SemLA loradb layout). '' = base model only; "
          "reload with the ~/reload_library service", read_only=True),
-    Spec("navigator", "openclip:ViT-L-14/openai", "Domain embedder: 'openclip:<model>/<pretrained tag "
+    Spec("navigator", _ENGINE.navigator, "Domain embedder: 'openclip:<model>/<pretrained tag "
          "or local checkpoint path>' or 'tower' (frozen CAT-Seg image tower, demo/tests)", read_only=True),
-    Spec("navigator_normalize", False, "L2-normalise navigator embeddings (must match the library)",
+    Spec("navigator_normalize", _ENGINE.navigator_normalize, "L2-normalise navigator embeddings (must match the library)",
          read_only=True),
-    Spec("backend", "torch", "Inference backend", read_only=True, choices=("torch", "tensorrt")),
-    Spec("device", "auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", read_only=True),
-    Spec("precision", "fp32", "Network precision", read_only=True, choices=("fp32", "fp16")),
-    Spec("engine_cache_dir", "", "Where TensorRT engines are cached ('' = the backend's default under "
+    Spec("backend", _ENGINE.backend, "Inference backend", read_only=True, choices=BACKENDS),
+    Spec("device", _ENGINE.device, "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", read_only=True),
+    Spec("precision", _ENGINE.precision, "Network precision", read_only=True, choices=PRECISIONS),
+    Spec("engine_cache_dir", _ENGINE.engine_cache_dir, "Where TensorRT engines are cached ('' = the backend's default under "
          "~/.cache/semla_ros, never /tmp)", read_only=True),
-    Spec("sliding_window", False, "Sliding-window inference instead of whole image", read_only=True),
+    Spec("sliding_window", _ENGINE.sliding_window, "Sliding-window inference instead of whole image", read_only=True),
     # --- vocabulary (live: re-encodes the text with the active fused text tower) ---
-    Spec("classes", list(CITYSCAPES_CLASSES), "Class names; mask value i is classes[i]. mono8 up to "
+    Spec("classes", list(_ENGINE.classes), "Class names; mask value i is classes[i]. mono8 up to "
          "255 classes, mono16 beyond"),
     # --- retrieval (live) ---
-    Spec("top_k", 5, "Adapters fused per swap (paper default 5; best 7)", low=1, high=64, setting="top_k"),
-    Spec("temperature", 0.05, "Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
+    Spec("top_k", _SETTINGS.top_k, "Adapters fused per swap (paper default 5; best 7)", low=1, high=64, setting="top_k"),
+    Spec("temperature", _SETTINGS.temperature, "Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
          low=1e-6, high=100.0, setting="temperature"),
-    Spec("distance", "euclidean", "Distance between embedding and adapter centroids",
-         choices=("euclidean", "cosine"), setting="metric"),
+    Spec("distance", _SETTINGS.metric, "Distance between embedding and adapter centroids",
+         choices=METRICS, setting="metric"),
     # --- shift debouncing (live) ---
-    Spec("ema_alpha", 0.1, "EMA weight of the newest embedding", low=1e-6, high=1.0, setting="ema_alpha"),
-    Spec("switch_threshold", 0.5, "Swap when ||EMA - reference|| exceeds this (absolute units, or a "
+    Spec("ema_alpha", _SETTINGS.ema_alpha, "EMA weight of the newest embedding", low=1e-6, high=1.0, setting="ema_alpha"),
+    Spec("switch_threshold", _SETTINGS.switch_threshold, "Swap when ||EMA - reference|| exceeds this (absolute units, or a "
          "fraction of the library's median inter-centroid distance when threshold_mode=relative)",
          low=1e-9, high=1e9, setting="switch_threshold"),
-    Spec("threshold_mode", "relative", "How switch_threshold is read", choices=("relative", "absolute"),
+    Spec("threshold_mode", _SETTINGS.threshold_mode, "How switch_threshold is read", choices=THRESHOLD_MODES,
          setting="threshold_mode"),
-    Spec("min_consecutive", 3, "Embedded frames in a row over the threshold before a swap", low=1,
+    Spec("min_consecutive", _SETTINGS.min_consecutive, "Embedded frames in a row over the threshold before a swap", low=1,
          high=10000, setting="min_consecutive"),
-    Spec("cooldown_s", 5.0, "Minimum seconds between two swaps", low=0.0, high=86400.0,
+    Spec("cooldown_s", _SETTINGS.cooldown_s, "Minimum seconds between two swaps", low=0.0, high=86400.0,
          setting="cooldown_s"),
-    Spec("embed_every_n", 1, "Embed every Nth processed frame with the navigator", low=1, high=10000,
+    Spec("embed_every_n", _SETTINGS.embed_every_n, "Embed every Nth processed frame with the navigator", low=1, high=10000,
          setting="embed_every_n"),
-    Spec("warmup_frames", 1, "Embedded frames averaged before the startup fusion", low=1, high=10000,
+    Spec("warmup_frames", _SETTINGS.warmup_frames, "Embedded frames averaged before the startup fusion", low=1, high=10000,
          setting="warmup_frames"),
     # --- input / output ---
     Spec("input_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed'", read_only=True,
@@ -100,9 +100,10 @@ SPECS: tuple[Spec, ...] = (
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 SETTING_BY_PARAMETER = {spec.name: spec.setting for spec in SPECS if spec.setting}
+# Parameters named like an EngineSpec field set that field.
+ENGINE_PARAMETERS = tuple(f.name for f in dataclasses.fields(EngineSpec) if f.name in SPEC_BY_NAME)
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-_OPENCLIP = re.compile(r"^openclip:[^/\s]+/\S+$")
 
 
 def descriptor(spec: Spec) -> ParameterDescriptor:
@@ -141,10 +142,13 @@ def validate(changes: Mapping[str, Any]) -> str | None:
             return "model_config: empty (give a registry name or a config JSON path)"
         if name == "device" and not _DEVICE.match(str(value)):
             return f"device: '{value}' is not auto, cpu, cuda or cuda:N"
-        if name == "navigator" and value != "tower" and not _OPENCLIP.match(str(value)):
-            return f"navigator: '{value}' is not 'tower' or 'openclip:<model>/<pretrained or path>'"
+        if name == "navigator":
+            try:
+                NavigatorSpec.parse(str(value))
+            except ValueError as error:
+                return f"navigator: {error}"
         if name == "classes":
-            names = [str(c).strip() for c in value]
+            names = clean_classes(value)
             if not names or any(not c for c in names):
                 return "classes: needs at least one non-empty class name"
             if len(set(names)) != len(names):
@@ -155,18 +159,22 @@ def validate(changes: Mapping[str, Any]) -> str | None:
     return None
 
 
+def clean_classes(value) -> list[str]:
+    """Class names as the engine uses them (surrounding blanks removed): the one place they are cleaned."""
+    return [str(c).strip() for c in value]
+
+
 def settings_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """The subset of parameter changes that are segmenter settings, under the settings' names."""
     return {SETTING_BY_PARAMETER[name]: value for name, value in changes.items()
             if name in SETTING_BY_PARAMETER}
 
 
-def parse_navigator(value: str) -> tuple[str, str | None, str | None]:
-    """'tower' -> ('tower', None, None); 'openclip:M/P' -> ('openclip', M, P) (P may be a path)."""
-    if value == "tower":
-        return "tower", None, None
-    model, _, pretrained = value[len("openclip:"):].partition("/")
-    return "openclip", model, pretrained
+def engine_spec(values: Mapping[str, Any]) -> EngineSpec:
+    """The EngineSpec the parameter values describe."""
+    fields = {name: values[name] for name in ENGINE_PARAMETERS}
+    fields["classes"] = tuple(clean_classes(fields["classes"]))
+    return EngineSpec(**fields, settings=SegmenterSettings().replace(**settings_changes(values)))
 
 
 def declare(node) -> tuple[dict[str, Any], list[str]]:

@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import tensorrt as trt
 
-    from ..backends.factory import model_digest
+    from ..catseg.checkpoint import state_dict_digest
     from ..backends.torch_backend import TorchBackend
     from ..catseg.build import build_catseg
     from ..core.targets import semla_target_modules
     from ..catseg.predictor import CatSegPredictor
     from ..catseg.utils.onnx import export_onnx
-    from ..core.fusion import WeightApplier, fuse_deltas
+    from ..core.fusion import WeightStager
 
     torch.manual_seed(0)
     model = build_catseg(args.config).eval().cuda()
@@ -91,27 +91,28 @@ def main(argv: list[str] | None = None) -> int:
                      diff16, "-", "-"))
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="semla-trt-bench-")
-    applier = WeightApplier(model, targets)
-    fused = applier.stage(fuse_deltas(adapters, weights, device="cuda"))
+    applier = WeightStager(model, targets)
+    fused = applier.stage_fusion(adapters, weights)
     refit_parity = {}
     for precision in args.precisions.split(","):
         def export(path, prec):
             export_onnx(model, path, precision=prec)
 
         start = time.perf_counter()
-        backend = TensorRTBackend(predictor, export, model_digest=model_digest(model), precision=precision,
+        backend = TensorRTBackend(predictor, export, model_digest=state_dict_digest(model), precision=precision,
                                   max_classes=max(64, args.classes), device="cuda:0", cache_dir=cache_dir)
         setup_s = time.perf_counter() - start
         with torch.no_grad():
             diff = (backend.forward(views, text) - reference).abs().max().item()
             ms = _time_cuda(lambda: backend.forward(views, text), args.repeats)
             # Refit after a fusion, then compare with PyTorch running the same fused weights.
+            predictor.load_weights(fused.weights)
             report = backend.update_weights(fused.weights)
-            applier.apply(fused)
             fused_ref = torch_fp32.forward(views, text)
             refit_parity[precision] = (backend.forward(views, text) - fused_ref).abs().max().item()
-            applier.revert()
-            backend.update_weights(applier.base_weights().weights)
+            base = applier.base_weights().weights
+            predictor.load_weights(base)
+            backend.update_weights(base)
         rows.append((f"tensorrt {precision}", ms, diff, f"{backend.build_seconds or setup_s:.1f}",
                      f"{report.seconds * 1000:.0f} ({report.refitted} w, rebuild={report.rebuild_started})"))
 

@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from eval_world import small_model
-from semla_ros.core.fusion import WeightApplier, fuse_deltas
+from semla_ros.catseg.predictor import CatSegPredictor
+from semla_ros.core.fusion import WeightStager
 from semla_ros.core.library import load_entry
 from semla_ros.core.navigator import TowerNavigator
 from semla_ros.demo import world
 from semla_ros.evaluation.dataset import open_domain
-from semla_ros.evaluation.demo_export import export_demo_world
-from semla_ros.evaluation.training import (TrainSettings, domain_centroid, save_entry, semla_loss,
-                                           train_adapter)
+from semla_ros.demo.export import export_demo_world
+from semla_ros.training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
+from semla_ros.training.loop import LoopSettings, semla_loss
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def trained(tmp_path_factory):
     images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = train_adapter(model, folder.classes, images, labels, "clear",
-                           TrainSettings(steps=3, batch_size=2, lr=5e-3, warmup_steps=0))
+                           TrainSettings(loop=LoopSettings(steps=3, batch_size=2, lr=5e-3, warmup_steps=0)))
     return dict(tmp=tmp, model=model, folder=folder, images=images, result=result, before=before)
 
 
@@ -55,12 +56,13 @@ def test_saved_entry_is_official_layout_and_fuses_to_the_peft_output(trained):
     # Our fused weights reproduce what PEFT computed while training (unmerged LoRA forward).
     x = torch.randn(1, 3, 96, 96)
     text = torch.nn.functional.normalize(torch.randn(len(world.CLASS_NAMES), model.config.embed_dim), dim=-1)
+    predictor = CatSegPredictor(model, world.CLASS_NAMES)
+    stager = WeightStager(model, entry.factors)
     with torch.no_grad():
         peft_out = result.peft_model.base_model.model(x, text)
-        applier = WeightApplier(model, entry.factors)
-        applier.apply(fuse_deltas([entry], [1.0]))
+        predictor.load_weights(stager.stage_fusion([entry], [1.0]).weights)
         fused_out = model(x, text)
-        applier.revert()
+        predictor.load_weights(stager.base_weights().weights)
     torch.testing.assert_close(fused_out, peft_out, atol=1e-4, rtol=1e-4)
     with pytest.raises(FileExistsError):
         save_entry(result, trained["tmp"] / "loradb", centroid)
@@ -80,7 +82,7 @@ def test_rrqr_training_runs_and_settings_are_validated(trained):
     model, folder = trained["model"], trained["folder"]
     pairs = list(folder.pairs())[:2]
     r = train_adapter(model, folder.classes, [p[0] for p in pairs], [p[1] for p in pairs], "fog",
-                      TrainSettings(steps=1, batch_size=1, init="rrqr", lr=1e-6, warmup_steps=0))
+                      TrainSettings(init="rrqr", loop=LoopSettings(steps=1, batch_size=1, lr=1e-6, warmup_steps=0)))
     a, _ = r.factors()[r.targets[-1]]
     norms = a.norm(dim=1)
     assert torch.allclose(norms, torch.full_like(norms, (1 / 3) ** 0.5), atol=1e-3)  # one tiny step from the init

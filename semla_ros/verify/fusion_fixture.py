@@ -3,7 +3,8 @@
 Reproduces fusion_expected.npz from the fixture files alone: the library as-is (official
 layout, so the inert CLIP q/k/v factors are dropped), weights from the recorded query
 embedding, and for the SemLA top-k, the uniform and the single-adapter ("oracle") fusions the
-text embeddings (computed with the fused text tower) and the logits.
+text embeddings (computed with the fused text tower) and the logits. Every fusion is made by
+the node's own path (`SemlaSegmenter.fuse_now`: stage, text with the staged weights, swap).
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..catseg.fixture import TOLERANCES, CheckRow, compare, read_rgb
-from .fusion import WeightApplier, fuse_deltas
-from .library import AdapterLibrary
-from .retrieval import distances, retrieve, similarities
+from ..core.library import AdapterLibrary
+from ..core.retrieval import distances, retrieve, similarities
+from ..core.segmenter import InlineExecutor, SemlaSegmenter
+from .catseg_fixture import TOLERANCES, CheckRow, compare, read_rgb
 
 WEIGHT_TOLERANCE = 1e-9   # float64 weights (README: 1e-9 in float64, 1e-6 in float32)
 
@@ -63,14 +64,16 @@ def check_fusion_fixture(fixture_dir, model, predictor) -> list[CheckRow]:
     oracle = library.entries[0]
     rows.append(_same_names("oracle_adapter", [oracle.name], expected["oracle_adapter"]))
 
-    applier = WeightApplier(model, library.target_modules)
+    segmenter = SemlaSegmenter(predictor, library, navigator=None, executor=InlineExecutor())
     cases = [("semla", semla, r.weights), ("uniform", list(library.entries), uniform_weights),
              ("oracle", [oracle], [1.0])]   # one adapter at its own scaling alpha/r, like set_adapter
     try:
         for prefix, entries, weights in cases:
-            fused = applier.stage(fuse_deltas(entries, list(weights)))
-            text = predictor.text_embeddings(overrides=fused.parameter_overrides())
-            applier.apply(fused)
+            event = segmenter.fuse_now(entries, list(weights))
+            if not event.ok:
+                rows.append(CheckRow(f"{prefix}_fusion", (len(entries),), float("inf"), 0.0, False, str(event.error)))
+                continue
+            text = predictor.text_embeddings()
             with torch.no_grad():
                 x, padded = predictor.preprocess(image)
                 logits = model(x, text)
@@ -87,6 +90,6 @@ def check_fusion_fixture(fixture_dir, model, predictor) -> list[CheckRow]:
                         value = value() if callable(value) else value
                         rows.append(compare(key, value, expected[key], TOLERANCES[what]))
     finally:
-        applier.revert()
-        predictor.invalidate_text_cache()
+        segmenter.fuse_now([], [])   # back to the fixture's base weights
+        segmenter.close()
     return rows

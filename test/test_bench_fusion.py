@@ -1,7 +1,7 @@
 """`semla-bench fusion` runs end to end (tiny config) and its fused model equals PEFT's merged adapter."""
 import re
 
-from semla_ros.cli.bench_fusion import main
+from semla_ros.bench.fusion import main
 
 
 def test_bench_fusion_runs_and_matches_peft(capsys):

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from semla_ros.catseg.build import build_catseg
     from semla_ros.catseg.predictor import CatSegPredictor
-    from semla_ros.core.fusion import WeightApplier, copy_weights_into
+    from semla_ros.core.fusion import WeightStager
     from semla_ros.core.library import AdapterEntry
     from semla_ros.core.targets import semla_target_modules
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [e.name for e in entries]
 
     # --- swap
-    applier = WeightApplier(model, targets)
+    applier = WeightStager(model, targets)
     device_entries = [AdapterEntry(e.name, {m: (a.to(device), b.to(device)) for m, (a, b) in e.factors.items()},
                                    e.scaling, e.centroid, {}, False, e.rank) for e in entries]
 
@@ -107,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
     staged = ours_stage()
 
+    classes = [f"class {i}" for i in range(args.classes)]
+    predictor = CatSegPredictor(model, classes, device=device)
+
     def ours_swap():
-        applier.apply(ours_stage())
+        predictor.load_weights(ours_stage().weights)
 
     def copy_once():
-        copy_weights_into(model, staged.weights)
+        predictor.load_weights(staged.weights)
 
     counter = iter(range(10 ** 6))
     previous: list[str] = []
@@ -140,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     peft_cleanup()
 
     # --- steady-state frame (same input, same text embeddings, merged adapter active in PEFT)
-    applier.apply(staged)
-    classes = [f"class {i}" for i in range(args.classes)]
-    predictor = CatSegPredictor(model, classes, device=device)
+    predictor.load_weights(staged.weights)
     text = predictor.text_embeddings()
     image = np.random.default_rng(args.seed).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     x, _ = predictor.preprocess(image)

@@ -4,7 +4,7 @@ Steps (each cached, so a second run only re-evaluates):
 1. the demo assets (base model + the demo build's per-domain library), built if missing;
 2. the demo world exported as folder datasets: `train/` = exactly the frames the demo build
    trained its adapters on, `test/` = its held-out frames (never trained on);
-3. two more libraries trained with `semla_ros.evaluation.training` from the same frames, with the
+3. two more libraries trained with `semla_ros.training.lora` from the same frames, with the
    same budget (steps, batch, LR, seed): `std` (PEFT's default init) and `rrqr`
    (RecycleLoRA-style init); only the init differs;
 4. `semla-eval run` logic, leave-one-out, on `test/` for the three libraries;
@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 
 
-from ..demo import world
-from .metrics import harmonic_mean
+from ..evaluation.metrics import harmonic_mean
+from . import world
 
 
 def _train_library(model, navigator, train_root: Path, library: Path, settings, log) -> None:
-    from .dataset import open_dataset
-    from .training import domain_centroid, model_fingerprint, save_entry, train_adapter
+    from ..evaluation.dataset import open_dataset
+    from ..training.lora import base_model_id, domain_centroid, save_entry, train_adapter
 
-    fingerprint = model_fingerprint(model)
+    fingerprint = base_model_id(model)
     for name, folder in open_dataset(train_root).items():
         meta_path = library / name / "metadata.json"
         if meta_path.is_file():
@@ -110,16 +110,19 @@ def _observations(rows: dict, domains, exclude, labels) -> list[str]:
     return out
 
 
-def run_demo_table(args) -> int:
+def run_demo_table(args, settings) -> int:
+    """`semla-eval demo`: `args` are its command-line options, `settings` the ProtocolSettings they give."""
     import torch
 
     from ..catseg.predictor import CatSegPredictor
-    from ..cli.evaluate import evaluate, settings_from, write_outputs
-    from ..demo.build_assets import (ADAPTER_SEED0, TEST_PARAMS, BuildParams, ensure_assets, load_demo_model)
-    from .dataset import open_dataset
-    from .demo_export import HELD_OUT_SEED_BASE, export_demo_world
-    from .models import CachedNavigator, make_navigator
-    from .training import TrainSettings
+    from ..core.navigator import build_navigator
+    from ..evaluation.dataset import open_dataset
+    from ..evaluation.protocol import CachedNavigator
+    from ..evaluation.report import evaluate_libraries, write_outputs
+    from ..training.lora import TrainSettings
+    from ..training.loop import LoopSettings
+    from .build_assets import ADAPTER_SEED0, TEST_PARAMS, BuildParams, ensure_assets, load_demo_model
+    from .export import HELD_OUT_SEED_BASE, export_demo_world
 
     if args.render_only is not None:
         write_docs(json.loads(Path(args.render_only).read_text()), Path(args.out))
@@ -144,7 +147,7 @@ def run_demo_table(args) -> int:
     model = load_demo_model(assets)
     for p in model.parameters():
         p.requires_grad_(False)
-    navigator = CachedNavigator(make_navigator("tower", model))
+    navigator = CachedNavigator(build_navigator("tower", model))
     libraries = {"demo": assets.library}
     budget = None
     if not args.no_train:
@@ -155,13 +158,13 @@ def run_demo_table(args) -> int:
             label = "std" if init == "standard" else "rrqr"
             lib = work / f"lib_{label}"
             log(f"training library {label} ({budget})")
-            _train_library(model, navigator.inner, train_root, lib, TrainSettings(init=init, **budget), log)
+            _train_library(model, navigator.inner, train_root, lib, TrainSettings(init=init, loop=LoopSettings(**budget)),
+                           log)
             libraries[label] = lib
-    settings = settings_from(args)
     test = open_dataset(test_root, list(domains))
     predictor = CatSegPredictor(model, list(world.CLASS_NAMES))
     exclude = list(args.exclude_from_hmean) if args.exclude_from_hmean else list(params.source_domains)
-    results = evaluate(predictor, navigator, test, libraries, settings, quiet=args.quiet)
+    results = evaluate_libraries(predictor, navigator, test, libraries, settings, quiet=args.quiet)
     raw = work / "results"
     summary = write_outputs(results, raw, exclude, title="demo world, leave-one-out")
     out = Path(args.out)
@@ -177,7 +180,7 @@ def run_demo_table(args) -> int:
         figs[key] = dest
     centroid_png = fig_out / "eval_centroids.png"
     from ..core.library import AdapterLibrary
-    from . import figures
+    from ..evaluation import figures
 
     demo_lib = AdapterLibrary.open(assets.library)
     samples = {d: navigator.embed(list(test[d].images())) for d in domains}
@@ -311,7 +314,7 @@ def _markdown(render: dict, out: Path) -> str:
         f"{'official BCE loss' if budget and budget['loss'] == 'bce' else 'cross-entropy loss (the demo base model was trained with it)'}, r 8, α 16, AdamW, warm-up + cosine, clip 0.01, same budget and seed"
         + (f" ({budget['steps']} steps, batch {budget['batch_size']}, LR {budget['lr']:g}, seed {budget['seed']})" if budget else "")
         + "; only the LoRA init differs (rrqr: main part on the minor, sub part on the major pivoted-QR "
-          "directions of each frozen weight, see `semla_ros/evaluation/rrqr.py`).",
+          "directions of each frozen weight, see `semla_ros/training/rrqr.py`).",
         f"- mIoU in %; h-mean over the target domains (source domain{'s' if len(exclude) > 1 else ''} "
         f"{', '.join(exclude)} marked * and left out). Best per column in bold.",
         "",

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from semla_ros.evaluation.rrqr import DEFAULT_ROW_NORM, rrqr_basis, rrqr_lora_a, split_rank
+from semla_ros.training.rrqr import DEFAULT_ROW_NORM, rrqr_basis, rrqr_lora_a, split_rank
 
 
 def projector(rows: np.ndarray) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_split_rank_and_bad_rank():
 def test_peft_model_init_keeps_output_and_sets_a(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from semla_ros.evaluation.rrqr import init_peft_model_rrqr
+    from semla_ros.training.rrqr import init_peft_model_rrqr
 
     torch.manual_seed(0)
     base = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 6))

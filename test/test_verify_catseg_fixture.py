@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from semla_ros.catseg.fixture import TOLERANCES, check_catseg_fixture
+from semla_ros.verify.catseg_fixture import TOLERANCES, check_catseg_fixture
 from semla_ros.cli import fixture_check
 
 

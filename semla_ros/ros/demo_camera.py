@@ -8,7 +8,7 @@ evaluator, rviz) pairs it with the segmenter's mask by stamp, the way it pairs a
 With `frame_log` set, one JSON line per frame (stamp, index, domain, seed) is appended there, so
 the demo can say which domain each published mask belongs to.
 
-Run: python -m semla_ros.demo.camera --ros-args -p sequence:="clear:8,fog:9" -p rate_hz:=10.0
+Run: python -m semla_ros.ros.demo_camera --ros-args -p sequence:="clear:8,fog:9" -p rate_hz:=10.0
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from .sequence import CAMERA_SEED_BASE, DEFAULT_SEQUENCE, DomainSequence
-from .world import DEFAULT_SIZE, render
+from semla_ros.demo.sequence import CAMERA_SEED_BASE, DEFAULT_SEQUENCE, DomainSequence
+from semla_ros.demo.world import DEFAULT_SIZE, render
 
 
 def _image_msg(array, encoding: str, header) -> Image:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..demo import world
-from .dataset import CLASSES_FILE, IMAGE_DIR, LABEL_DIR, write_classes
+from ..evaluation.dataset import CLASSES_FILE, IMAGE_DIR, LABEL_DIR, write_classes
+from . import world
 
 HELD_OUT_SEED_BASE = 1_000_000   # == demo.build_assets.HELDOUT_SEED0
 DOMAIN_STRIDE = 10_000

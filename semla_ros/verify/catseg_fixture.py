@@ -108,18 +108,15 @@ def class_pooling(model, size: tuple[int, int]) -> Iterator[None]:
 
 def check_catseg_fixture(fixture_dir: str | Path) -> FixtureRun:
     """Build from DIR/config.json, load DIR/model.safetensors strictly, run DIR/input.png, compare."""
-    from .build import build_catseg
-    from .checkpoint import load_catseg_weights
-    from .config import CatSegConfig
-    from .predictor import CatSegPredictor
+    from ..catseg.build import load_catseg
+    from ..catseg.predictor import CatSegPredictor
 
     fixture_dir = Path(fixture_dir)
     missing = missing_fixture_files(fixture_dir)
     if missing:
         raise FileNotFoundError(f"{fixture_dir} is not a CAT-Seg fixture: missing {', '.join(missing)}")
     config_json = json.loads((fixture_dir / "config.json").read_text())
-    model = build_catseg(CatSegConfig.from_fixture(config_json))
-    load_catseg_weights(model, fixture_dir / "model.safetensors")
+    model = load_catseg(fixture_dir / "config.json", fixture_dir / "model.safetensors")
     class_names = list(config_json["text"]["class_names"])
     predictor = CatSegPredictor(model, class_names, official_postprocess=True)
     image = read_rgb(fixture_dir / config_json.get("input", {}).get("file", "input.png"))

@@ -7,9 +7,9 @@ import torch
 from semla_ros.catseg.build import build_catseg
 from semla_ros.catseg.checkpoint import load_catseg_weights
 from semla_ros.catseg.config import CatSegConfig
-from semla_ros.catseg.fixture import read_rgb
+from semla_ros.verify.catseg_fixture import read_rgb
 from semla_ros.catseg.predictor import CatSegPredictor
-from semla_ros.core.fusion_check import check_fusion_fixture
+from semla_ros.verify.fusion_fixture import check_fusion_fixture
 
 
 def test_fusion_fixture_matches_and_leaves_the_base_model(fixture_dir):

@@ -1,0 +1,169 @@
+"""Build the engine (model, predictor, backend, navigator, library, segmenter) from an EngineSpec.
+
+Why one builder: the node, the CLIs, the evaluation protocol and the demo all need the same
+engine; building it in one place is what keeps them running the same code. Building can fail for
+reasons an operator must fix (a missing checkpoint, an absent library); each failure becomes one
+sentence naming the file and where it comes from, filed under the part it concerns (`health`),
+and the build degrades where it can (no library -> base model, no navigator -> base model, a
+backend or device that is not available -> PyTorch on the CPU, said once). `raise_for_errors()`
+turns the collected errors into an exception for tools that must not run degraded.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..catseg.build import load_catseg
+from ..catseg.predictor import CatSegPredictor
+from ..core.library import AdapterLibrary
+from ..core.navigator import build_navigator
+from ..core.segmenter import SemlaSegmenter
+from .spec import EngineSpec
+
+LOG = logging.getLogger(__name__)
+
+LIBRARY_HINT = ("a library is a SemLA loradb directory (<name>/adapter_config.json, "
+                "adapter_model.safetensors, <name>_statistics.npz), made by SemLA or `semla-library`")
+SOURCES = ("model", "backend", "navigator", "library")
+OK, WARN, ERROR = "ok", "warn", "error"
+
+
+class EngineConfigError(RuntimeError):
+    """A configuration the engine cannot run with; the message is what the operator reads."""
+
+
+@dataclass
+class EngineBuild:
+    """What was built, and per part (model, backend, navigator, library) its health: (level, message)."""
+
+    spec: EngineSpec
+    segmenter: SemlaSegmenter | None = None    # None when the model could not be built
+    predictor: CatSegPredictor | None = None
+    navigator: Any = None
+    library: AdapterLibrary | None = None
+    backend: Any = None
+    device: str = "cpu"
+    health: dict[str, tuple[str, str]] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)   # (source, level, message), in order
+
+    def report(self, source: str, level: str, message: str) -> None:
+        """Record a part's state; the worst level stays the part's health (error > warn > ok)."""
+        order = (OK, WARN, ERROR)
+        current = self.health.get(source)
+        if current is None or order.index(level) >= order.index(current[0]):
+            self.health[source] = (level, message)
+        self.notes.append((source, level, message))
+
+    @property
+    def errors(self) -> list[str]:
+        return [m for _, level, m in self.notes if level == ERROR]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [m for _, level, m in self.notes if level == WARN]
+
+    def raise_for_errors(self) -> "EngineBuild":
+        if self.errors:
+            raise EngineConfigError("; ".join(self.errors))
+        return self
+
+
+def resolve_device(device: str) -> tuple[str, str | None]:
+    """(device to use, note): 'auto' is cuda when available; cuda without a usable GPU runs on the CPU."""
+    import torch
+
+    if device == "auto":
+        return ("cuda" if torch.cuda.is_available() else "cpu"), None
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            return "cpu", (f"device '{device}' requested but no CUDA GPU is usable here (torch "
+                           f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); running on the CPU")
+        if index >= torch.cuda.device_count():
+            return "cpu", (f"device '{device}' requested but only {torch.cuda.device_count()} CUDA device(s) "
+                           "exist; running on the CPU")
+    return device, None
+
+
+def build_predictor(spec: EngineSpec, device: str = "cpu", model=None) -> CatSegPredictor:
+    """The model of `spec` (checkpoint loaded, or seeded random weights when allowed) in a predictor."""
+    if model is None:
+        model = load_catseg(spec.model_config, spec.checkpoint or None,
+                            allow_random_weights=spec.allow_random_weights, seed=spec.random_seed, device=device)
+    return CatSegPredictor(model, list(spec.classes), device=device, sliding_window=spec.sliding_window)
+
+
+def open_library(path, navigator, model) -> AdapterLibrary:
+    """Every valid entry under `path`, checked against the navigator and the model."""
+    return AdapterLibrary.open(path, navigator_dim=getattr(navigator, "dim", None),
+                               navigator_id=getattr(navigator, "id", None), model=model)
+
+
+def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> EngineBuild:
+    """Everything the inference thread needs; never raises for a configuration problem (see `health`).
+
+    `model` reuses an already loaded CATSeg instead of loading spec.model_config/checkpoint.
+    """
+    from ..backends.factory import make_backend
+
+    build = EngineBuild(spec)
+    device, note = resolve_device(spec.device)
+    build.device = build.info["device"] = device
+    try:
+        build.predictor = build_predictor(spec, device, model)
+    except (OSError, ValueError, RuntimeError) as error:
+        hint = "" if spec.checkpoint else " Set checkpoint, or allow_random_weights for tests and demos."
+        build.report("model", ERROR, f"model '{spec.model_config}' with checkpoint '{spec.checkpoint}' could not "
+                                     f"be loaded: {error}{hint}")
+        return build
+    build.report("model", WARN if note else OK, note or f"{spec.model_config} on {device}")
+    model = build.predictor.model
+
+    try:
+        # TensorRT without TensorRT or a GPU falls back to PyTorch with a note.
+        build.backend, fallback = make_backend(spec.backend, build.predictor, precision=spec.precision,
+                                               cache_dir=spec.engine_cache_dir or None,
+                                               max_classes=max(64, len(spec.classes)), warn=lambda _: None)
+    except (ValueError, RuntimeError, OSError, ImportError) as error:
+        build.report("backend", ERROR, f"backend '{spec.backend}' ({spec.precision} on {device}): {error}")
+        return build
+    build.report("backend", WARN if fallback else OK, fallback or f"{spec.backend} {spec.precision}")
+    build.info["backend"] = type(build.backend).__name__
+
+    try:
+        build.navigator = build_navigator(spec.navigator, model, device=device, normalize=spec.navigator_normalize)
+        build.info["navigator"] = str(build.navigator.id)
+        build.report("navigator", OK, build.navigator.id)
+    except (ImportError, OSError, RuntimeError, ValueError) as error:
+        build.report("navigator", ERROR, f"navigator '{spec.navigator}' unavailable ({error}); "
+                                         "running the base model without adaptation")
+
+    root = spec.library_path
+    if not root:
+        build.report("library", WARN, "no adapter library configured (library_path is ''): base model only")
+    elif build.navigator is not None:
+        try:
+            library = open_library(root, build.navigator, model)
+        except (OSError, ValueError) as error:
+            build.report("library", ERROR, f"adapter library {root} could not be opened ({error}; parameter "
+                                           f"library_path; {LIBRARY_HINT}); running the base model until the library is reloaded")
+        else:
+            for name, reason in library.skipped:
+                build.report("library", WARN, f"adapter {name} skipped: {reason}")
+            if len(library) == 0:
+                build.report("library", WARN, f"adapter library {root} has no usable entry: base model only")
+            else:
+                build.library = library
+                build.info["library"] = f"{root} ({len(library)} adapters)"
+                if not library.skipped:
+                    build.report("library", OK, build.info["library"])
+
+    # The navigator is kept even without a library, so a reload can bring one in later.
+    build.segmenter = SemlaSegmenter(build.predictor, build.library, build.navigator, spec.settings,
+                                     backend=build.backend, executor=executor, clock=clock)
+    return build

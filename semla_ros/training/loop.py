@@ -1,0 +1,126 @@
+"""The one training loop: AdamW on the trainable parameters of a CATSeg, on preprocessed CLIP inputs.
+
+Used for LoRA adapters (only the LoRA factors are trainable) and for the demo's small base model
+(every parameter trainable). What differs between them is a setting, not a second loop:
+- schedule: "warmup_cosine" (detectron2's WarmupCosineLR shape, the SemLA recipe) or "one_cycle"
+  (PyTorch's OneCycleLR, 15 % warm-up: converges in few steps for a model trained from scratch);
+- grad_clip: full-model gradient-norm clipping (0.01 in SemLA's recipe);
+- loss: "bce" (SemLA's: BCE-with-logits vs one-hot targets, ignore pixels get an all-zero target)
+  or "ce" (softmax cross-entropy, ignore pixels excluded: for base models trained that way).
+Each step draws a random batch (seeded generator) and mirrors half of it (detectron2's default
+augmentation for semantic segmentation; no colour augmentation: colour IS the domain here).
+Text embeddings are recomputed every step, so a trainable text tower learns too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..evaluation.metrics import IGNORE_INDEX
+
+SCHEDULES = ("warmup_cosine", "one_cycle")
+LOSSES = ("bce", "ce")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    steps: int = 100
+    batch_size: int = 4
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "warmup_cosine"
+    warmup_steps: int = 10          # warmup_cosine only
+    grad_clip: float = 0.01
+    loss: str = "bce"
+    seed: int = 250                 # the SemLA fork's SEED
+    flip: bool = True
+
+    def validated(self) -> "LoopSettings":
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("steps", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
+            raise ValueError("lr and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
+        return self
+
+
+def warmup_cosine(step: int, steps: int, warmup_steps: int) -> float:
+    """LR factor: linear warm-up, then cosine to zero over the budget (detectron2 WarmupCosineLR shape)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def semla_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Official loss: BCE-with-logits vs one-hot targets; ignore pixels have an all-zero target."""
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    valid = labels != IGNORE_INDEX
+    target = F.one_hot(torch.where(valid, labels, 0).long(), num_classes).permute(0, 3, 1, 2).float()
+    target = target * valid[:, None].float()
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Softmax cross-entropy over classes (ignore pixels excluded): for base models trained that way."""
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_INDEX)
+
+
+LOSS_FUNCTIONS = {"bce": semla_loss, "ce": cross_entropy_loss}
+
+
+def fit(model: torch.nn.Module, clip_inputs: torch.Tensor, labels: torch.Tensor, tokens: torch.Tensor,
+        num_classes: int, settings: LoopSettings, progress: Callable[[int, float], None] | None = None,
+        trainable: Sequence[torch.nn.Parameter] | None = None) -> list[float]:
+    """Train `model` (a CATSeg, possibly inside PEFT) in place; returns the loss of every step.
+
+    `clip_inputs` (N,3,S,S) come from CatSegPredictor.preprocess_batch, `labels` (N,H,W) are train
+    ids (255 ignored), `tokens` the vocabulary's prompt tokens. `trainable` defaults to every
+    parameter that requires grad. The model is left in eval mode.
+    """
+    settings = settings.validated()
+    params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad")
+    device = clip_inputs.device
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.schedule == "one_cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps,
+                                                    pct_start=0.15)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, settings.steps, settings.warmup_steps))
+    loss_fn = LOSS_FUNCTIONS[settings.loss]
+    gen = torch.Generator().manual_seed(settings.seed)
+    losses: list[float] = []
+    model.train()
+    try:
+        for step in range(settings.steps):
+            idx = torch.randint(0, len(clip_inputs), (settings.batch_size,), generator=gen)
+            x, y = clip_inputs[idx], labels[idx].to(device)
+            if settings.flip:
+                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                y = torch.where(flip[:, None, None], y.flip(-1), y)
+            loss = loss_fn(model(x, model.encode_text(tokens)), y, num_classes)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            if progress is not None:
+                progress(step, losses[-1])
+    finally:
+        model.eval()
+    return losses
+
