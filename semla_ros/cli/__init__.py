@@ -1,0 +1,1 @@
+"""Command-line entry points, kept thin: each parses its options and calls the package code."""

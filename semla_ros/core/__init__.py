@@ -1,2 +1,3 @@
-"""The SemLA engine, without ROS: adapter library, navigator, retrieval, exact LoRA fusion,
-shift debouncing, and the per-frame SemlaSegmenter that ties them to a CAT-Seg predictor."""
+"""The SemLA engine, without ROS: settings and their defaults, the adapter library, navigators,
+retrieval, exact LoRA fusion staging, shift debouncing, and the per-frame SemlaSegmenter that ties
+them to a CAT-Seg predictor."""

@@ -103,3 +103,15 @@ def support_score(weights, dists) -> float:
     """Paper eq. 15: S = sum_i w_i / d_i over the retrieved adapters (inf for an exact match)."""
     w = np.asarray(weights, dtype=np.float64)
     return float(np.sum(w * similarities(dists)))
+
+
+def scale_free_support(weights, dists, spacing: float) -> float:
+    """Eq. 15 in units of the library's own centroid spacing: sum_i w_i * spacing / d_i.
+
+    Dimensionless, so comparable across libraries and navigators: 1 means the retrieved
+    adapters are, on average, as far from the query as two typical centroids are from each
+    other. nan when the spacing is unknown (a library with fewer than two entries).
+    """
+    if not np.isfinite(spacing) or spacing <= 0:
+        return float("nan")
+    return support_score(weights, dists) * float(spacing)

@@ -1,2 +1,3 @@
-"""The built-in demo: a procedural multi-domain world, its asset build (small CAT-Seg + LoRA
-library) and a demo camera node."""
+"""The built-in demo, without ROS: a procedural multi-domain world with exact labels, its asset build
+(small CAT-Seg + LoRA library), its export as a dataset and its evaluation table. The demo camera
+node that plays the world lives in semla_ros/ros/demo_camera.py."""
