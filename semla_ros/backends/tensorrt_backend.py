@@ -58,14 +58,19 @@ def engine_parameter_names(model: torch.nn.Module) -> set[str]:
 
 
 def tensorrt_unavailable_reason() -> str | None:
-    """None when TensorRT can run here, else why not (said once by the caller, then PyTorch runs)."""
+    """None when TensorRT can run here, else every reason why not (said once by the caller, then PyTorch runs)."""
+    reasons = []
     try:
         import tensorrt  # noqa: F401
     except ImportError as exc:
-        return f"the 'tensorrt' Python package is not installed ({exc})"
+        reasons.append(f"the 'tensorrt' Python package is not installed ({exc})")
+    try:
+        import onnx  # noqa: F401  (the network reaches TensorRT as an ONNX graph)
+    except ImportError as exc:
+        reasons.append(f"the 'onnx' Python package is not installed ({exc})")
     if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to PyTorch"
-    return None
+        reasons.append("no CUDA GPU is visible to PyTorch")
+    return "; ".join(reasons) or None
 
 
 @dataclass
