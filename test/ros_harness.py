@@ -41,15 +41,16 @@ def start_camera(schedule: str, rate: float, *options: str, capture: bool = Fals
 class NodeProcess:
     """`python -m semla_ros.ros.node` with a params file, in namespace /<namespace>."""
 
-    def __init__(self, tmp_path: Path, params: dict, namespace: str = "t"):
+    def __init__(self, tmp_path: Path, params: dict, namespace: str = "t", ros_args: tuple[str, ...] = (),
+                 name: str = "node"):
         self.namespace = namespace
-        self.params_file = tmp_path / "params.yaml"
+        self.params_file = tmp_path / f"{name}_params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        self.log_path = tmp_path / "node.log"
+        self.log_path = tmp_path / f"{name}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "semla_ros.ros.node", "--ros-args", "--params-file", str(self.params_file),
-             "-r", f"__ns:=/{namespace}"],
+             "-r", f"__ns:=/{namespace}", *ros_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
 
     def log(self) -> str:
@@ -181,3 +182,31 @@ def tiny_node_params(**overrides) -> dict:
                   device="cpu", classes=TEST_CLASSES, diagnostics_period_s=0.25)
     params.update(overrides)
     return params
+
+
+def start_streaming(probe: Probe, node: NodeProcess, masks: int = 1) -> tuple[list, subprocess.Popen]:
+    """Wait for the node to run, start the synthetic camera (day, 5 Hz) and wait for `masks` masks on /t/mask.
+
+    Returns (the growing list of masks, the camera process); diagnostics are watched too.
+    """
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    received = probe.collect(Image, f"/{node.namespace}/mask", QoSProfile(depth=20,
+                                                                           reliability=ReliabilityPolicy.RELIABLE))
+    probe.watch_diagnostics()
+    probe.wait_running(node)
+    camera = start_camera("day:0", 5)
+    probe.spin_until(lambda: len(received) >= masks, 60, f"{masks} mask(s) from the node")
+    return received, camera
+
+
+def stop_all(probe: Probe, node: NodeProcess, *processes) -> int:
+    """Terminate the helper processes (cameras), stop the node, close the probe; return the node's exit code."""
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+    code, _ = node.stop()
+    probe.close()
+    return code

@@ -30,12 +30,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from diagnostic_msgs.msg import DiagnosticArray
 
-from semla_ros.msg import AdapterFusion, SupportScore
+from semla_ros.msg import AdapterFusion, ClassMap, SupportScore
 from semla_ros.ros import parameters
 from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.engine import build_engine
 from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
-from semla_ros.ros.image_conversion import BadFrame, compressed_to_rgb, image_to_rgb, mask_to_image, rgb_to_image
+from semla_ros.ros.image_conversion import (BadFrame, compressed_to_rgb, image_to_rgb, mask_encoding, mask_to_image,
+                                            rgb_to_image)
+from semla_ros.ros.log_bridge import route_python_logging
 from semla_ros.ros.mailbox import LatestFrameMailbox
 from semla_ros.ros.overlay import blend, palette
 
@@ -68,18 +70,25 @@ def qos_profile(name: str, depth: int) -> QoSProfile:
 
 FUSION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CLASS_MAP_QOS = FUSION_QOS   # late subscribers get the vocabulary in force
+FRAME_LOG_THROTTLE_S = 1.0
 
 
 class SemlaSegmenterNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        route_python_logging(self.get_logger())   # the engine's `logging` records show up in the node's log
         values, problems = parameters.declare(self)   # rclpy stores the values; the node keeps no copy
         self._stats = NodeStats()
         self._health = Health()
         self._mailbox = LatestFrameMailbox()
         self._setup_lock = threading.Lock()   # orders parameter changes against installing the segmenter
         self._segmenter = None
+        # Changes accepted before the segmenter exists: rclpy stores a value only after our callback returns,
+        # so the catch-up must not rely on the store alone for a change accepted just before it.
+        self._accepted_while_loading: dict = {}
         self._palettes: dict[int, np.ndarray] = {}
+        self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._state = "loading model"
         self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
         for problem in problems:
@@ -90,6 +99,7 @@ class SemlaSegmenterNode(Node):
         self._support_pub = self.create_publisher(SupportScore, "support_score", out_qos)
         self._overlay_pub = self.create_publisher(Image, "overlay", out_qos)
         self._fusion_pub = self.create_publisher(AdapterFusion, "fusion", FUSION_QOS)
+        self._class_map_pub = self.create_publisher(ClassMap, "class_map", CLASS_MAP_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         in_qos = qos_profile(values["input_qos"], values["input_qos_depth"])
@@ -165,7 +175,11 @@ class SemlaSegmenterNode(Node):
             self._state = "not running: no model"
             return
         with self._setup_lock:
-            self._catch_up(build.segmenter)
+            try:
+                self._catch_up(build.segmenter)
+            except (ValueError, RuntimeError) as error:   # keep running on the values the model was built with
+                self._report("parameters", [("error", f"live parameters changed while the model loaded could not "
+                                                      f"be applied ({error}); running with the start values")])
             self._segmenter = build.segmenter
         self._state = "running"
         self.get_logger().info(f"segmenter ready ({', '.join(f'{k}: {v}' for k, v in build.info.items())})")
@@ -186,7 +200,8 @@ class SemlaSegmenterNode(Node):
 
     def _catch_up(self, segmenter) -> None:
         """Apply the live parameters in force now (some may have changed while the model was built)."""
-        values = self._values()
+        values = {**self._values(), **self._accepted_while_loading}
+        self._accepted_while_loading.clear()
         segmenter.update_settings(**parameters.settings_changes(values))
         classes = parameters.clean_classes(values["classes"])
         if classes != segmenter.predictor.class_names:
@@ -206,6 +221,7 @@ class SemlaSegmenterNode(Node):
         processed = time.monotonic()
         num_classes = len(result.classes)
         try:
+            self._publish_class_map_if_new(result.classes, frame.header)
             self._mask_pub.publish(mask_to_image(result.class_ids, num_classes, frame.header))
             self._support_pub.publish(self._support_message(result, frame.header))
             if result.fusion is not None:
@@ -230,6 +246,23 @@ class SemlaSegmenterNode(Node):
             support=f"{result.support:.4f}", ema_distance=f"{result.ema_distance:.4f}",
             switch_threshold=f"{result.threshold:.4f}", consecutive_over_threshold=result.consecutive,
             swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active))
+        self.get_logger().debug(
+            f"frame {frame.header.stamp.sec}.{frame.header.stamp.nanosec:09d}: model {result.model_ms:.1f} ms, "
+            f"queue {(taken - frame.queued) * 1e3:.1f} ms, publish {(published - processed) * 1e3:.1f} ms, "
+            f"latency {latency_ms:.1f} ms; support {result.support:.4f}, ema distance {result.ema_distance:.4f} "
+            f"(threshold {result.threshold:.4f})", throttle_duration_sec=FRAME_LOG_THROTTLE_S)
+
+    def _publish_class_map_if_new(self, classes: tuple[str, ...], header) -> None:
+        """Say what mask values mean whenever a frame is the first one segmented with a vocabulary; the
+        message carries that frame's header, so a subscriber knows from which mask on it applies."""
+        published, version = self._class_map
+        if tuple(classes) == published:
+            return
+        version += 1
+        self._class_map_pub.publish(ClassMap(header=header, class_names=list(classes), vocabulary_version=version,
+                                             mask_encoding=mask_encoding(len(classes))))
+        self._class_map = (tuple(classes), version)
+        self.get_logger().info(f"class map v{version}: {len(classes)} classes ({mask_encoding(len(classes))})")
 
     @staticmethod
     def _describe_active(active) -> str:
@@ -265,12 +298,18 @@ class SemlaSegmenterNode(Node):
         changes = {p.name: p.value for p in params if p.name in parameters.SPEC_BY_NAME}
         reason = parameters.validate(changes)
         if reason:
+            self.get_logger().debug(f"parameters refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)
         with self._setup_lock:
             if self._segmenter is not None:
                 reason = self._apply_live(self._segmenter, changes)
                 if reason:
+                    self.get_logger().debug(f"parameters refused: {reason}")
                     return SetParametersResult(successful=False, reason=reason)
+            else:
+                self._accepted_while_loading.update(changes)
+            when = "applied" if self._segmenter is not None else "stored while the model loads, applied when ready"
+        self.get_logger().debug(f"parameters set ({when}): " + ", ".join(f"{p.name}={p.value!r}" for p in params))
         return SetParametersResult(successful=True)
 
     def _apply_live(self, segmenter, changes) -> str | None:
