@@ -1,13 +1,22 @@
 """Run the semla_segmenter node with its parameter file, remapped onto a camera topic.
 
-    ros2 launch semla_ros segment.launch.py image_topic:=/camera/color/image_raw device:=cuda
+    ros2 launch semla_ros segment.launch.py image_topic:=/camera/color/image_raw \
+        checkpoint:=/opt/semla/weights/model_large.pth library:=/opt/semla/loradb
+    ros2 launch semla_ros segment.launch.py \
+        params_file:=$(ros2 pkg prefix semla_ros)/share/semla_ros/config/semla_official.yaml
+
+The arguments and the precedence rule live in semla_ros.ros.launch_arguments: the params file comes
+first, then only the node-parameter arguments that were given, so a launch default never overrides a
+value in the user's params file.
 """
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from semla_ros.ros.launch_arguments import ARGUMENTS, node_parameters
 
 
 def _default_params_file() -> str:
@@ -24,35 +33,26 @@ def _default_params_file() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "semla.yaml")
 
 
-def generate_launch_description() -> LaunchDescription:
-    arguments = [
-        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
-                              description="Input sensor_msgs/Image topic (image_topic/compressed when "
-                                          "input_transport is compressed)"),
-        DeclareLaunchArgument("params_file", default_value=_default_params_file(),
-                              description="Parameter file of the node (every parameter documented there)"),
-        DeclareLaunchArgument("namespace", default_value="semla",
-                              description="Namespace of the node and its topics (mask, support_score, "
-                                          "fusion, overlay)"),
-        DeclareLaunchArgument("backend", default_value="torch", choices=["torch", "tensorrt"],
-                              description="Inference backend"),
-        DeclareLaunchArgument("device", default_value="auto",
-                              description="auto (cuda if available), cpu, cuda or cuda:N"),
-        DeclareLaunchArgument("log_level", default_value="info",
-                              choices=["debug", "info", "warn", "error", "fatal"],
-                              description="Logging level of the node"),
-    ]
-    image_topic = LaunchConfiguration("image_topic")
-    node = Node(
+def _node(context):
+    values = {argument.name: LaunchConfiguration(argument.name).perform(context) for argument in ARGUMENTS}
+    params_file = values["params_file"] or _default_params_file()
+    image_topic = values["image_topic"]
+    return [Node(
         package="semla_ros",
         executable="semla_segmenter",
         name="semla_segmenter",
-        namespace=LaunchConfiguration("namespace"),
+        namespace=values["namespace"],
         output="screen",
         emulate_tty=True,
-        parameters=[LaunchConfiguration("params_file"),
-                    {"backend": LaunchConfiguration("backend"), "device": LaunchConfiguration("device")}],
-        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
-        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
-    )
-    return LaunchDescription(arguments + [node])
+        parameters=node_parameters(params_file, values),
+        remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
+        arguments=["--ros-args", "--log-level", values["log_level"]],
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    defaults = {"params_file": _default_params_file()}
+    arguments = [DeclareLaunchArgument(a.name, default_value=defaults.get(a.name, a.default),
+                                       description=a.description, choices=list(a.choices) or None)
+                 for a in ARGUMENTS]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_node)])

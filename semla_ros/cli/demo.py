@@ -27,21 +27,9 @@ from ..demo import world
 from ..demo.build_assets import Assets, BuildParams, ensure_assets, load_demo_model
 from ..evaluation.metrics import confusion_matrix as confusion
 from ..evaluation.metrics import mean_iou as miou
+from ..demo.node_parameters import DEMO_NODE_SETTINGS, node_parameters, write_params_file
 from ..demo.sequence import DEFAULT_SEQUENCE, DomainSequence
 from ..ros.dds_profile import with_large_image_transport
-
-# Debounce settings for the demo world (node parameters). Relative threshold: a fraction of the
-# library's median inter-centroid distance.
-DEMO_NODE_SETTINGS = {
-    "top_k": 3,
-    "temperature": 0.05,
-    "ema_alpha": 0.3,
-    "switch_threshold": 0.5,
-    "threshold_mode": "relative",
-    "min_consecutive": 4,
-    "cooldown_s": 3.0,
-    "warmup_frames": 5,  # the startup reference is an average, not one noisy frame
-}
 
 
 @dataclass
@@ -69,16 +57,9 @@ def _as_array(msg, channels: int) -> np.ndarray:
     return row[:, : msg.width * channels].reshape(shape).copy()
 
 
-def _node_command(assets: Assets, settings: dict) -> list[str]:
-    classes = "[" + ",".join(world.CLASS_NAMES) + "]"
-    cmd = [sys.executable, "-m", "semla_ros.ros.node", "--ros-args", "-r", "__ns:=/semla",
-           "-r", "image:=/demo/image",
-           "-p", f"model_config:={assets.config_path}", "-p", f"checkpoint:={assets.checkpoint}",
-           "-p", f"library_path:={assets.library}", "-p", "navigator:=tower", "-p", f"classes:={classes}",
-           "-p", "device:=cpu"]
-    for name, value in settings.items():
-        cmd += ["-p", f"{name}:={value}"]
-    return cmd
+def _node_command(params_file: Path) -> list[str]:
+    return [sys.executable, "-m", "semla_ros.ros.node", "--ros-args", "-r", "__ns:=/semla",
+            "-r", "image:=/demo/image", "--params-file", str(params_file)]
 
 
 def _camera_command(sequence: str, rate_hz: float, frame_log: Path) -> list[str]:
@@ -155,7 +136,8 @@ def record(assets: Assets, sequence: DomainSequence, sequence_text: str, workdir
     node = camera = None
     try:
         with open(node_log, "w") as out:
-            node = subprocess.Popen(_node_command(assets, settings), env=env, stdout=out, stderr=subprocess.STDOUT)
+            params_file = write_params_file(workdir / "node_params.yaml", node_parameters(assets, settings=settings))
+            node = subprocess.Popen(_node_command(params_file), env=env, stdout=out, stderr=subprocess.STDOUT)
         log(f"started semla_segmenter (pid {node.pid}); waiting for it to subscribe to /demo/image")
         deadline = time.monotonic() + ready_timeout
         # Ready = subscribed and the engine (model, library, navigator) built: the node logs it.

@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "fp16")
 
 @dataclass(frozen=True)
 class EngineSpec:
-    model_config: str = "vitb16_384"           # registry name or CatSegConfig / fixture JSON path
+    model_config: str = "vitl14_336"           # CAT-Seg (L), what SemLA's official adapters adapt; or a config JSON
     checkpoint: str = ""                       # CAT-Seg weights; '' needs allow_random_weights
     allow_random_weights: bool = False         # seeded random weights (tests, synthetic demos)
     random_seed: int = 0

@@ -1,0 +1,63 @@
+"""The launch arguments of segment.launch.py and how they become the node's parameters.
+
+Why a plain module: launch_ros is only on a ROS 2 install, and the one rule that matters here must be
+testable anywhere: a launch argument the user did not give never overrides the params file. Every
+node-parameter argument defaults to '' ("not given"); the node gets the params file first and then
+only the arguments that were given, so those win over the file (what a user typing them expects)
+and nothing else does. Standard library only: the launch file runs under the system Python, which
+may not see the ML packages of the node's environment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+NOT_GIVEN = ""
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    description: str
+    default: str = NOT_GIVEN
+    choices: tuple[str, ...] = ()
+    parameter: str | None = None   # the node parameter this argument sets when given
+
+
+# Choices agree with engine.spec.BACKENDS and the launch levels of rcutils (test_ros_launch_arguments.py).
+ARGUMENTS: tuple[Argument, ...] = (
+    Argument("image_topic", "Input sensor_msgs/Image topic (image_topic/compressed when input_transport is "
+             "compressed)", default="/camera/image_raw"),
+    Argument("params_file", "Parameter file of the node (every parameter documented in config/semla.yaml; "
+             "config/semla_official.yaml is the official SemLA set-up). Default: config/semla.yaml"),
+    Argument("namespace", "Namespace of the node and its topics (mask, support_score, fusion, class_map, "
+             "overlay)", default="semla"),
+    Argument("checkpoint", "CAT-Seg weights (.pth of the CAT-Seg release, e.g. model_large.pth, or .safetensors); "
+             "'' = as in params_file", parameter="checkpoint"),
+    Argument("library", "Adapter library directory (SemLA loradb layout); '' = as in params_file",
+             parameter="library_path"),
+    Argument("model_config", "CAT-Seg configuration: tiny, vitb16_384, vitl14_336 or a config JSON path; "
+             "'' = as in params_file", parameter="model_config"),
+    Argument("navigator", "Domain embedder, e.g. openclip:ViT-L-14/openai=/path/ViT-L-14.pt or tower; "
+             "'' = as in params_file", parameter="navigator"),
+    Argument("backend", "Inference backend; '' = as in params_file", choices=(NOT_GIVEN, "torch", "tensorrt"),
+             parameter="backend"),
+    Argument("device", "auto (cuda if available), cpu, cuda or cuda:N; '' = as in params_file",
+             parameter="device"),
+    Argument("log_level", "Logging level of the node (debug shows per-frame timings and the engine's records)",
+             default="info", choices=("debug", "info", "warn", "error", "fatal")),
+)
+ARGUMENT_BY_NAME = {argument.name: argument for argument in ARGUMENTS}
+
+
+def given_parameters(values: Mapping[str, str]) -> dict[str, str]:
+    """The node parameters set by the launch arguments the user gave (non-empty), under their parameter names."""
+    return {argument.parameter: values[argument.name] for argument in ARGUMENTS
+            if argument.parameter and values.get(argument.name, NOT_GIVEN) != NOT_GIVEN}
+
+
+def node_parameters(params_file: str, values: Mapping[str, str]) -> list:
+    """The node's `parameters=[...]`, in precedence order (later entries win): the params file, then
+    the given arguments. An argument left at '' is absent, so the file's value stays in force."""
+    given = given_parameters(values)
+    return [params_file, given] if given else [params_file]
