@@ -26,7 +26,7 @@ def _default_params_file() -> str:
 
         try:
             return os.path.join(get_package_share_directory("semla_ros"), "config", "semla.yaml")
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):   # not installed, or no ROS environment (AMENT_PREFIX_PATH)
             pass
     except ImportError:
         pass

@@ -155,3 +155,14 @@ def test_official_params_file_is_the_semla_set_up():
     assert official["model_config"] == "vitl14_336" and Path(official["checkpoint"]).name == "model_large.pth"
     assert official["navigator"].startswith("openclip:ViT-L-14/openai=") and official["navigator_normalize"] is False
     assert (official["top_k"], official["temperature"], official["distance"]) == (5, 0.05, "euclidean")
+
+
+def test_launch_helper_imports_with_the_standard_library_only():
+    """`ros2 launch` runs on the system Python, which does not see the venv's ML packages."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; import semla_ros.ros.launch_arguments; "
+             "print(sorted(m for m in ('rclpy', 'torch', 'numpy', 'yaml', 'launch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
