@@ -79,6 +79,7 @@ class SemlaSegmenterNode(Node):
         self._mailbox = LatestFrameMailbox()
         self._setup_lock = threading.Lock()   # orders parameter changes against installing the segmenter
         self._segmenter = None
+        self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._palettes: dict[int, np.ndarray] = {}
         self._state = "loading model"
         self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
@@ -204,6 +205,7 @@ class SemlaSegmenterNode(Node):
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
         processed = time.monotonic()
+        self._check_backend(segmenter.backend)
         num_classes = len(result.classes)
         try:
             self._mask_pub.publish(mask_to_image(result.class_ids, num_classes, frame.header))
@@ -230,6 +232,16 @@ class SemlaSegmenterNode(Node):
             support=f"{result.support:.4f}", ema_distance=f"{result.ema_distance:.4f}",
             switch_threshold=f"{result.threshold:.4f}", consecutive_over_threshold=result.consecutive,
             swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active))
+
+    def _check_backend(self, backend) -> None:
+        """An engine backend says how frames run (engine, or PyTorch while it builds/rebuilds and why):
+        reported to the log and /diagnostics when it changes."""
+        status = backend.status() if backend is not None else None
+        if status is not None and status != self._backend_status:
+            self._backend_status = status
+            self._report("backend", [status])
+            if status[0] == "ok":
+                self.get_logger().info(status[1])
 
     @staticmethod
     def _describe_active(active) -> str:
