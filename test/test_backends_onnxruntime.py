@@ -271,3 +271,39 @@ def test_segmenter_masks_are_the_announced_fusions(cache, tmp_path):
     assert backend.discarded == 1 and not executor.jobs
     fuse_and_check([], "engine")
     segmenter.close()
+
+
+def test_weights_become_inputs_in_our_layout_behind_identity_too():
+    """A hand-made graph as the exporter writes Linear layers: y = (x @ A^T) @ B^T with A^T an initializer and
+    B^T behind an Identity node, plus an initializer two parameters share (left alone: it cannot follow both)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from semla_ros.backends.onnx_weights import OnnxWeightRef
+    from semla_ros.backends.onnxruntime_backend import weights_as_inputs
+
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(shape).astype(np.float32) for shape in ((3, 4), (2, 3), (2, 2)))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["h"]),
+         helper.make_node("Identity", ["onnx::MatMul_2"], ["b_t"]),
+         helper.make_node("MatMul", ["h", "b_t"], ["g"]),
+         helper.make_node("MatMul", ["g", "shared"], ["y"])],
+        "linears", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(a.T.copy(), "onnx::MatMul_1"), numpy_helper.from_array(b.T.copy(), "onnx::MatMul_2"),
+         numpy_helper.from_array(c, "shared")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    f32 = np.dtype("float32")
+    refs = {"a.weight": OnnxWeightRef("onnx::MatMul_1", True, f32), "b.weight": OnnxWeightRef("onnx::MatMul_2", True, f32),
+            "c.weight": OnnxWeightRef("shared", False, f32), "d.weight": OnnxWeightRef("shared", False, f32)}
+    feeds = weights_as_inputs(model, refs, {"a.weight": a.shape, "b.weight": b.shape, "c.weight": c.shape,
+                                            "d.weight": c.shape})
+    assert [param for param, _ in feeds] == ["a.weight", "b.weight"]
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    a2, b2 = a + 1.0, b * 2.0                                        # new weights, in our (out, in) layout
+    (y,) = session.run(None, {"x": x, **dict(zip([name for _, name in feeds], (a2, b2)))})
+    assert np.allclose(y, x @ a2.T @ b2.T @ c, atol=1e-5)

@@ -226,8 +226,7 @@ class EngineBackend(Backend):
         if num_classes > engine.capacity:
             if self.class_limit is not None and num_classes > self.class_limit:
                 return (f"{num_classes} classes exceed the {self.class_limit} the exported network represents "
-                        "(above it CAT-Seg picks classes per image, which is not exported); PyTorch serves this "
-                        "vocabulary")
+                        "(above it CAT-Seg picks classes per image, which is not exported)")
             wanted = class_profile(num_classes, self.class_limit)
             self._request_build(wanted)
             return (f"{num_classes} classes exceed the {self.name} engine's class profile ({engine.capacity}); "
@@ -238,7 +237,7 @@ class EngineBackend(Backend):
         if reason != self._note:
             self._note = reason
             if reason is not None:
-                self._say(f"{reason}; PyTorch serves meanwhile")
+                self._say(f"{reason}; PyTorch serves" + ("" if reason == self._failure else " meanwhile"))
             else:
                 log.info("%s engine serving", self.name)
 
@@ -280,7 +279,9 @@ class EngineBackend(Backend):
         if self._pending is not None or self._failure is not None:
             return
         self.builds += 1
-        opt_classes = len(self.predictor.class_names)
+        # The profile's optimum: the vocabulary rounded up to a power of two, so a restart with a vocabulary
+        # of about the same size finds the cached engine.
+        opt_classes = min(capacity, 1 << max(0, len(self.predictor.class_names) - 1).bit_length())
         self._pending = self._executor.submit(self._build, capacity, opt_classes)
 
     def _build(self, capacity: int, opt_classes: int) -> BuiltEngine:
@@ -290,8 +291,7 @@ class EngineBackend(Backend):
         params = dict(model.named_parameters())
         values = {n: params[n].detach().float().cpu().numpy() for n in self.targets}
         mapping = map_parameters_to_onnx(load_initializers(onnx_path), values, self.targets)
-        handle, reachable, from_cache = self.runtime.build(onnx_path, onnx_key, mapping, capacity,
-                                                           min(opt_classes, capacity))
+        handle, reachable, from_cache = self.runtime.build(onnx_path, onnx_key, mapping, capacity, opt_classes)
         baked = {n: tensor_digest(params[n]) for n in self.tracked - set(reachable)}
         return BuiltEngine(handle, frozenset(reachable), baked, capacity, onnx_path, from_cache)
 
@@ -319,8 +319,7 @@ class EngineBackend(Backend):
                 candidate = future.result()
             except Exception as exc:
                 self._failure = f"building the {self.name} engine failed ({type(exc).__name__}: {exc})"
-                self._say(f"{self._failure}; PyTorch serves")
-                return
+                return   # said by the next frame, which runs on PyTorch
             changed = sorted(n for n in self._touched & candidate.baked.keys()
                              if tensor_digest(self.runtime.params[n]) != candidate.baked[n])
             if changed:   # built from weights that were replaced while it built
@@ -337,7 +336,6 @@ class EngineBackend(Backend):
             except Exception as exc:
                 self.runtime.release(candidate.handle)
                 self._failure = f"the rebuilt {self.name} engine took no weights ({type(exc).__name__}: {exc})"
-                self._say(f"{self._failure}; PyTorch serves")
                 return
             previous, self._served = self._served, candidate
             self.installs += 1
