@@ -1,4 +1,8 @@
-"""TensorRT backend: what runs on CPU (export, name mapping, fallback) and, on a GPU, the engine."""
+"""TensorRT backend: what runs on CPU (export, name mapping, fallback) and, on a GPU, the engine.
+
+The engine lifecycle it shares with ONNX Runtime (swap during rebuild, vocabulary growth, stale keys,
+unreachable weights) is tested on CPU in test_backends_onnxruntime.py; here is what is TensorRT's own.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +12,8 @@ import torch
 from semla_ros.backends.factory import make_backend
 from semla_ros.catseg.checkpoint import state_dict_digest as model_digest
 from semla_ros.backends.onnx_weights import load_initializers, map_parameters_to_onnx
-from semla_ros.backends.tensorrt_backend import engine_parameter_names, tensorrt_unavailable_reason
+from semla_ros.backends.engine_lifecycle import engine_parameter_names
+from semla_ros.backends.tensorrt_backend import tensorrt_unavailable_reason
 from semla_ros.backends.torch_backend import TorchBackend
 from semla_ros.catseg.build import build_catseg
 from semla_ros.core.targets import semla_target_modules
@@ -78,15 +83,20 @@ def test_tensorrt_request_without_tensorrt_runs_pytorch_and_says_why(tiny):
     assert isinstance(backend, TorchBackend)
     assert note == said[0] and reason in note and "PyTorch" in note
     with pytest.raises(ValueError, match="backend must be one of"):
-        make_backend("onnxruntime", tiny[1])
+        make_backend("openvino", tiny[1])
 
 
 @pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
                     reason=f"TensorRT engine test needs a CUDA GPU and tensorrt: {tensorrt_unavailable_reason()}")
 def test_tensorrt_engine_parity_cache_and_refit(tmp_path):
-    from semla_ros.backends.tensorrt_backend import TensorRTBackend
-    from semla_ros.core.fusion import WeightStager
+    """fp32 parity (TF32 off: 1e-3), the engine cache, and a refit of exactly the engine's image-path
+    fusion targets (52 of the tiny model's 64: the text tower and the dense block's q/k are not in it)."""
     from types import SimpleNamespace
+
+    from semla_ros.backends.engine_lifecycle import EngineBackend
+    from semla_ros.backends.tensorrt_backend import TensorRTRuntime
+    from semla_ros.core.fusion import WeightStager
+    from semla_ros.core.segmenter import InlineExecutor
 
     torch.manual_seed(0)
     model = build_catseg("tiny").eval().cuda()
@@ -95,14 +105,18 @@ def test_tensorrt_engine_parity_cache_and_refit(tmp_path):
     views, _ = predictor.preprocess(image)
     text = predictor.text_embeddings()
 
-    def export(path, prec):
-        export_onnx(model, path, precision=prec)
+    def engine():
+        backend = EngineBackend(predictor, TensorRTRuntime(predictor, "fp32", cache_dir=tmp_path),
+                                cache_dir=tmp_path, executor=InlineExecutor())
+        return backend, backend.wait_ready()
 
-    trt_backend = TensorRTBackend(predictor, export, model_digest=model_digest(model), cache_dir=tmp_path)
+    trt_backend, built = engine()
+    assert not built.from_cache and built.capacity == 64 and len(built.reachable) == 52
     ref = TorchBackend(predictor).forward(views, text)
     assert (trt_backend.forward(views, text) - ref).abs().max().item() < 1e-3
-    again = TensorRTBackend(predictor, export, model_digest=model_digest(model), cache_dir=tmp_path)
-    assert again.loaded_from_cache
+    assert trt_backend.serving == "engine"
+    again, built_again = engine()
+    assert built_again.from_cache
 
     targets = semla_target_modules(model)
     gen = torch.Generator().manual_seed(1)
@@ -112,7 +126,31 @@ def test_tensorrt_engine_parity_cache_and_refit(tmp_path):
     fused = WeightStager(model, targets).stage_fusion([adapter], [1.0])
     predictor.load_weights(fused.weights)
     report = trt_backend.update_weights(fused.weights)
-    assert report.refitted == len(targets) and not report.rebuild_started
+    assert len(targets) == 64 and report.updated == 52 and not report.rebuild_started and report.unreached == ()
     ref_fused = TorchBackend(predictor).forward(views, text)
     assert (ref_fused - ref).abs().max().item() > 1e-3  # the fusion changes the output
     assert (trt_backend.forward(views, text) - ref_fused).abs().max().item() < 1e-3
+    assert trt_backend.serving == "engine"
+
+
+@pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
+                    reason=f"TensorRT engine test needs a CUDA GPU and tensorrt: {tensorrt_unavailable_reason()}")
+def test_tensorrt_vocabulary_growth_builds_a_bigger_profile(tmp_path):
+    """70 classes exceed the 64-class profile: PyTorch serves that frame, a 128-class engine is built
+    (inline here) and serves the next one, with fp32 parity."""
+    from semla_ros.backends.engine_lifecycle import EngineBackend
+    from semla_ros.backends.tensorrt_backend import TensorRTRuntime
+    from semla_ros.core.segmenter import InlineExecutor
+
+    torch.manual_seed(0)
+    predictor = CatSegPredictor(build_catseg("tiny").eval().cuda(), CLASSES, device="cuda")
+    backend = EngineBackend(predictor, TensorRTRuntime(predictor, "fp32", cache_dir=tmp_path), cache_dir=tmp_path,
+                            executor=InlineExecutor())
+    assert backend.wait_ready().capacity == 64
+    views, _ = predictor.preprocess((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    predictor.set_classes([f"class {i}" for i in range(70)])
+    text = predictor.text_embeddings()
+    ref = TorchBackend(predictor).forward(views, text)
+    assert (backend.forward(views, text) - ref).abs().max().item() < 1e-5 and backend.serving == "pytorch"
+    assert (backend.forward(views, text) - ref).abs().max().item() < 1e-3 and backend.serving == "engine"
+    assert backend.engine.capacity == 128

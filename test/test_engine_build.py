@@ -3,6 +3,7 @@ file or value, filed under the part it concerns, and the engine degrades (base m
 instead of raising where it can. No ROS involved."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from semla_ros.engine import EngineConfigError, EngineSpec, build_engine
@@ -91,3 +92,26 @@ def test_spec_takes_segmenter_settings_by_name_and_validates_them():
     assert s.settings.top_k == 3 and s.settings.cooldown_s == 1.0 and s.model_config == "tiny"
     with pytest.raises(ValueError, match="top_k"):
         spec(top_k=0)
+
+
+def test_onnxruntime_backend_builds_in_the_background_and_says_so(tmp_path):
+    import json
+
+    from semla_ros.demo.build_assets import demo_config
+
+    config = tmp_path / "small.json"   # the demo's small CAT-Seg: an export of seconds
+    config.write_text(json.dumps(demo_config().to_dict()))
+    small = spec(model_config=str(config), allow_random_weights=True, navigator="tower", backend="onnxruntime",
+                 engine_cache_dir=str(tmp_path / "cache"))
+    build = build_engine(small)
+    assert build.segmenter is not None and build.info["backend"] == "EngineBackend" and not build.errors
+    backend = build.backend
+    assert backend.status() == ("warn", "onnxruntime engine is being built; PyTorch serves meanwhile")
+    backend.wait_ready()
+    build.segmenter.process((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8))
+    assert backend.serving == "engine" and backend.status()[0] == "ok"
+    build.segmenter.close()
+    backend.close()
+
+    fp16 = build_engine(small.replace(precision="fp16"))   # ONNX Runtime runs fp32: one clear error
+    assert fp16.segmenter is None and "fp32" in fp16.health["backend"][1] and fp16.health["backend"][0] == "error"

@@ -5,7 +5,7 @@ CatSegPredictor owns everything around the network call (pre/post-processing, th
 the PyTorch model's weights), so every backend makes masks the same way. A backend only
 replaces the network call (`forward`, plugged into `CatSegPredictor.predict`) and learns new
 weights in its own form (`update_weights`: nothing for PyTorch, which runs the predictor's own
-model; a refit for TensorRT).
+model; for compiled engines see `engine_lifecycle`).
 """
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ class Backend(ABC):
         Called between two frames on the inference thread, after the predictor's PyTorch model
         holds them (`CatSegPredictor.load_weights`); afterwards forward() must use them.
         """
+
+    def status(self) -> tuple[str, str] | None:
+        """(level, message) about how frames run now, for diagnostics; None: nothing to say (PyTorch)."""
+        return None
 
     def close(self) -> None:
         """Release engines/buffers (nothing for PyTorch)."""

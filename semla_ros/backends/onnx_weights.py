@@ -1,7 +1,8 @@
 """Which ONNX initializer holds each of our parameters.
 
-TensorRT's ONNX parser names refittable weights after the ONNX initializers, so refitting
-fused weights into an engine needs `our parameter name -> initializer name`. The exporter
+TensorRT's ONNX parser names refittable weights after the ONNX initializers, and ONNX Runtime
+takes fused weights as inputs in their place, so updating an engine's weights after a fusion needs
+`our parameter name -> initializer name`. The exporter
 keeps parameter names when it does not fold constants; when it does (a transposed Linear
 weight becomes a new, anonymously named initializer), the initializer is found by value,
 in either layout. A parameter found nowhere (folded into something else) is reported as

@@ -1,60 +1,42 @@
-"""The CAT-Seg network core (image tower + aggregator) as a TensorRT engine.
+"""The CAT-Seg network core (image tower + aggregator) as a TensorRT engine, for the shared engine lifecycle.
 
-Why refit: an adapter swap changes a few hundred Linear weights; rebuilding an engine takes
-minutes, refitting the changed weights takes a fraction of a second. The engine is built with
-the refit flag from an ONNX export whose initializers we can name (see `onnx_weights`), cached
-under a key of everything that invalidates it, and reloaded when valid. If a fused weight
-cannot be refitted (TensorRT folded it away), the engine is rebuilt from the fused model in
-the background while the old engine keeps serving frames.
+Why refit: an adapter swap changes up to a few hundred Linear weights; rebuilding an engine takes minutes,
+refitting the changed weights a fraction of a second. The engine is built from the ONNX export with only
+the fusion targets marked refittable (`REFIT_INDIVIDUAL`; the rest stays free to be optimised), and the
+refitter is asked which of them it really exposes: one it does not is baked in, and the lifecycle rebuilds
+when a fusion changes it (PyTorch serves meanwhile). A refit reads the live model's weights on the GPU
+(device-side, transposed there when the export stored them transposed), so no host copy is involved.
 
-Text embeddings are an engine input (class axis dynamic up to `max_classes`), so a vocabulary
-change never needs a rebuild; the text tower, pre- and post-processing stay in PyTorch
-(`CatSegPredictor`), so both backends produce masks the same way.
+Correctness before speed: networks are strongly typed (fp16 comes from the fp16 export, not from a
+builder flag; required by TensorRT 11, the recommended mode since 10.12), TF32 is off for fp32 engines
+(the parity tolerance is 1e-3), and a timing cache per TensorRT version and GPU makes rebuilds cheaper.
+Engines are cached under `EngineKey` (graph, TensorRT, GPU, precision, class profile, build options).
+
+Written against the TensorRT 10 and 11 Python APIs; it has not run here (no GPU): `tools/gpu_check.sh`
+runs its tests and benchmark on a GPU machine in one call.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
-import numpy as np
 import torch
 
-from .base import PRECISIONS, Backend
-from .engine_cache import EngineCache, EngineKey, default_cache_dir, file_sha256
-from .onnx_weights import WeightMapping, load_initializers, map_parameters_to_onnx
+from .engine_cache import EngineCache, EngineKey, OnnxKey
+from .engine_lifecycle import EngineRuntime
+from .onnx_weights import OnnxWeightRef, WeightMapping
 
 log = logging.getLogger(__name__)
 
 IMAGE_INPUT = "image"
 TEXT_INPUT = "text_embeddings"
 LOGITS_OUTPUT = "logits"
-
-
-def engine_parameter_names(model: torch.nn.Module) -> set[str]:
-    """Parameters the engine's graph depends on: those the image path reaches (autograd on one
-    probe forward). The text tower stays in PyTorch (text embeddings are an engine input) and
-    the dense last block never uses its q/k projections, so their fused weights need no refit."""
-    config = model.config
-    device = next(model.parameters()).device
-    s = config.inference.clip_resolution
-    probe_image = torch.zeros(1, 3, s, s, device=device)
-    probe_text = torch.nn.functional.normalize(torch.ones(2, config.embed_dim, device=device), dim=-1)
-    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.dtype.is_floating_point])
-    with torch.enable_grad():
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(True)
-        try:
-            out = model(probe_image, probe_text)
-            grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
-        finally:
-            for p, flag in zip(params, flags):
-                p.requires_grad_(flag)
-    return {n for n, g in zip(names, grads) if g is not None}
+MAX_VIEWS = 5          # sliding window: 4 crops + the global view
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -73,212 +55,170 @@ def tensorrt_unavailable_reason() -> str | None:
     return "; ".join(reasons) or None
 
 
+def _build_code_digest() -> str:
+    """This file configures every build (flags, profile, refittable weights): part of the engine key."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 @dataclass
-class RefitReport:
-    refitted: int
-    seconds: float
-    rebuild_started: bool
-    unmapped: list[str]
+class TrtEngine:
+    engine: object
+    context: object
+    refs: dict[str, OnnxWeightRef]     # refittable parameter -> its initializer in the engine
+    plan_path: Path
 
 
-class TensorRTBackend(Backend):
-    """Runs `views (V,3,S,S) normalised, text (T,E) -> logits (V,T,96,96)` through TensorRT.
-
-    `export_onnx(path, precision)` writes the ONNX graph of the network core (`CATSeg.forward`)
-    from the model's current weights; the model's parameters give the name mapping for refit.
-    V is 1 on the whole-image path and 5 (4 crops + global view) on the sliding-window path.
-    """
+class TensorRTRuntime(EngineRuntime):
+    """Builds/loads refittable engines, runs them on the predictor's CUDA device, refits from device memory."""
 
     name = "tensorrt"
+    profiled = True
 
-    def __init__(self, predictor, export_onnx: Callable[[Path, str], None], *, model_digest: str,
-                 precision: str = "fp32", max_classes: int = 64, opt_classes: int = 20,
-                 device: str = "cuda:0", cache_dir: str | Path | None = None, workspace_bytes: int = 4 << 30):
-        super().__init__(predictor)
+    def __init__(self, predictor, precision: str = "fp32", cache_dir: str | Path | None = None,
+                 workspace_bytes: int = 4 << 30):
         reason = tensorrt_unavailable_reason()
         if reason:
             raise RuntimeError(f"TensorRT backend unavailable: {reason}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in TORCH_DTYPES:
+            raise ValueError(f"precision must be one of {tuple(TORCH_DTYPES)}, got {precision!r}")
+        self.device = next(predictor.model.parameters()).device   # with its index (set_device needs one)
+        if self.device.type != "cuda":
+            raise RuntimeError(f"TensorRT backend needs the model on a CUDA device, it is on '{self.device}' "
+                               "(device:=cuda or auto)")
         import tensorrt as trt
 
-        model = predictor.model
-        image_size = model.config.inference.clip_resolution
-        embed_dim = model.config.embed_dim
-        params = lambda: dict(model.named_parameters())  # noqa: E731
-
-        self._trt = trt
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._export_onnx = export_onnx
-        self._params = params
-        self.precision = precision
-        self.image_size = int(image_size)
-        self.embed_dim = int(embed_dim)
-        self.max_classes = int(max_classes)
-        self.opt_classes = int(min(opt_classes, max_classes))
-        self.device = torch.device(device)
+        super().__init__(predictor, precision)
+        self.trt = trt
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.dtype = TORCH_DTYPES[precision]
+        config = predictor.model.config
+        self.image_size = int(config.inference.clip_resolution)
+        self.embed_dim = int(config.embed_dim)
+        self.opt_views = MAX_VIEWS if predictor.sliding_window else 1
         self.workspace_bytes = workspace_bytes
-        root = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.cache = EngineCache(root / "engines")
-        self.onnx_path = root / "onnx" / f"{model_digest}-{precision}.onnx"
-        self._lock = threading.Lock()          # engine use vs refit/replace
-        self._rebuild: threading.Thread | None = None
-        self.build_seconds = 0.0
-        self.loaded_from_cache = False
-
-        if not self.onnx_path.is_file():
-            self.onnx_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.onnx_path.with_suffix(".partial.onnx")
-            self._export_onnx(partial, precision)
-            partial.replace(self.onnx_path)
-        self._initializers = load_initializers(self.onnx_path)
-        self._engine_params = engine_parameter_names(model)
-        # Mapped while the model still holds the weights the graph was exported with (a weight
-        # found by value would no longer match once fused weights are copied in).
-        self._mapping = self.weight_mapping(sorted(self._engine_params))
-        self._engine, self._context = self._load_or_build(self.onnx_path)
-
-    # -- engine lifecycle -------------------------------------------------------------
-    def _key(self, onnx_path: Path) -> EngineKey:
+        self.engines = EngineCache(Path(cache_dir) / "engines" if cache_dir else None)
         props = torch.cuda.get_device_properties(self.device)
-        return EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=self._trt.__version__,
-                         gpu_name=props.name, compute_capability=f"{props.major}.{props.minor}",
-                         precision=self.precision, image_size=self.image_size, min_classes=1,
-                         opt_classes=self.opt_classes, max_classes=self.max_classes, refit=True)
+        self.gpu_name, self.compute_capability = props.name, f"{props.major}.{props.minor}"
+        self.timing_cache = self.engines.root.parent / "timing" / (
+            f"{trt.__version__}-{self.gpu_name.replace(' ', '_')}-{self.compute_capability}.cache")
+        self.build_seconds = 0.0
 
-    def _load_or_build(self, onnx_path: Path):
-        key = self._key(onnx_path)
-        plan = self.cache.load(key)
-        self.loaded_from_cache = plan is not None
+    # ------------------------------------------------------------------ build / load
+    def engine_key(self, onnx_key: OnnxKey, names: list[str], capacity: int, opt_classes: int) -> EngineKey:
+        return EngineKey(onnx=onnx_key.digest(), tensorrt_version=self.trt.__version__, gpu_name=self.gpu_name,
+                         compute_capability=self.compute_capability, precision=self.precision,
+                         image_size=self.image_size, min_classes=1, opt_classes=opt_classes, max_classes=capacity,
+                         torch_version=onnx_key.torch_version, opset=onnx_key.opset, build_code=_build_code_digest(),
+                         refittable=hashlib.sha256("\n".join(names).encode()).hexdigest()[:16], tf32=False)
+
+    def build(self, onnx_path: Path, onnx_key: OnnxKey, mapping: WeightMapping, capacity: int, opt_classes: int):
+        torch.cuda.set_device(self.device)          # this runs on the build worker's thread
+        trt = self.trt
+        names = sorted({ref.onnx_name for ref in mapping.refs.values()})
+        key = self.engine_key(onnx_key, names, capacity, opt_classes)
+        plan = self.engines.load(key)
+        from_cache = plan is not None
         if plan is None:
             start = time.perf_counter()
-            plan = self._build(onnx_path)
+            plan = self._build_plan(onnx_path, names, capacity, opt_classes)
             self.build_seconds = time.perf_counter() - start
-            self.cache.store(key, plan)
-            log.info("built TensorRT engine in %.1f s (%s)", self.build_seconds, self.cache.path(key))
-        runtime = self._trt.Runtime(self._logger)
-        engine = runtime.deserialize_cuda_engine(plan)
+            self.engines.store_plan(key, plan)
+            log.info("built a TensorRT engine in %.1f s (%s)", self.build_seconds, self.engines.path(key, "engine.plan"))
+        engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
         if engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize the engine at {self.cache.path(key)}")
-        return engine, engine.create_execution_context()
+            raise RuntimeError(f"TensorRT could not deserialize {self.engines.path(key, 'engine.plan')}")
+        exposed = set(trt.Refitter(engine, self.logger).get_all_weights())
+        refs = {param: ref for param, ref in mapping.refs.items() if ref.onnx_name in exposed}
+        handle = TrtEngine(engine, engine.create_execution_context(), refs, self.engines.path(key, "engine.plan"))
+        return handle, set(refs), from_cache
 
-    def _build(self, onnx_path: Path) -> bytes:
-        trt = self._trt
-        builder = trt.Builder(self._logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, self._logger)
+    def _build_plan(self, onnx_path: Path, refittable: list[str], capacity: int, opt_classes: int) -> bytes:
+        trt = self.trt
+        builder = trt.Builder(self.logger)
+        strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # implied on 11
+        network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
+        parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
-        config.set_flag(trt.BuilderFlag.REFIT)
-        # TensorRT 11 networks are strongly typed: fp16 comes from the fp16 ONNX export.
-        # TensorRT 10 also honours the fp16 flag for any fp32 leftovers.
-        if self.precision == "fp16" and hasattr(trt.BuilderFlag, "FP16"):
-            config.set_flag(trt.BuilderFlag.FP16)
+        if hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
+            config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
+            marked = [name for name in refittable if network.mark_weights_refittable(name)]
+            if len(marked) < len(refittable):
+                log.warning("TensorRT did not accept %d of %d fusion weights as refittable (e.g. %s); a fusion "
+                            "changing them rebuilds the engine", len(refittable) - len(marked), len(refittable),
+                            sorted(set(refittable) - set(marked))[:3])
+        else:
+            config.set_flag(trt.BuilderFlag.REFIT)
+        if self.precision == "fp32":
+            config.clear_flag(trt.BuilderFlag.TF32)   # fp32 parity (1e-3) is not TF32's 10-bit mantissa
+        cache = config.create_timing_cache(self.timing_cache.read_bytes() if self.timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
         profile = builder.create_optimization_profile()
         s = self.image_size
-        views = 5 if self.predictor.sliding_window else 1
-        profile.set_shape(IMAGE_INPUT, (1, 3, s, s), (views, 3, s, s), (5, 3, s, s))
-        profile.set_shape(TEXT_INPUT, (1, self.embed_dim), (self.opt_classes, self.embed_dim),
-                          (self.max_classes, self.embed_dim))
+        profile.set_shape(IMAGE_INPUT, (1, 3, s, s), (self.opt_views, 3, s, s), (MAX_VIEWS, 3, s, s))
+        profile.set_shape(TEXT_INPUT, (1, self.embed_dim), (opt_classes, self.embed_dim),
+                          (capacity, self.embed_dim))
         config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
+        self._save_timing_cache(config.get_timing_cache())
         return bytes(plan)
 
-    # -- inference --------------------------------------------------------------------
-    def forward(self, clip_images: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """logits (V,T,96,96) float32 on the backend's device."""
-        image = clip_images
-        t = text_embeddings.shape[0]
-        if t > self.max_classes:
-            raise ValueError(f"{t} classes exceed the engine's max_classes={self.max_classes}; "
-                             "raise the backend's max_classes (needs a rebuild)")
-        dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        image = image.to(self.device, dtype).contiguous()
-        text = text_embeddings.to(self.device, dtype).contiguous()
-        with self._lock:
-            ctx = self._context
-            ctx.set_input_shape(IMAGE_INPUT, tuple(image.shape))
-            ctx.set_input_shape(TEXT_INPUT, tuple(text.shape))
-            out_shape = tuple(ctx.get_tensor_shape(LOGITS_OUTPUT))
-            out = torch.empty(out_shape, device=self.device, dtype=dtype)
-            ctx.set_tensor_address(IMAGE_INPUT, image.data_ptr())
-            ctx.set_tensor_address(TEXT_INPUT, text.data_ptr())
-            ctx.set_tensor_address(LOGITS_OUTPUT, out.data_ptr())
-            stream = torch.cuda.current_stream(self.device)
-            if not ctx.execute_async_v3(stream.cuda_stream):
-                raise RuntimeError("TensorRT execution failed")
-            stream.synchronize()
+    def _save_timing_cache(self, cache) -> None:
+        self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.timing_cache.with_name(f".{self.timing_cache.name}.{os.getpid()}.partial")
+        partial.write_bytes(bytes(cache.serialize()))
+        os.replace(partial, self.timing_cache)
+
+    # ------------------------------------------------------------------ frames and weights
+    def run(self, handle: TrtEngine, views: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        image = views.to(self.device, self.dtype).contiguous()
+        text = text.to(self.device, self.dtype).contiguous()
+        ctx = handle.context
+        ctx.set_input_shape(IMAGE_INPUT, tuple(image.shape))
+        ctx.set_input_shape(TEXT_INPUT, tuple(text.shape))
+        out = torch.empty(tuple(ctx.get_tensor_shape(LOGITS_OUTPUT)), device=self.device, dtype=self.dtype)
+        ctx.set_tensor_address(IMAGE_INPUT, image.data_ptr())
+        ctx.set_tensor_address(TEXT_INPUT, text.data_ptr())
+        ctx.set_tensor_address(LOGITS_OUTPUT, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
         return out.float()
 
-    # -- weights ----------------------------------------------------------------------
-    def weight_mapping(self, param_names) -> WeightMapping:
-        wanted = set(param_names)
-        params = {n: p.detach().float().cpu().numpy() for n, p in self._params().items() if n in wanted}
-        return map_parameters_to_onnx(self._initializers, params, param_names)
+    def set_weights(self, handle: TrtEngine, names: list[str]) -> None:
+        """Refit `names` from the live model's weights, on the GPU. Raises when TensorRT refuses any."""
+        trt = self.trt
+        refitter = trt.Refitter(handle.engine, self.logger)
+        by_onnx = {ref.onnx_name: param for param, ref in handle.refs.items()}
+        keep = []
 
-    def update_weights(self, fused: Mapping[str, torch.Tensor]) -> RefitReport:
-        """Refit the changed weights (module name -> full W); rebuild in the background for any
-        weight refit cannot reach, while the current engine keeps running."""
-        start = time.perf_counter()
-        # The predictor's PyTorch model already holds these weights (the text tower runs there,
-        # and a rebuild exports from it).
-        fused = {f"{module}.weight": w for module, w in fused.items()}
-        changed = [n for n in fused if n in self._engine_params]
-        mapping = WeightMapping({n: self._mapping.refs[n] for n in changed if n in self._mapping.refs},
-                                [n for n in changed if n not in self._mapping.refs])
-        trt = self._trt
-        refitted = 0
-        if mapping.refs:
-            keep_alive = []
-            with self._lock:
-                refitter = trt.Refitter(self._engine, self._logger)
-                refittable = set(refitter.get_all_weights())
-                for name, ref in mapping.refs.items():
-                    if ref.onnx_name not in refittable:
-                        mapping.missing.append(name)
-                        continue
-                    arr = ref.layout(fused[name].detach().float().cpu().numpy())
-                    keep_alive.append(arr)
-                    if not refitter.set_named_weights(ref.onnx_name, trt.Weights(arr)):
-                        mapping.missing.append(name)
-                        continue
-                    refitted += 1
-                # Weights TensorRT combined with a changed one must be supplied too; any that is
-                # not a fusion target still has its exported value.
-                for onnx_name in refitter.get_missing_weights() if refitted else ():
-                    if onnx_name in self._initializers:
-                        arr = np.ascontiguousarray(self._initializers[onnx_name])
-                        keep_alive.append(arr)
-                        refitter.set_named_weights(onnx_name, trt.Weights(arr))
-                if refitted and not refitter.refit_cuda_engine():
-                    raise RuntimeError("TensorRT refit failed; the previous weights stay active")
-        rebuild = bool(mapping.missing)
-        if rebuild:
-            self._start_rebuild()
-        return RefitReport(refitted, time.perf_counter() - start, rebuild, list(mapping.missing))
+        def supply(param: str) -> None:
+            ref = handle.refs[param]
+            weight = self.params[param].detach()
+            arr = (weight.t() if ref.transposed else weight).to(self.device, self.dtype).contiguous()
+            keep.append(arr)   # alive until the refit has run on the stream
+            weights = trt.Weights(trt.float16 if self.dtype == torch.float16 else trt.float32, arr.data_ptr(),
+                                  arr.numel())
+            if not refitter.set_named_weights(ref.onnx_name, weights, trt.TensorLocation.DEVICE):
+                raise RuntimeError(f"TensorRT refused new weights for {param} ({ref.onnx_name})")
 
-    def _start_rebuild(self) -> None:
-        if self._rebuild is not None and self._rebuild.is_alive():
-            return  # the running rebuild exports the model as it is when it starts its export
+        for param in names:
+            supply(param)
+        for onnx_name in refitter.get_missing_weights():   # combined with a weight we set: supply it too
+            if onnx_name not in by_onnx:
+                raise RuntimeError(f"TensorRT needs weight {onnx_name} for this refit, which maps to no parameter")
+            supply(by_onnx[onnx_name])
+        stream = torch.cuda.current_stream(self.device)
+        if not refitter.refit_cuda_engine_async(stream.cuda_stream):
+            raise RuntimeError("TensorRT refit failed")
+        stream.synchronize()
 
-        def work():
-            try:
-                path = self.onnx_path.with_name(self.onnx_path.stem + "-fused.onnx")
-                self._export_onnx(path, self.precision)
-                engine, context = self._load_or_build(path)
-                initializers = load_initializers(path)
-                with self._lock:
-                    self._engine, self._context = engine, context
-                    self._initializers = initializers
-                    self._mapping = self.weight_mapping(sorted(self._engine_params))
-                log.info("TensorRT engine rebuilt with fused weights")
-            except Exception:  # the old engine keeps running; the failure is logged, not raised
-                log.exception("background TensorRT rebuild failed; the previous engine stays active")
-
-        self._rebuild = threading.Thread(target=work, name="semla-trt-rebuild", daemon=True)
-        self._rebuild.start()
+    def release(self, handle: TrtEngine) -> None:
+        handle.context = None
+        handle.engine = None

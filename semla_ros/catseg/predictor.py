@@ -16,6 +16,7 @@ writes the model's text tower any other way (training) calls `invalidate_text_ca
 """
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -98,6 +99,14 @@ class CatSegPredictor:
                     raise ValueError(f"text embeddings must have shape {expected}, "
                                      f"got {tuple(text_embeddings.shape)}")
                 self._text_cache = text_embeddings.detach().to(self.device)
+
+    def model_snapshot(self, copied: Callable[[str], bool] | None = None) -> CATSeg:
+        """A deep copy of the model as it is between two `load_weights` calls: taken under the weights lock, so
+        a copy made on another thread (an engine rebuild) never mixes two fusions. Parameters for which
+        `copied(name)` is False are shared with the model, not copied (ones the caller never reads)."""
+        with self._lock:
+            memo = {} if copied is None else {id(p): p for n, p in self.model.named_parameters() if not copied(n)}
+            return copy.deepcopy(self.model, memo)
 
     def text_embeddings(self, overrides: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """L2-normalised (T, E) embeddings of the vocabulary.

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..demo import world
+from ..engine.spec import BACKENDS
 from ..demo.build_assets import Assets, BuildParams, ensure_assets, load_demo_model
 from ..evaluation.metrics import confusion_matrix as confusion
 from ..evaluation.metrics import mean_iou as miou
@@ -270,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None, help="asset cache root")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the assets even if cached")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="how the node runs the network (node parameter `backend`; engines are cached "
+                             "with the assets)")
     args = parser.parse_args(argv)
     t_start = time.monotonic()
     try:
@@ -291,11 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         assets, built = ensure_assets(args.cache_dir, BuildParams(), force=args.rebuild)
         timings["asset build" if built else "asset cache"] = time.monotonic() - t
         build_info = f"{assets.root} ({'built now' if built else 'cached'})"
+    build_info += f"; backend {args.backend}"
     report = assets.report
     t = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="semla-demo-") as tmp:
         try:
-            rec, frames = record(assets, sequence, args.sequence, Path(tmp), DEMO_NODE_SETTINGS)
+            settings = dict(DEMO_NODE_SETTINGS, backend=args.backend)
+            if args.backend != "torch":
+                settings["engine_cache_dir"] = str(assets.root / "engine_cache")
+            rec, frames = record(assets, sequence, args.sequence, Path(tmp), settings)
         except RuntimeError as exc:
             print(f"semla-demo: {exc}", file=sys.stderr)
             return 1
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(swaps, rows, build_info, timings, args.out.resolve(), report)
     if args.json is not None:
         args.json.write_text(json.dumps({
-            "swaps": swaps, "domains": [r.__dict__ for r in rows], "timings": timings,
+            "backend": args.backend, "swaps": swaps, "domains": [r.__dict__ for r in rows], "timings": timings,
             "retrieval_top1_heldout": report["retrieval_top1_accuracy"], "assets": str(assets.root),
             "frames": len(rec.truths), "masks": len(rec.masks)}, indent=2, default=float))
     return 0

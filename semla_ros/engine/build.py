@@ -125,10 +125,10 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
     model = build.predictor.model
 
     try:
-        # TensorRT without TensorRT or a GPU falls back to PyTorch with a note.
+        # An engine that cannot run here falls back to PyTorch with a note; one that can builds in the
+        # background (its class profile follows the vocabulary) and reports through backend.status().
         build.backend, fallback = make_backend(spec.backend, build.predictor, precision=spec.precision,
-                                               cache_dir=spec.engine_cache_dir or None,
-                                               max_classes=max(64, len(spec.classes)), warn=lambda _: None)
+                                               cache_dir=spec.engine_cache_dir or None, warn=lambda _: None)
     except (ValueError, RuntimeError, OSError, ImportError) as error:
         build.report("backend", ERROR, f"backend '{spec.backend}' ({spec.precision} on {device}): {error}")
         return build

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..backends.base import PRECISIONS
+from ..backends.factory import BACKENDS
 from ..core.settings import SegmenterSettings
 
 # Cityscapes' 19 classes: the label space of the driving domains SemLA is evaluated on (ACDC).
@@ -16,8 +18,6 @@ CITYSCAPES_CLASSES = (
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle",
 )
-BACKENDS = ("torch", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class EngineSpec:
     library_path: str = ""                     # SemLA loradb directory; '' = base model only
     navigator: str = "openclip:ViT-L-14/openai"
     navigator_normalize: bool = False
-    backend: str = "torch"
+    backend: str = "torch"                     # one of BACKENDS (torch, tensorrt, onnxruntime)
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
     precision: str = "fp32"
     engine_cache_dir: str = ""                 # '' = the backend's default under ~/.cache/semla_ros

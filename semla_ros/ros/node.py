@@ -87,6 +87,7 @@ class SemlaSegmenterNode(Node):
         # Changes accepted before the segmenter exists: rclpy stores a value only after our callback returns,
         # so the catch-up must not rely on the store alone for a change accepted just before it.
         self._accepted_while_loading: dict = {}
+        self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._palettes: dict[int, np.ndarray] = {}
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._state = "loading model"
@@ -219,6 +220,7 @@ class SemlaSegmenterNode(Node):
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
         processed = time.monotonic()
+        self._check_backend(segmenter.backend)
         num_classes = len(result.classes)
         try:
             self._publish_class_map_if_new(result.classes, frame.header)
@@ -263,6 +265,16 @@ class SemlaSegmenterNode(Node):
                                              mask_encoding=mask_encoding(len(classes))))
         self._class_map = (tuple(classes), version)
         self.get_logger().info(f"class map v{version}: {len(classes)} classes ({mask_encoding(len(classes))})")
+
+    def _check_backend(self, backend) -> None:
+        """An engine backend says how frames run (engine, or PyTorch while it builds/rebuilds and why):
+        reported to the log and /diagnostics when it changes."""
+        status = backend.status() if backend is not None else None
+        if status is not None and status != self._backend_status:
+            self._backend_status = status
+            self._report("backend", [status])
+            if status[0] == "ok":
+                self.get_logger().info(status[1])
 
     @staticmethod
     def _describe_active(active) -> str:

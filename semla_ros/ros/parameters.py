@@ -55,8 +55,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("backend", _ENGINE.backend, "Inference backend", read_only=True, choices=BACKENDS),
     Spec("device", _ENGINE.device, "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", read_only=True),
     Spec("precision", _ENGINE.precision, "Network precision", read_only=True, choices=PRECISIONS),
-    Spec("engine_cache_dir", _ENGINE.engine_cache_dir, "Where TensorRT engines are cached ('' = the backend's default under "
-         "~/.cache/semla_ros, never /tmp)", read_only=True),
+    Spec("engine_cache_dir", _ENGINE.engine_cache_dir, "Where ONNX exports and TensorRT engines are cached ('' = the "
+         "backend's default under ~/.cache/semla_ros, never /tmp)", read_only=True),
     Spec("sliding_window", _ENGINE.sliding_window, "Sliding-window inference instead of whole image", read_only=True),
     # --- vocabulary (live: re-encodes the text with the active fused text tower) ---
     Spec("classes", list(_ENGINE.classes), "Class names; mask value i is classes[i]. mono8 up to "
