@@ -181,3 +181,24 @@ def tiny_node_params(**overrides) -> dict:
                   device="cpu", classes=TEST_CLASSES, diagnostics_period_s=0.25)
     params.update(overrides)
     return params
+
+
+def png_bytes(width: int, height: int, with_pixels: bool) -> bytes:
+    """An 8-bit grey PNG of zeros; without pixels only its header (IHDR, empty IDAT, IEND): 57 bytes.
+
+    Compressed image "bombs" for the fault tests: 16384x16384 zeros compress to ~260 kB. The pixel
+    data is compressed row block by row block, so the test never holds the raw image.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = b""
+    if with_pixels:
+        compressor, row = zlib.compressobj(9), b"\x00" * (width + 1)
+        idat = b"".join([compressor.compress(row * min(256, height - top)) for top in range(0, height, 256)]
+                        + [compressor.flush()])
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
