@@ -1,8 +1,9 @@
 """A missing checkpoint or library: one clear log line naming the file, ERROR in /diagnostics, node stays up.
 
-- Missing checkpoint: the node keeps running (no crash loop), /diagnostics is ERROR with the
-  path and where such weights come from, the log names the file exactly once, and ~/adapt_now
-  answers success=False with the reason.
+- Missing or corrupt checkpoint (random bytes in a .safetensors file: issue 15, finding 7, which
+  reported a raw SafetensorError naming no file): the node keeps running (no crash loop),
+  /diagnostics is ERROR with the path and where such weights come from, the log names the file
+  exactly once, and ~/adapt_now answers success=False with the reason.
 - Missing library: the node segments with the base model (masks flow, support is NaN) and
   reports ERROR; once the library exists, ~/reload_library loads it, a 'reload' fusion is
   published and /diagnostics goes back to OK.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
@@ -28,16 +30,20 @@ def _call_trigger(probe, name):
     return future.result()
 
 
-def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, ros_domain_id):
-    missing = tmp_path / "weights" / "model_base.pth"
-    node = NodeProcess(tmp_path, tiny_node_params(checkpoint=str(missing), allow_random_weights=False,
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, ros_domain_id, problem):
+    checkpoint = tmp_path / "weights" / ("model_base.pth" if problem == "missing" else "model_final.safetensors")
+    if problem == "corrupt":
+        checkpoint.parent.mkdir()
+        checkpoint.write_bytes(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    node = NodeProcess(tmp_path, tiny_node_params(checkpoint=str(checkpoint), allow_random_weights=False,
                                                   navigator="tower"))
     probe = Probe()
     try:
         probe.watch_diagnostics()
         probe.spin_until(lambda: probe.diag().get("level") == 2, 60, "an ERROR in /diagnostics")
         diag = probe.diag()
-        assert str(missing) in diag["message"] and "CAT-Seg" in diag["message"]
+        assert str(checkpoint) in diag["message"] and "CAT-Seg" in diag["message"]
         assert diag["state"].startswith("not running")
         reply = _call_trigger(probe, "/t/semla_segmenter/adapt_now")
         assert not reply.success and "not running" in reply.message
@@ -48,7 +54,7 @@ def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, ros_domain_id)
         code, _ = node.stop()
         probe.close()
     assert code == 0
-    lines = [line for line in node.log().splitlines() if str(missing) in line]
+    lines = [line for line in node.log().splitlines() if str(checkpoint) in line]
     assert len(lines) == 1 and "ERROR" in lines[0], lines
 
 
