@@ -5,8 +5,9 @@
   /diagnostics is ERROR with the path and where such weights come from, the log names the file
   exactly once, and ~/adapt_now answers success=False with the reason.
 - Missing library: the node segments with the base model (masks flow, support is NaN) and
-  reports ERROR; once the library exists, ~/reload_library loads it, a 'reload' fusion is
-  published and /diagnostics goes back to OK.
+  reports ERROR; once the library exists, ~/reload_library loads it (answering with the count, or
+  "in progress" past 2 s; the count is logged), a 'reload' fusion is published and /diagnostics goes
+  back to OK.
 """
 from __future__ import annotations
 
@@ -84,8 +85,8 @@ def test_missing_library_runs_base_model_until_reloaded(tmp_path, ros_domain_id)
 
         build_test_library(library)
         reply = _call_trigger(probe, "/t/semla_segmenter/reload_library")
-        assert reply.success, reply.message
-        assert "4 adapters" in reply.message
+        # The result, or "in progress" when reading takes longer than the node waits before answering.
+        assert (reply.success and "4 adapters" in reply.message) or "in progress" in reply.message, reply.message
         probe.spin_until(lambda: len(fusions) >= 1, 60, "the fusion after the reload")
         probe.spin_until(lambda: probe.diag().get("level") == 0, 10, "/diagnostics back to OK")
         seen = len(scores)
@@ -103,3 +104,4 @@ def test_missing_library_runs_base_model_until_reloaded(tmp_path, ros_domain_id)
     assert code == 0, node.log()
     lines = [line for line in node.log().splitlines() if str(library) in line and "ERROR" in line]
     assert len(lines) == 1, lines
+    assert f"4 adapters loaded from {library}, 0 skipped" in node.log()
