@@ -136,44 +136,12 @@ class Probe:
 
 def build_test_library(root: Path, random_seed: int = 0, per_domain: int = 2, rank: int = 4,
                        domains=("day", "night")) -> dict:
-    """Adapters whose centroids are TowerNavigator embeddings of the synthetic domains.
+    """Adapters whose centroids are TowerNavigator embeddings of the synthetic domains at FRAME_SIZE
+    (see semla_ros.ros.synthetic_library). Returns the domain embeddings and their distance."""
+    from semla_ros.ros.synthetic_library import build_synthetic_library
 
-    The tiny model is built exactly as the node builds it (torch.manual_seed(random_seed), then
-    build_catseg("tiny")), so the tower, its id and its embeddings are the node's. Each domain gets
-    `per_domain` adapters: centroid = the domain's embedding + a small offset; random LoRA factors
-    on every SemLA target. Returns the domain embeddings and their distance.
-    """
-    import torch
-
-    from semla_ros.catseg.build import build_catseg
-    from semla_ros.core.library import write_entry
-    from semla_ros.core.navigator import TowerNavigator
-    from semla_ros.core.targets import semla_target_modules
-    from semla_ros.ros.synthetic_camera import FrameSource
-
-    torch.manual_seed(random_seed)
-    model = build_catseg("tiny").eval()
-    navigator = TowerNavigator(model)
-    source = FrameSource(*FRAME_SIZE, noise=0)
-    embeddings = {d: navigator.embed([source.frame(d, 0)])[0].astype(np.float64) for d in domains}
-    distance = float(np.linalg.norm(embeddings[domains[0]] - embeddings[domains[1]]))
-    generator = torch.Generator().manual_seed(1234)
-    rng = np.random.default_rng(1234)
-    targets = semla_target_modules(model)
-    for domain in domains:
-        for i in range(per_domain):
-            factors = {}
-            for name in targets:
-                linear = model.get_submodule(name)
-                a = torch.randn(rank, linear.in_features, generator=generator) * 0.02
-                b = torch.randn(linear.out_features, rank, generator=generator) * 0.02
-                factors[name] = (a, b)
-            offset = rng.normal(size=embeddings[domain].shape)
-            centroid = embeddings[domain] + 0.03 * distance * offset / np.linalg.norm(offset)
-            write_entry(root, f"{domain}-{i}", factors, centroid, lora_alpha=2 * rank,
-                        metadata={"navigator": navigator.id, "embedding_dim": navigator.dim,
-                                  "description": f"synthetic {domain} test adapter"})
-    return {"embeddings": embeddings, "distance": distance, "navigator_id": navigator.id}
+    return build_synthetic_library(root, FRAME_SIZE, random_seed=random_seed, per_domain=per_domain, rank=rank,
+                                   domains=domains)
 
 
 def tiny_node_params(**overrides) -> dict:
@@ -210,3 +178,24 @@ def stop_all(probe: Probe, node: NodeProcess, *processes) -> int:
     code, _ = node.stop()
     probe.close()
     return code
+
+
+def png_bytes(width: int, height: int, with_pixels: bool) -> bytes:
+    """An 8-bit grey PNG of zeros; without pixels only its header (IHDR, empty IDAT, IEND): 57 bytes.
+
+    Compressed image "bombs" for the fault tests: 16384x16384 zeros compress to ~260 kB. The pixel
+    data is compressed row block by row block, so the test never holds the raw image.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = b""
+    if with_pixels:
+        compressor, row = zlib.compressobj(9), b"\x00" * (width + 1)
+        idat = b"".join([compressor.compress(row * min(256, height - top)) for top in range(0, height, 256)]
+                        + [compressor.flush()])
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -147,6 +147,42 @@ def test_compressed_garbage_and_empty():
     assert info.value.kind == "too_large"
 
 
+def _jpeg_declaring(width, height):
+    """A valid small JPEG whose SOF0 header is rewritten to declare width x height."""
+    ok, encoded = cv2.imencode(".jpg", SMOOTH[..., ::-1])
+    data = bytearray(encoded.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_compressed_size_checked_from_the_header_before_decoding():
+    """Issue 15, finding 1: a tiny file declaring a huge image is refused as too_large from its header.
+
+    The 5000x5000 PNG has no pixel data at all: had it been decoded first, it would be decode_failed.
+    """
+    from ros_harness import png_bytes
+
+    for data, fmt in ((png_bytes(40000, 40000, with_pixels=False), "png"),   # cv2.error escaped before
+                      (png_bytes(5000, 5000, with_pixels=False), "png"),
+                      (_jpeg_declaring(60000, 60000), "jpeg"),
+                      (_jpeg_declaring(4097, 4096), "jpeg")):
+        with pytest.raises(BadFrame) as info:
+            compressed_to_rgb(CompressedImage(format=fmt, data=data), MAX_PIXELS)
+        assert info.value.kind == "too_large", info.value
+    assert "25000000 pixels" in str(_bad_compressed(png_bytes(5000, 5000, with_pixels=False), MAX_PIXELS))
+    # Within the limit, the same header-only file is what it is: undecodable.
+    assert _bad_compressed(png_bytes(64, 48, with_pixels=False), MAX_PIXELS).kind == "decode_failed"
+    assert compressed_to_rgb(CompressedImage(format="png", data=png_bytes(64, 48, with_pixels=True)),
+                             MAX_PIXELS).shape == (48, 64, 3)
+
+
+def _bad_compressed(data, max_pixels):
+    with pytest.raises(BadFrame) as info:
+        compressed_to_rgb(CompressedImage(format="png", data=data), max_pixels)
+    return info.value
+
+
 @pytest.mark.parametrize("num_classes,encoding", [(19, "mono8"), (255, "mono8"), (256, "mono16"), (1000, "mono16")])
 def test_mask_keeps_header_size_and_round_trips_through_cv_bridge(num_classes, encoding):
     ids = RNG.integers(0, num_classes, size=(7, 11))

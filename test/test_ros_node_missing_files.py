@@ -1,16 +1,19 @@
 """A missing checkpoint or library: one clear log line naming the file, ERROR in /diagnostics, node stays up.
 
-- Missing checkpoint: the node keeps running (no crash loop), /diagnostics is ERROR with the
-  path and where such weights come from, the log names the file exactly once, and ~/adapt_now
-  answers success=False with the reason.
+- Missing or corrupt checkpoint (random bytes in a .safetensors file: issue 15, finding 7, which
+  reported a raw SafetensorError naming no file): the node keeps running (no crash loop),
+  /diagnostics is ERROR with the path and where such weights come from, the log names the file
+  exactly once, and ~/adapt_now answers success=False with the reason.
 - Missing library: the node segments with the base model (masks flow, support is NaN) and
-  reports ERROR; once the library exists, ~/reload_library loads it, a 'reload' fusion is
-  published and /diagnostics goes back to OK.
+  reports ERROR; once the library exists, ~/reload_library loads it (answering with the count, or
+  "in progress" past 2 s; the count is logged), a 'reload' fusion is published and /diagnostics goes
+  back to OK.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
@@ -28,16 +31,20 @@ def _call_trigger(probe, name):
     return future.result()
 
 
-def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, ros_domain_id):
-    missing = tmp_path / "weights" / "model_base.pth"
-    node = NodeProcess(tmp_path, tiny_node_params(checkpoint=str(missing), allow_random_weights=False,
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, ros_domain_id, problem):
+    checkpoint = tmp_path / "weights" / ("model_base.pth" if problem == "missing" else "model_final.safetensors")
+    if problem == "corrupt":
+        checkpoint.parent.mkdir()
+        checkpoint.write_bytes(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    node = NodeProcess(tmp_path, tiny_node_params(checkpoint=str(checkpoint), allow_random_weights=False,
                                                   navigator="tower"))
     probe = Probe()
     try:
         probe.watch_diagnostics()
         probe.spin_until(lambda: probe.diag().get("level") == 2, 60, "an ERROR in /diagnostics")
         diag = probe.diag()
-        assert str(missing) in diag["message"] and "CAT-Seg" in diag["message"]
+        assert str(checkpoint) in diag["message"] and "CAT-Seg" in diag["message"]
         assert diag["state"].startswith("not running")
         reply = _call_trigger(probe, "/t/semla_segmenter/adapt_now")
         assert not reply.success and "not running" in reply.message
@@ -48,7 +55,7 @@ def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, ros_domain_id)
         code, _ = node.stop()
         probe.close()
     assert code == 0
-    lines = [line for line in node.log().splitlines() if str(missing) in line]
+    lines = [line for line in node.log().splitlines() if str(checkpoint) in line]
     assert len(lines) == 1 and "ERROR" in lines[0], lines
 
 
@@ -78,8 +85,8 @@ def test_missing_library_runs_base_model_until_reloaded(tmp_path, ros_domain_id)
 
         build_test_library(library)
         reply = _call_trigger(probe, "/t/semla_segmenter/reload_library")
-        assert reply.success, reply.message
-        assert "4 adapters" in reply.message
+        # The result, or "in progress" when reading takes longer than the node waits before answering.
+        assert (reply.success and "4 adapters" in reply.message) or "in progress" in reply.message, reply.message
         probe.spin_until(lambda: len(fusions) >= 1, 60, "the fusion after the reload")
         probe.spin_until(lambda: probe.diag().get("level") == 0, 10, "/diagnostics back to OK")
         seen = len(scores)
@@ -97,3 +104,4 @@ def test_missing_library_runs_base_model_until_reloaded(tmp_path, ros_domain_id)
     assert code == 0, node.log()
     lines = [line for line in node.log().splitlines() if str(library) in line and "ERROR" in line]
     assert len(lines) == 1, lines
+    assert f"4 adapters loaded from {library}, 0 skipped" in node.log()

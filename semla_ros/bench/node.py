@@ -7,14 +7,24 @@ far slower than the camera, for --duration seconds (default 120). Prints:
   node     per processed frame, from the node's own clocks (/diagnostics, means since start):
            conversion, mailbox wait, model, non-model processing, mask+score encode+publish,
            receipt->publish latency and "overhead" = latency - model (with and without mailbox wait)
-  soak     every ~10% of the run: node RSS, age of the published masks (now - input stamp),
-           frames processed and dropped as stale; then the RSS and age trends (flat = no queue
-           building up, no leak)
+  soak     every ~10% of the run (at most 30 s apart): node RSS, open fds, threads, age of the
+           published masks (now - input stamp), frames processed and dropped as stale; then the RSS,
+           fd, thread and age trends after warm-up (flat = no queue building up, no leak)
   shutdown seconds from SIGINT to the node's exit
+
+With --cycle (e.g. `--cycle day,night,fog,dusk --dwell 20`) the camera cycles through those domains
+and the node runs a synthetic library built for them (semla_ros.ros.synthetic_library) with
+debouncing that follows every change; --reload-every S calls ~/reload_library every S seconds.
+Then it also prints, per domain change, whether a swap to the new domain's adapters followed before
+the next change (and how long after the first mask of the new domain), swaps inside a stationary
+stretch, and the reload answers. The 30-minute soak of issue 15:
+
+    semla-bench node --duration 1800 --rate 10 --cycle day,night,fog,dusk --dwell 20 --reload-every 60
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import signal
 import statistics
@@ -30,6 +40,10 @@ import yaml
 from semla_ros.ros.dds_profile import with_large_image_transport
 
 REPO = Path(__file__).resolve().parents[2]
+# Debouncing that follows every change of the synthetic domains within about a second (as in the node's
+# stream test): threshold 0.3 of the library's median centroid spacing, no cooldown.
+CYCLE_SETTINGS = dict(threshold_mode="relative", switch_threshold=0.3, ema_alpha=0.8, min_consecutive=2,
+                      cooldown_s=0.0, embed_every_n=1, warmup_frames=1, top_k=2)
 
 
 def _rss_mb(pid: int) -> float:
@@ -40,6 +54,43 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def _count(pid: int) -> tuple[int, int]:
+    """(open file descriptors, threads) of a process; (-1, -1) once it is gone."""
+    try:
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        threads = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if line.startswith("Threads:"))
+    except (OSError, StopIteration):
+        return -1, -1
+    return fds, threads
+
+
+def swaps_at_changes(masks: list[tuple[float, str]], fusions: list[tuple[float, str, str, tuple[str, ...]]]):
+    """Match the swaps to the camera's domain changes.
+
+    masks: (time, domain) of each published mask in order; fusions: (time, reason, domain of the frame
+    that triggered it, adapter names). A change is the first mask of a new domain; it is followed when a
+    fusion whose adapters all belong to the new domain arrives before the next change. Returns
+    (changes [(time, domain, delay s or None, reason or None)], unexpected [fusions not explained by a
+    change or a reload]).
+    """
+    changes = [(t, d) for i, (t, d) in enumerate(masks) if i > 0 and d != masks[i - 1][1]]
+    bounds = [t for t, _ in changes[1:]] + [float("inf")]
+    results, used = [], set()
+    for (start, domain), end in zip(changes, bounds):
+        match = next((i for i, (t, reason, _, names) in enumerate(fusions)
+                      if start <= t < end and names and all(n.startswith(f"{domain}-") for n in names)), None)
+        if match is None:
+            results.append((start, domain, None, None))
+        else:
+            used.add(match)
+            results.append((start, domain, fusions[match][0] - start, fusions[match][1]))
+    first = masks[0][0] if masks else float("inf")
+    unexpected = [f for i, f in enumerate(fusions)
+                  if i not in used and f[1] == "shift" and f[0] >= first]
+    return results, unexpected
 
 
 def _encode_timing(width: int, height: int, reps: int = 200) -> tuple[float, float]:
@@ -72,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", default="", help="node parameter library_path ('' = base model)")
     parser.add_argument("--navigator", default="tower", help="node parameter navigator")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cycle", default="", help="domains the camera cycles through, e.g. day,night,fog,dusk "
+                        "(a synthetic library for them is built unless --library is given)")
+    parser.add_argument("--dwell", type=float, default=20.0, help="seconds per domain with --cycle")
+    parser.add_argument("--reload-every", type=float, default=0.0, help="call ~/reload_library every S seconds")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
@@ -86,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from std_srvs.srv import Trigger
+
+    from semla_ros.msg import AdapterFusion
+    from semla_ros.ros.node import FUSION_QOS
 
     encode_ms, mask_bytes = _encode_timing(width, height)
     print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}  input {width}x{height} rgb8 at {args.rate:g} Hz, "
@@ -96,6 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(model_config=args.model_config, checkpoint=args.checkpoint,
                   allow_random_weights=not args.checkpoint, library_path=args.library,
                   navigator=args.navigator, device=args.device, diagnostics_period_s=1.0)
+    domains = [d for d in args.cycle.split(",") if d]
+    schedule = "day:0"
+    if domains:
+        from semla_ros.ros.synthetic_library import build_synthetic_library
+
+        if not args.library:
+            params["library_path"] = str(workdir / "library")
+            build_synthetic_library(workdir / "library", (height, width), domains=tuple(domains))
+        params.update(CYCLE_SETTINGS)
+        cycles = int(args.duration // (args.dwell * len(domains))) + 2
+        schedule = ",".join(f"{d}:{args.dwell:g}" for _ in range(cycles) for d in domains)
+        print(f"cycle    {' -> '.join(domains)}, {args.dwell:g} s each; library {params['library_path']}"
+              + (f"; ~/reload_library every {args.reload_every:g} s" if args.reload_every else ""))
     (workdir / "params.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     node_log = open(workdir / "node.log", "w")
     node = subprocess.Popen([sys.executable, "-m", "semla_ros.ros.node", "--ros-args", "--params-file",
@@ -107,23 +179,43 @@ def main(argv: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(probe)
     ages: list[tuple[float, float]] = []   # (time since soak start, age of the published mask in s)
+    mask_domains: list[tuple[float, str]] = []   # (time, frame_id = the camera's domain) with --cycle
+    fusions: list[tuple[float, str, str, tuple[str, ...]]] = []   # (time, reason, frame_id, adapters)
+    reloads: list[tuple[float, bool, str]] = []   # (seconds to the answer, success, message)
     diagnostics: list = []
 
     def on_mask(msg):
         now = probe.get_clock().now().nanoseconds * 1e-9
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         ages.append((time.monotonic(), now - stamp))
+        mask_domains.append((time.monotonic(), msg.header.frame_id))
+
+    def on_fusion(msg):
+        fusions.append((time.monotonic(), msg.reason, msg.header.frame_id, tuple(msg.adapter_names)))
 
     probe.create_subscription(Image, "/bench/mask", on_mask, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    probe.create_subscription(AdapterFusion, "/bench/fusion", on_fusion, FUSION_QOS)
     probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    reload_client = probe.create_client(Trigger, "/bench/semla_segmenter/reload_library")
+    reload_call: list = []   # (start, future) of the reload in flight
 
     def diag() -> dict[str, str]:
         return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+
+    next_reload = [float("inf")]
 
     def spin(seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
+            now = time.monotonic()
+            if reload_call and reload_call[0][1].done():
+                started, future = reload_call.pop()
+                reply = future.result()
+                reloads.append((now - started, reply.success, reply.message))
+            if now >= next_reload[0] and not reload_call:
+                reload_call.append((now, reload_client.call_async(Trigger.Request())))
+                next_reload[0] = now + args.reload_every
 
     try:
         deadline = time.monotonic() + 180
@@ -133,14 +225,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             spin(0.2)
         camera = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", "day:0", "--rate",
-             str(args.rate), "--size", args.size, "--topic", "/bench/image"],
+            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", schedule, "--rate",
+             str(args.rate), "--size", args.size, "--topic", "/bench/image", "--frame-id", "{domain}"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         start = time.monotonic()
-        samples = []  # (t, rss MB, masks so far, processed, stale)
-        step = max(1.0, args.duration / 10)
-        print(f"{'t s':>6} {'rss MB':>8} {'masks':>6} {'age mean s':>10} {'age max s':>9} {'model s':>7} "
-              f"{'processed':>9} {'stale':>6} {'in Hz':>6} {'out Hz':>6}")
+        if args.reload_every > 0:
+            next_reload[0] = start + args.reload_every
+        samples = []  # (t, rss MB, ages in the window, fds, threads)
+        step = min(max(1.0, args.duration / 10), 30.0)
+        print(f"{'t s':>6} {'rss MB':>8} {'fds':>4} {'thr':>4} {'masks':>6} {'age mean s':>10} {'age max s':>9} "
+              f"{'model s':>7} {'processed':>9} {'stale':>6} {'in Hz':>6} {'out Hz':>6} {'swaps':>5}")
         last_index = 0
         while time.monotonic() - start < args.duration:
             spin(min(step, args.duration - (time.monotonic() - start)))
@@ -149,13 +243,17 @@ def main(argv: list[str] | None = None) -> int:
             last_index = len(ages)
             d = diag()
             rss = _rss_mb(node.pid)
-            samples.append((t, rss, window))
-            print(f"{t:6.0f} {rss:8.1f} {len(ages):6d} "
+            fds, threads = _count(node.pid)
+            samples.append((t, rss, window, fds, threads))
+            print(f"{t:6.0f} {rss:8.1f} {fds:4d} {threads:4d} {len(ages):6d} "
                   f"{statistics.fmean(window) if window else float('nan'):10.2f} "
                   f"{max(window) if window else float('nan'):9.2f} "
                   f"{float(d.get('model_ms_mean', 'nan')) / 1e3:7.2f} {d.get('frames_processed', '?'):>9} "
                   f"{d.get('frames_dropped_stale', '?'):>6} {d.get('input_rate_hz', '?'):>6} "
-                  f"{d.get('output_rate_hz', '?'):>6}")
+                  f"{d.get('output_rate_hz', '?'):>6} {d.get('swaps', '?'):>5}", flush=True)
+            if node.poll() is not None:
+                print(f"node exited with {node.returncode}:\n" + (workdir / "node.log").read_text()[-4000:])
+                return 1
         camera.send_signal(signal.SIGINT)
         camera.wait(10)
         spin(1.5)
@@ -190,17 +288,47 @@ def main(argv: list[str] | None = None) -> int:
           f"mask+score encode+publish {mean_since_start('publish_ms'):.2f}")
     print(f"node     receipt->publish {latency:.1f} ms; minus model: {latency - model:.1f} ms "
           f"(of which mailbox wait {queue:.1f}); node overhead without the wait: {latency - model - queue:.2f} ms")
-    usable = [(t, rss, w) for t, rss, w in samples if t >= 0.2 * args.duration]  # after warm-up
+    usable = [sample for sample in samples if sample[0] >= 0.2 * args.duration]  # after warm-up
     if len(usable) >= 2:
-        rss_slope = _linear_slope([t for t, _, _ in usable], [r for _, r, _ in usable]) * 60
-        age_points = [(t, statistics.fmean(w)) for t, _, w in usable if w]
+        times = [sample[0] for sample in usable]
+        rss_slope = _linear_slope(times, [sample[1] for sample in usable]) * 60
+        age_points = [(t, statistics.fmean(w)) for t, _, w, _, _ in usable if w]
         age_slope = _linear_slope([t for t, _ in age_points], [a for _, a in age_points]) * 60
-        rss_values = [r for _, r, _ in usable]
+        rss_values = [sample[1] for sample in usable]
         print(f"soak     RSS after warm-up (t >= {0.2 * args.duration:.0f} s): first {rss_values[0]:.1f}, "
               f"min {min(rss_values):.1f}, max {max(rss_values):.1f}, last {rss_values[-1]:.1f} MB; "
-              f"linear trend {rss_slope:+.1f} MB/min")
+              f"linear trend {rss_slope:+.2f} MB/min over {len(usable)} samples")
+        for name, index in (("open fds", 3), ("threads", 4)):
+            values = [sample[index] for sample in usable]
+            print(f"soak     {name} after warm-up: first {values[0]}, min {min(values)}, max {max(values)}, "
+                  f"last {values[-1]}; linear trend {_linear_slope(times, values) * 60:+.3f} /min")
         print(f"soak     mask age: trend {age_slope:+.3f} s/min, max {max(a for _, a in ages):.2f} s "
               f"(a queue would grow by ~{args.rate:.0f} frames/s; age stays ~ model time + one frame)")
+    if domains:
+        changes, unexpected = swaps_at_changes([(t, d) for t, d in mask_domains if d in domains], fusions)
+        followed = [c for c in changes if c[2] is not None]
+        delays = [c[2] for c in followed]
+        by_reason = collections.Counter(f[1] for f in fusions)
+        by_reason_followed = collections.Counter(c[3] for c in followed)
+        print(f"swaps    {len(fusions)} fusions {dict(by_reason)}; {len(changes)} domain changes, "
+              f"{len(followed)} followed by a swap to the new domain's adapters {dict(by_reason_followed)}")
+        if delays:
+            print(f"swaps    delay after the new domain's first mask: mean {statistics.fmean(delays):.2f} s, "
+                  f"max {max(delays):.2f} s")
+        missed = [f"{d} at {t - start:.0f} s" for t, d, delay, _ in changes if delay is None]
+        print(f"swaps    changes without a swap: {', '.join(missed) if missed else 'none'}; shift swaps with no "
+              f"change: {len(unexpected)}")
+        for t, reason, frame, names in unexpected:   # e.g. a reload that fused half-way through a change
+            previous = max((f for f in fusions if f[0] < t), key=lambda f: f[0], default=None)
+            print(f"swaps      at {t - start:.0f} s on a '{frame}' frame: {', '.join(names)}"
+                  + (f" (previous swap {t - previous[0]:.1f} s before: {previous[1]}, {', '.join(previous[3])})"
+                     if previous else ""))
+    if args.reload_every > 0:
+        answers = collections.Counter("loaded" if ok else ("in progress" if "in progress" in m else "failed")
+                                      for _, ok, m in reloads)
+        slowest = max((r[0] for r in reloads), default=float("nan"))
+        print(f"reload   {len(reloads)} ~/reload_library answers ({dict(answers)}), slowest {slowest:.2f} s"
+              + (f"; last: {reloads[-1][2]}" if reloads else ""))
     print(f"shutdown SIGINT -> exit {shutdown_s:.2f} s (exit code {node.returncode})")
     return 0
 

@@ -54,6 +54,7 @@ class NodeStats:
         self.publish_errors = 0
         self.overlays_published = 0
         self.bad: collections.Counter = collections.Counter()
+        self.callback_errors: collections.Counter = collections.Counter()  # unexpected exceptions, by callback
         self.input_window = RollingWindow(window_s)
         self.output_window = RollingWindow(window_s)
         self.timings = {name: RollingWindow(window_s) for name in TIMINGS}
@@ -68,6 +69,12 @@ class NodeStats:
     def bad_frame(self, kind: str) -> None:
         with self._lock:
             self.bad[kind] += 1
+
+    def callback_error(self, name: str) -> int:
+        """Count an unexpected exception in callback `name`; return its count so far."""
+        with self._lock:
+            self.callback_errors[name] += 1
+            return self.callback_errors[name]
 
     def frame_not_ready(self) -> None:
         with self._lock:
@@ -110,6 +117,8 @@ class NodeStats:
                          for name in TIMINGS]
             rows.append(("publish_errors", str(self.publish_errors)))
             rows.append(("overlays_published", str(self.overlays_published)))
+            rows.append(("callback_errors", str(sum(self.callback_errors.values()))))
+            rows += [(f"callback_errors_{name}", str(n)) for name, n in sorted(self.callback_errors.items())]
             rows += sorted(self.engine.items())
             return rows
 

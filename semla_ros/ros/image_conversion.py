@@ -9,15 +9,21 @@ with its real row stride, checked against its declared size first, and mono16 is
 category the node counts in its diagnostics, so a bad frame is dropped instead of crashing or
 producing a wrong mask.
 
+A compressed frame's size is checked from its header before it is decoded: a 65-byte PNG can
+declare 40000x40000 pixels, and a 300 kB one 268 megapixels that decode to hundreds of MB.
+Pillow reads only the header (`Image.open` is lazy); OpenCV has no header-only call in Python.
+
 Outputs are built directly (header, size, encoding, step, bytes): cv_bridge 1.13's
 `cv2_to_imgmsg` relies on `ndarray.tostring`, which NumPy 2.3 removed (vision_opencv #535).
 """
 from __future__ import annotations
 
 import array
+import io
 
 import cv2
 import numpy as np
+import PIL.Image
 from cv_bridge import CvBridge
 from cv_bridge.boost.cv_bridge_boost import cvtColor2
 from sensor_msgs.msg import CompressedImage, Image
@@ -85,14 +91,41 @@ def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def compressed_size(data) -> tuple[int, int]:
+    """(width, height) a compressed image's header declares, read without decoding any pixel.
+
+    Pillow refuses headers above its own decompression-bomb limit (about 179 megapixels) before we
+    see the size; that is reported as too_large as well.
+    """
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as header:
+            return header.size
+    except PIL.Image.DecompressionBombError as error:
+        raise BadFrame("too_large", f"image header: {error}") from None
+    except Exception as error:  # Pillow's parsers raise many types (OSError, SyntaxError, struct.error, ...)
+        raise BadFrame("decode_failed", f"unreadable image header in {len(data)} bytes "
+                                        f"({type(error).__name__}: {error})") from None
+
+
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
-    """Decode a CompressedImage (jpeg/png) through cv_bridge into HxWx3 uint8 RGB, or raise BadFrame."""
+    """Decode a CompressedImage (jpeg/png) through cv_bridge into HxWx3 uint8 RGB, or raise BadFrame.
+
+    The pixel count comes from the header and is checked before decoding (see the module docstring).
+    """
     if len(msg.data) == 0:
         raise BadFrame("zero_size", "compressed image has no data")
-    decoded = _BRIDGE.compressed_imgmsg_to_cv2(msg, "passthrough")
+    width, height = compressed_size(msg.data)
+    _check_pixels(height, width, max_pixels)
+    try:
+        decoded = _BRIDGE.compressed_imgmsg_to_cv2(msg, "passthrough")
+    except cv2.error as error:
+        raise BadFrame("decode_failed", f"OpenCV could not decode {len(msg.data)} bytes of '{msg.format}': "
+                                        f"{str(error).strip().splitlines()[-1]}") from None
     if decoded is None or decoded.size == 0:
         raise BadFrame("decode_failed", f"could not decode {len(msg.data)} bytes of '{msg.format}'")
-    _check_pixels(decoded.shape[0], decoded.shape[1], max_pixels)
+    if sorted(decoded.shape[:2]) != sorted((height, width)):  # EXIF orientation may swap the axes
+        raise BadFrame("decode_failed", f"decoded {decoded.shape[1]}x{decoded.shape[0]}, the header said "
+                                        f"{width}x{height}")
     if decoded.dtype != np.uint8:
         decoded = cv2.convertScaleAbs(decoded, alpha=255.0 / 65535.0)
     channels = 1 if decoded.ndim == 2 else decoded.shape[2]

@@ -10,6 +10,7 @@ crash-loops.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data, qos_profile_system_default)
+from rclpy.qos import qos_profile_parameters
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -34,7 +36,9 @@ from semla_ros.msg import AdapterFusion, ClassMap, SupportScore
 from semla_ros.ros import parameters
 from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.engine import build_engine
+from semla_ros.ros.background import BackgroundJob
 from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
+from semla_ros.ros.guard import CallbackGuard
 from semla_ros.ros.image_conversion import (BadFrame, compressed_to_rgb, image_to_rgb, mask_encoding, mask_to_image,
                                             rgb_to_image)
 from semla_ros.ros.log_bridge import route_python_logging
@@ -43,6 +47,9 @@ from semla_ros.ros.overlay import blend, palette
 
 NODE_NAME = "semla_segmenter"
 LOG_THROTTLE_S = 5.0
+RELOAD_REPLY_WAIT_S = 2.0   # a reload still running after this is answered "in progress"
+# Our services queue a flood of requests (depth 1000, as rclpy's parameter services) instead of dropping them.
+SERVICE_QOS = qos_profile_parameters
 
 
 @dataclass
@@ -81,12 +88,11 @@ class SemlaSegmenterNode(Node):
         values, problems = parameters.declare(self)   # rclpy stores the values; the node keeps no copy
         self._stats = NodeStats()
         self._health = Health()
+        self._guard = CallbackGuard(self._stats, self._health, self.get_logger())
         self._mailbox = LatestFrameMailbox()
-        self._setup_lock = threading.Lock()   # orders parameter changes against installing the segmenter
+        self._live_changes: queue.SimpleQueue = queue.SimpleQueue()   # stored parameter changes, in order
+        self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
-        # Changes accepted before the segmenter exists: rclpy stores a value only after our callback returns,
-        # so the catch-up must not rely on the store alone for a change accepted just before it.
-        self._accepted_while_loading: dict = {}
         self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._palettes: dict[int, np.ndarray] = {}
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
@@ -106,18 +112,23 @@ class SemlaSegmenterNode(Node):
         in_qos = qos_profile(values["input_qos"], values["input_qos_depth"])
         input_group = MutuallyExclusiveCallbackGroup()
         if values["input_transport"] == "compressed":
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
+            self._sub = self.create_subscription(CompressedImage, "image/compressed",
+                                                 self._guard.callback("image", self._on_compressed),
                                                  in_qos, callback_group=input_group)
         else:
-            self._sub = self.create_subscription(Image, "image", self._on_image, in_qos,
-                                                 callback_group=input_group)
-        # Services may wait for the frame in flight; diagnostics must not wait for them.
-        service_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(Trigger, "~/adapt_now", self._on_adapt_now, callback_group=service_group)
-        self.create_service(Trigger, "~/reload_library", self._on_reload_library, callback_group=service_group)
-        self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics,
+            self._sub = self.create_subscription(Image, "image", self._guard.callback("image", self._on_image),
+                                                 in_qos, callback_group=input_group)
+        # Each service in its own group: none waits for a frame, a reload or another service.
+        self.create_service(Trigger, "~/adapt_now", self._on_adapt_now, qos_profile=SERVICE_QOS,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(Trigger, "~/reload_library", self._on_reload_library, qos_profile=SERVICE_QOS,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(values["diagnostics_period_s"],
+                          self._guard.callback("diagnostics", self._publish_diagnostics),
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._guard.services_of(self)   # after the last service: ours and rclpy's parameter services
 
         self._thread = threading.Thread(target=self._run, args=(problems,), name="semla-inference", daemon=True)
         self._thread.start()
@@ -175,20 +186,25 @@ class SemlaSegmenterNode(Node):
         if build.segmenter is None:
             self._state = "not running: no model"
             return
-        with self._setup_lock:
-            try:
-                self._catch_up(build.segmenter)
-            except (ValueError, RuntimeError) as error:   # keep running on the values the model was built with
-                self._report("parameters", [("error", f"live parameters changed while the model loaded could not "
-                                                      f"be applied ({error}); running with the start values")])
-            self._segmenter = build.segmenter
+        try:
+            self._catch_up(build.segmenter)
+        except (ValueError, RuntimeError) as error:   # keep running on the values the model was built with
+            self._report("parameters", [("error", f"live parameters changed while the model loaded could not "
+                                                  f"be applied ({error}); running with the start values")])
+        self._segmenter = build.segmenter
         self._state = "running"
         self.get_logger().info(f"segmenter ready ({', '.join(f'{k}: {v}' for k, v in build.info.items())})")
 
+        step = self._guard.callback("inference", self._step)
         while not self._mailbox.closed:
-            frame = self._mailbox.take(timeout=0.25)
-            if frame is not None:
-                self._process(frame)
+            step(build.segmenter)
+
+    def _step(self, segmenter) -> None:
+        """One turn of the inference thread: parameter changes made meanwhile, then the newest frame."""
+        frame = self._mailbox.take(timeout=0.25)
+        self._apply_live_changes(segmenter)
+        if frame is not None:
+            self._process(frame)
 
     def _report(self, source: str, entries: list[tuple[str, str]]) -> None:
         """Replace one source's health entries and log the problems among them once."""
@@ -200,9 +216,9 @@ class SemlaSegmenterNode(Node):
                 self.get_logger().warning(message)
 
     def _catch_up(self, segmenter) -> None:
-        """Apply the live parameters in force now (some may have changed while the model was built)."""
-        values = {**self._values(), **self._accepted_while_loading}
-        self._accepted_while_loading.clear()
+        """Apply the live parameters in force now (some may have changed while the model was built; the
+        changes queued meanwhile are applied again after this, in order, which ends at the same values)."""
+        values = self._values()
         segmenter.update_settings(**parameters.settings_changes(values))
         classes = parameters.clean_classes(values["classes"])
         if classes != segmenter.predictor.class_names:
@@ -305,24 +321,34 @@ class SemlaSegmenterNode(Node):
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Validate our parameters; push live ones into the running segmenter. rclpy stores the values
-        (and owns the parameters it declares itself, such as use_sim_time)."""
+        """Validate our parameters. rclpy stores the values (and owns the parameters it declares itself,
+        such as use_sim_time). Answers at once: waiting for the frame in flight made a burst of sets
+        take minutes; the inference thread applies stored changes before its next frame."""
         changes = {p.name: p.value for p in params if p.name in parameters.SPEC_BY_NAME}
         reason = parameters.validate(changes)
         if reason:
             self.get_logger().debug(f"parameters refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)
-        with self._setup_lock:
-            if self._segmenter is not None:
-                reason = self._apply_live(self._segmenter, changes)
-                if reason:
-                    self.get_logger().debug(f"parameters refused: {reason}")
-                    return SetParametersResult(successful=False, reason=reason)
-            else:
-                self._accepted_while_loading.update(changes)
-            when = "applied" if self._segmenter is not None else "stored while the model loads, applied when ready"
-        self.get_logger().debug(f"parameters set ({when}): " + ", ".join(f"{p.name}={p.value!r}" for p in params))
         return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, params) -> None:
+        """rclpy stored these values: queue ours for the inference thread."""
+        changes = {p.name: p.value for p in params if p.name in parameters.SPEC_BY_NAME}
+        if changes:
+            self._live_changes.put(changes)
+            self.get_logger().debug("parameters set: " + ", ".join(f"{n}={v!r}" for n, v in changes.items()))
+
+    def _apply_live_changes(self, segmenter) -> None:
+        """Push the queued parameter changes into the segmenter, in the order they were stored."""
+        while True:
+            try:
+                changes = self._live_changes.get_nowait()
+            except queue.Empty:
+                return
+            reason = self._apply_live(segmenter, changes)
+            if reason:
+                self._report("live parameters", [("error", f"applying {', '.join(sorted(changes))} failed, "
+                                                           f"the segmenter keeps the previous values: {reason}")])
 
     def _apply_live(self, segmenter, changes) -> str | None:
         """Push changes into the segmenter; undo the settings if a later step fails."""
@@ -354,6 +380,8 @@ class SemlaSegmenterNode(Node):
         return response
 
     def _on_reload_library(self, request, response):
+        """Reads the library on a job thread of its own; answers with its result when it is quick,
+        otherwise at once with "in progress" (the result then goes to the log and /diagnostics)."""
         root = self._value("library_path")
         if not root:
             response.success, response.message = False, "library_path is '' (set it and restart)"
@@ -362,19 +390,36 @@ class SemlaSegmenterNode(Node):
         if segmenter is None:
             response.success, response.message = False, f"segmenter not running ({self._state})"
             return response
+        future = self._reload.start(root, self._reload_library, segmenter, root)
+        if future is None:
+            response.success = False
+            response.message = (f"reload of {self._reload.what} in progress (started "
+                                 f"{time.monotonic() - self._reload.started_at:.1f} s ago); "
+                                 "its result goes to the log and /diagnostics")
+            return response
+        try:
+            response.success, response.message = future.result(timeout=RELOAD_REPLY_WAIT_S)
+        except TimeoutError:
+            response.success = False
+            response.message = (f"reload of {root} in progress (still reading after {RELOAD_REPLY_WAIT_S:g} s); "
+                                "its result goes to the log and /diagnostics")
+        return response
+
+    def _reload_library(self, segmenter, root) -> tuple[bool, str]:
+        """The reload job: (success, message), also logged and shown in /diagnostics."""
         try:  # the segmenter reads the files off its frame lock and swaps the snapshot between frames
             count, skipped = segmenter.reload_library(root)
         except Exception as error:  # the old library stays active; say why
-            response.success = False
-            response.message = f"reload of {root} failed, previous library kept: {error}"
-            self.get_logger().error(response.message)
-            return response
-        response.success = True
-        response.message = f"{count} adapters loaded from {root}, {len(skipped)} skipped"
-        self._report("library", [("ok", response.message)] +
+            message = f"reload of {root} failed, previous library kept: {error}"
+            self._health.set("reload", [("warn", message)])   # the node runs on with the previous library
+            self.get_logger().error(message)
+            return False, message
+        message = f"{count} adapters loaded from {root}, {len(skipped)} skipped"
+        self._health.set("reload", [])
+        self._report("library", [("ok", message)] +
                      [("warn", f"adapter {name} skipped: {reason}") for name, reason in skipped])
-        self.get_logger().info(response.message)
-        return response
+        self.get_logger().info(message)
+        return True, message
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -420,7 +465,12 @@ def main(argv: list[str] | None = None, exit_process: bool = True) -> int:
     executor.add_node(node)
     try:
         while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                raise
+            except Exception as error:  # a callback created without the guard: recorded, never an exit
+                node._guard.record("executor", error)
     except ExternalShutdownException:
         pass
     finally:
