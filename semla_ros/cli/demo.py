@@ -28,20 +28,8 @@ from ..demo.build_assets import Assets, BuildParams, ensure_assets, load_demo_mo
 from ..evaluation.metrics import confusion_matrix as confusion
 from ..evaluation.metrics import mean_iou as miou
 from ..demo.sequence import DEFAULT_SEQUENCE, DomainSequence
+from ..demo.settings import DEMO_NODE_SETTINGS
 from ..ros.dds_profile import with_large_image_transport
-
-# Debounce settings for the demo world (node parameters). Relative threshold: a fraction of the
-# library's median inter-centroid distance.
-DEMO_NODE_SETTINGS = {
-    "top_k": 3,
-    "temperature": 0.05,
-    "ema_alpha": 0.3,
-    "switch_threshold": 0.5,
-    "threshold_mode": "relative",
-    "min_consecutive": 4,
-    "cooldown_s": 3.0,
-    "warmup_frames": 5,  # the startup reference is an average, not one noisy frame
-}
 
 
 @dataclass
