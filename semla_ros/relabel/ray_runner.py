@@ -12,8 +12,11 @@ Batches are the same fixed index ranges as in a local run, so the masks are the 
     semla-relabel a.mcap b.mcap --out OUT ... --ray ray://head:10001       # an existing cluster
 
 On a cluster every node must read the recordings, model and library at the same paths (a shared
-filesystem) and have semla_ros's dependencies (torch, open_clip, rosbags, ...) installed; the
-semla_ros code itself travels with each actor (`runtime_env` py_modules).
+filesystem) and have semla_ros's dependencies (torch, open_clip, rosbags, ...) installed. When this
+process starts the Ray connection, the semla_ros code travels with the job (`runtime_env` py_modules);
+when Ray is already initialised (a notebook, a test), the actors find this process's semla_ros through
+PYTHONPATH, which only reaches a local instance: for a remote cluster initialise Ray with
+`runtime_env={"py_modules": [<semla_ros folder>]}` or install semla_ros on the nodes.
 """
 from __future__ import annotations
 
@@ -35,6 +38,13 @@ class RelabelActor:
 
         torch.set_num_threads(max(1, int(threads)))
         self.workers = LocalWorkers(build_engine(spec).raise_for_errors())
+
+    def describe(self) -> dict:
+        import os
+
+        import torch
+
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(), "navigator": self.workers.build.navigator.id}
 
     def embed(self, recording, done, batch_size: int) -> list[EmbeddedBatch]:
         return list(self.workers.embed([(recording, done)], batch_size))
@@ -62,13 +72,16 @@ class RayWorkers:
             raise ValueError("workers, cpus_per_worker and batches_per_task must be >= 1")
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"py_modules": [_package_dir()]})
+            runtime_env = {}
+        else:
+            runtime_env = {"env_vars": {"PYTHONPATH": str(Path(_package_dir()).parent)}}
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < cpus_per_worker:
             raise RuntimeError(f"the Ray cluster has {cpus} CPUs, a worker needs {cpus_per_worker}")
         count = workers or max(1, cpus // cpus_per_worker)
-        actor = ray.remote(RelabelActor).options(num_cpus=cpus_per_worker,
-                                                 runtime_env={"py_modules": [_package_dir()]})
+        actor = ray.remote(RelabelActor).options(num_cpus=cpus_per_worker, runtime_env=runtime_env)
         self.actors = [actor.remote(spec, cpus_per_worker) for _ in range(count)]
         self.pool = ActorPool(self.actors)
         self.batches_per_task = batches_per_task
