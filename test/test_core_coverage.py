@@ -21,7 +21,8 @@ RETRIEVAL = SegmenterSettings(top_k=1)
 def _library():
     """Centroids a=(0,0), b=(10,0), c=(0,10): median spacing 10."""
     points = {"a": (0.0, 0.0), "b": (10.0, 0.0), "c": (0.0, 10.0)}
-    entries = [AdapterEntry(n, {}, 1.0, np.array(p, np.float32), {"navigator": "nav"}, False) for n, p in points.items()]
+    entries = [AdapterEntry(n, {}, 1.0, np.array(p, np.float32), {"navigator": "nav"}, False)
+               for n, p in points.items()]
     library = AdapterLibrary(None, entries)
     assert library.median_inter_centroid_distance == pytest.approx(10.0)
     return library

@@ -22,7 +22,7 @@ SETTINGS = RelabelSettings(batch_size=8, cluster=ClusterSettings(min_size=3), th
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("relabel")
     config = demo_model_config(root)
     build_domain_library(root / "library", config)
@@ -187,3 +187,56 @@ def test_cli_on_an_image_folder_and_on_a_bag_without_the_topic(world, tmp_path, 
     assert code == 2 and "no topic '/camera/image'" in err and "'/demo/image'" in err
     code = main([str(folder), "--out", str(tmp_path / "out"), "--no-compare", *common[:-2], "--batch-size", "2"])
     assert code == 2 and "holds another relabelling job" in capsys.readouterr().err
+
+
+def test_gaps_from_a_relabelling_job_export_frames_with_its_masks_as_pseudo_labels(world, finished, tmp_path, capsys):
+    from semla_ros.cli.library import main as library_main
+
+    out, _ = finished
+    # Every frame counts as uncovered at this threshold: the proposals then hold all readable frames.
+    code = library_main(["gaps", str(out), "--library", str(world["library"]), "--out", str(tmp_path / "p"),
+                         "--max-relative-distance", "1e-6", "--min-cluster-size", "3", "--pseudo-labels", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["source"] == "relabel" and result["uncovered"] == result["frames"] == 45
+    assert sum(p["frames"] for p in result["proposals"]) == 45
+    folder = tmp_path / "p" / result["proposals"][0]["name"]
+    assert "PSEUDO-LABELS" in (folder / "PSEUDO_LABELS.txt").read_text()
+    assert json.loads((folder / "proposal.json").read_text())["labels"].startswith("PSEUDO-LABELS")
+    recording = open_recording(world["root"] / "drive", "/demo/image")
+    frames = {f.index: f for f in recording.frames() if hasattr(f, "image")}
+    for image in sorted((folder / "images").glob("*.png"))[:5]:
+        index = int(image.stem.split("__")[1])
+        np.testing.assert_array_equal(np.asarray(Image.open(image)), frames[index].image)
+        np.testing.assert_array_equal(np.asarray(Image.open(folder / "labels" / image.name)),
+                                      np.asarray(Image.open(out / "drive" / "masks" / f"{index:06d}.png")))
+
+
+def test_gaps_from_a_capture_folder_with_the_models_pseudo_labels(world, tmp_path):
+    from semla_ros.core.capture import GapCapture
+    from semla_ros.demo import world as demo_world
+    from semla_ros.relabel import gaps
+    from semla_ros.relabel.work import cluster_fusion
+
+    build = world["build"]
+    capture = GapCapture(tmp_path / "capture", 100, classes=CLASSES, navigator_id=build.navigator.id)
+    images = [demo_world.render("fog", 900 + k).image for k in range(6)]
+    for k, (image, e) in enumerate(zip(images, build.navigator.embed(images))):
+        assert capture.save(f"f{k}", image, e, {"index": k})
+    proposals, info = gaps.from_capture(tmp_path / "capture", build.library, ClusterSettings(min_size=3))
+    assert info["frames"] == 6 and [len(p.frames) for p in proposals] == [6]
+    (proposal,) = proposals
+    order = np.argsort(np.linalg.norm(build.library.centroids - proposal.centroid, axis=1))
+    assert [n for n, _, _ in proposal.nearest] == [build.library.names[i] for i in order[:3]]
+    written = gaps.export_proposals(proposals, tmp_path / "capture", tmp_path / "p", CLASSES,
+                                    gaps.model_pseudo_labels(build, tmp_path / "capture"))
+    folder = written[0]
+    fusion = cluster_fusion(build.library, proposal.centroid, build.spec.settings)
+    activate_fusion(build.segmenter, build.library, fusion)
+    expected = build.predictor.predict(images[2]).class_ids
+    build.segmenter.fuse_now([], [])
+    label = np.asarray(Image.open(folder / "labels" / "f2.png"))
+    assert (label == expected).mean() > 0.999 and (folder / "PSEUDO_LABELS.txt").is_file()
+    from semla_ros.evaluation.dataset import open_domain
+
+    assert len(list(open_domain(folder).pairs())) == 6   # a trainable domain folder as it is

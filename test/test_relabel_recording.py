@@ -66,7 +66,8 @@ def test_raw_encodings_honour_the_row_stride():
         rows = np.ascontiguousarray(pixels).reshape(pixels.shape[0], -1).view(np.uint8)
         data = np.concatenate([rows, np.zeros((rows.shape[0], pad), np.uint8)], axis=1).reshape(-1)
         return t["sensor_msgs/msg/Image"](header=header, height=pixels.shape[0], width=pixels.shape[1],
-                                          encoding=encoding, is_bigendian=bigendian, step=rows.shape[1] + pad, data=data)
+                                          encoding=encoding, is_bigendian=bigendian, step=rows.shape[1] + pad,
+                                          data=data)
 
     np.testing.assert_array_equal(image_to_rgb(msg(rgb, "rgb8", pad=3)), rgb)
     np.testing.assert_array_equal(image_to_rgb(msg(rgb[..., ::-1], "bgr8", pad=1)), rgb)

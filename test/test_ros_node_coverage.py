@@ -107,5 +107,6 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, ros_domain
     assert {a["name"] for a in proposal["nearest_adapters"]} == {"demo-clear", "demo-fog"}
     folder = tmp_path / "proposals" / "gap-000"
     assert sorted(p.stem for p in (folder / "images").glob("*.png")) == names
-    assert not (folder / "labels").exists() and "add labels" in json.loads((folder / "proposal.json").read_text())["labels"]
+    assert not (folder / "labels").exists()
+    assert "add labels" in json.loads((folder / "proposal.json").read_text())["labels"]
     assert os.path.isfile(folder / "classes.txt")

@@ -38,7 +38,7 @@ STATUS_NAMES = ("covered", "gap_suspected", "gap")
 class CoverageSettings:
     """When a frame counts as uncovered, when a gap is sustained, what is captured (the one set of defaults)."""
 
-    max_relative_distance: float = 0.5    # nearest-centroid distance / median centroid spacing above which a frame is uncovered
+    max_relative_distance: float = 0.5    # uncovered above this nearest-centroid distance / median centroid spacing
     min_scale_free_support: float = 0.0   # uncovered below this scale-free support as well (0: test off)
     window: int = 20                      # embedded frames the fractions are taken over
     suspect_fraction: float = 0.5         # uncovered share of the window for GAP_SUSPECTED
@@ -67,7 +67,8 @@ class CoverageSettings:
         number("suspect_fraction", 0.0, 1.0, low_open=True)
         number("gap_fraction", 0.0, 1.0, low_open=True)
         if self.suspect_fraction > self.gap_fraction:
-            raise ValueError(f"suspect_fraction {self.suspect_fraction} must not exceed gap_fraction {self.gap_fraction}")
+            raise ValueError(f"suspect_fraction {self.suspect_fraction} must not exceed "
+                             f"gap_fraction {self.gap_fraction}")
         number("capture_period_s", 0.0)
         if isinstance(self.capture_max_frames, bool) or not isinstance(self.capture_max_frames, (int, np.integer)) \
                 or self.capture_max_frames < 0:

@@ -73,9 +73,12 @@ class MaskBagWriter:
         self.writer = Writer(self.partial, version=9, storage_plugin=plugin)
         self.writer.open()
         ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
-        add = lambda topic, cls: self.writer.add_connection(f"{ns}/{topic}", cls.__msgtype__, typestore=self.store)
-        self._mask_c, self._support_c, self._classmap_c = (add("mask", self._image), add("support_score", self._support),
-                                                          add("class_map", self._classmap))
+
+        def add(topic, cls):
+            return self.writer.add_connection(f"{ns}/{topic}", cls.__msgtype__, typestore=self.store)
+        self._mask_c = add("mask", self._image)
+        self._support_c = add("support_score", self._support)
+        self._classmap_c = add("class_map", self._classmap)
         self.frames = 0
 
     def _write(self, connection, log_ns, msg, cls) -> None:
@@ -94,7 +97,8 @@ class MaskBagWriter:
         self._write(self._mask_c, frame.log_ns, self._image(
             header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=self.encoding, is_bigendian=0,
             step=pixels.strides[0], data=pixels.view(np.uint8).reshape(-1)), self._image)
-        f = lambda name: float(support.get(name, math.nan))
+        def f(name):
+            return float(support.get(name, math.nan))
         self._write(self._support_c, frame.log_ns, self._support(
             header=header, support_score=f("support_score"), ema_distance=f("ema_distance"),
             switch_threshold=f("switch_threshold"), consecutive_over_threshold=0,

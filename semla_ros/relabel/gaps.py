@@ -99,9 +99,10 @@ def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettin
 
     job_dir = Path(job_dir)
     manifest = json.loads((job_dir / "job.json").read_text())
-    if manifest["engine"]["navigator"] not in {e.metadata.get("navigator") for e in library.entries} | {None}:
-        raise ValueError(f"the job's embeddings come from navigator {manifest['engine']['navigator']!r}, "
-                         "not the library's")
+    known = {e.metadata.get("navigator") for e in library.entries} - {None}
+    if known and manifest["engine"]["navigator"] not in known:
+        raise ValueError(f"the job's embeddings come from navigator {manifest['engine']['navigator']!r}, the "
+                         f"library's centroids from {sorted(known)}: they do not compare")
     folder = JobFolder(job_dir)
     names, embeddings, total = [], [], 0
     for item in manifest["inputs"]:

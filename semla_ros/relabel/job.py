@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ import numpy as np
 from ..catseg.checkpoint import state_dict_digest
 from .bag import STORAGES, MaskBagWriter
 from .cluster import ClusterSettings, cluster_embeddings
+from .recording import safe_name
 from .state import FrameTable, JobFolder, write_atomic, write_json
 from .work import (EmbeddedBatch, Fusion, activate_fusion, cluster_fusion, embed_recording, frame_support,
                    segment_batches)
@@ -133,10 +134,6 @@ class LocalWorkers:
             self._active = None
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "recording"
-
-
 def _no_bar(**_):
     class Bar:
         def update(self, n=1): ...
@@ -180,7 +177,9 @@ class RelabelJob:
         return tqdm(leave=False, **kwargs)
 
     # ------------------------------------------------------------------ what the job is
+    @functools.cached_property
     def manifest(self) -> dict:
+        """What the job is (job.json): a rerun resumes only the same job."""
         b = self.build
         spec = b.spec
         return {"format": 1, "inputs": [r.describe() | {"name": r.name} for r in self.recordings],
@@ -195,17 +194,18 @@ class RelabelJob:
 
     # ------------------------------------------------------------------ the steps
     def run(self) -> dict:
+        import torch
+
         from .report import build_report, write_report
 
+        threads = torch.get_num_threads()
         if self.settings.threads:
-            import torch
-
             torch.set_num_threads(self.settings.threads)
         start = time.perf_counter()
-        resumed = self.folder.claim(self.manifest(), self.restart)
-        if resumed:
-            self.log(f"resuming the job in {self.folder.root}")
         try:
+            resumed = self.folder.claim(self.manifest, self.restart)
+            if resumed:
+                self.log(f"resuming the job in {self.folder.root}")
             tables = self.embed()
             clusters = self.cluster(tables)
             segment_info = self.segment(tables, clusters)
@@ -213,6 +213,7 @@ class RelabelJob:
             comparison = self.compare(tables, clusters) if self.settings.compare else None
         finally:
             self.workers.close()
+            torch.set_num_threads(threads)
         self.timings["wall_s"] = time.perf_counter() - start
         report = build_report(self, tables, clusters, segment_info, outputs, comparison)
         write_report(self.folder.root, report)

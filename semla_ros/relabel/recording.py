@@ -12,6 +12,7 @@ object travels to Ray workers.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -47,6 +48,11 @@ class Frame:
 class Skipped:
     index: int
     reason: str
+
+
+def safe_name(name: str) -> str:
+    """A recording's name as a plain folder name (its outputs go to <out>/<name>/)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "recording"
 
 
 def _typestore():
@@ -96,7 +102,7 @@ class BagRecording:
                                  f"here; image topics: {images}")
         self.topic, self.labels_topic = topic, labels_topic
         self.msgtype, self.count = topics[topic]
-        self.name = name or self.path.stem
+        self.name = name or safe_name(self.path.stem)
         files = [self.path] if self.path.is_file() else [p for p in self.path.iterdir() if p.is_file()]
         self.fingerprint = _fingerprint(files)
 
@@ -163,9 +169,10 @@ class FolderRecording:
             raise RecordingError(str(exc)) from None
         self.rate_hz = float(rate_hz)
         self.count = len(self.folder)
-        self.name = name or self.path.name
+        self.name = name or safe_name(self.path.name)
         self.topic = self.labels_topic = None
-        files = [s.image_path for s in self.folder.samples] + [s.label_path for s in self.folder.samples if s.label_path]
+        samples = self.folder.samples
+        files = [s.image_path for s in samples] + [s.label_path for s in samples if s.label_path]
         self.fingerprint = _fingerprint(files)
 
     @property

@@ -39,7 +39,7 @@ def build_report(job, tables, clusters, segment_info, outputs, comparison) -> di
     segment_s = sum(r["segment_s"] for r in rows)
     fusion_s = sum(r["fusion_ms"] for r in rows) / 1e3
     report = {
-        "out": str(job.folder.root), "engine": job.manifest()["engine"], "retrieval": job.manifest()["retrieval"],
+        "out": str(job.folder.root), "engine": job.manifest["engine"], "retrieval": job.manifest["retrieval"],
         "library": {"entries": list(library.names), "median_inter_centroid_distance":
                     library.median_inter_centroid_distance},
         "settings": job.settings.state_json() | {"output": job.settings.output, "namespace": job.settings.namespace,
@@ -50,10 +50,10 @@ def build_report(job, tables, clusters, segment_info, outputs, comparison) -> di
     if comparison is not None:
         for name, result in comparison.items():
             own = [c for c in clusters if name in c.members]
-            per_cluster = (tables[name].embed_seconds + job.timings.get("cluster_s", 0.0) * len(tables[name]) /
-                           max(1, sum(len(t) for t in tables.values()))
-                           + sum((segment_info[c.id]["seconds"] + segment_info[c.id]["fusion_ms"] / 1e3) * _share(c, name)
-                                 for c in own))
+            frames_share = len(tables[name]) / max(1, sum(len(t) for t in tables.values()))
+            per_cluster = (tables[name].embed_seconds + job.timings.get("cluster_s", 0.0) * frames_share
+                           + sum((segment_info[c.id]["seconds"] + segment_info[c.id]["fusion_ms"] / 1e3)
+                                 * _share(c, name) for c in own))
             result["fusions"]["per-cluster"] = len(own)
             result["seconds"]["per-cluster"] = per_cluster
         report["comparison"] = comparison
@@ -65,12 +65,14 @@ def _f(value, fmt="{:.3f}") -> str:
 
 
 def markdown(report: dict) -> str:
+    cluster = report["settings"]["cluster"]
     lines = ["# Relabelling report", "",
              f"Library: {len(report['library']['entries'])} adapters, median centroid spacing "
              f"{_f(report['library']['median_inter_centroid_distance'], '{:.4g}')}; navigator "
              f"`{report['engine']['navigator']}`; clustering {report['settings']['scope']}, scale "
-             f"{report['settings']['cluster']['scale']} x spacing, minimum size {report['settings']['cluster']['min_size']}.",
-             "", "## Recordings", "", "| recording | kind | frames | skipped | clusters | output |", "|---|---|---:|---:|---:|---|"]
+             f"{cluster['scale']} x spacing, minimum size {cluster['min_size']}.",
+             "", "## Recordings", "", "| recording | kind | frames | skipped | clusters | output |",
+             "|---|---|---:|---:|---:|---|"]
     for name, r in report["recordings"].items():
         out = r["output"]
         lines.append(f"| {name} | {r['kind']} | {r['frames']} | {r['skipped']} | {len(r['clusters'])} | "

@@ -89,7 +89,8 @@ def embed_recording(navigator, recording, batch_size: int, done: Iterable[int] =
         return EmbeddedBatch(
             recording=recording.name, batch=current, indices=np.array([f.index for f in frames], np.int64),
             names=[f.name for f in frames], sec=np.array([f.sec for f in frames], np.int64),
-            nanosec=np.array([f.nanosec for f in frames], np.int64), log_ns=np.array([f.log_ns for f in frames], np.int64),
+            nanosec=np.array([f.nanosec for f in frames], np.int64),
+            log_ns=np.array([f.log_ns for f in frames], np.int64),
             frame_ids=[f.frame_id for f in frames], labelled=np.array([f.label is not None for f in frames], bool),
             embeddings=np.asarray(emb, np.float32),
             skipped=[(f.index, f.reason) for f in pending if isinstance(f, Skipped)],
@@ -127,8 +128,7 @@ def predict_masks(predictor, backend, images: list[np.ndarray]) -> list[np.ndarr
     return out
 
 
-def segment_batches(predictor, backend, recording, batches: list[tuple[int, ...]]
-                    ) -> Iterator[tuple[tuple[int, ...], list[tuple[int, str]], list[np.ndarray], list[tuple[int, str]]]]:
+def segment_batches(predictor, backend, recording, batches: list[tuple[int, ...]]) -> Iterator[tuple]:
     """(batch, [(index, name)], class ids, skipped) per batch of frame indices, reading the recording
     once; the model must already hold the cluster's fusion."""
     wanted = {i: b for b, batch in enumerate(batches) for i in batch}
