@@ -63,12 +63,26 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, ros_domain
                          "the camera to play its whole sequence")
         probe.spin_for(1.5)
         diag = probe.diag()
+        # Coverage thresholds are live; an inconsistent combination is refused with the reason.
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = probe.node.create_client(SetParameters, "/t/semla_segmenter/set_parameters")
+        probe.spin_until(client.service_is_ready, 10, "the set_parameters service")
+        replies = []
+        for name, value in (("coverage_suspect_fraction", 0.9), ("coverage_window", 6)):
+            future = client.call_async(SetParameters.Request(parameters=[Parameter(name, value=value)
+                                                                         .to_parameter_msg()]))
+            probe.spin_until(future.done, 30, f"the reply to {name}")
+            replies.append(future.result().results[0])
     finally:
         if camera is not None and camera.poll() is None:
             camera.kill()
         code, _ = node.stop(signal.SIGINT)
         probe.close()
     assert code == 0, node.log()
+    assert not replies[0].successful and "must not exceed gap_fraction 0.75" in replies[0].reason
+    assert replies[1].successful, replies[1].reason
 
     domain_of = {(r["sec"], r["nanosec"]): r["domain"] for r in map(json.loads, frame_log.read_text().splitlines())}
     seen = [(domain_of[(s.header.stamp.sec, s.header.stamp.nanosec)], s) for s in statuses]
