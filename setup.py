@@ -20,6 +20,7 @@ setup(
             "semla-demo=semla_ros.cli.demo:main",
             "semla-library=semla_ros.cli.library:main",
             "semla-eval=semla_ros.cli.evaluate:main",
+            "semla-relabel=semla_ros.cli.relabel:main",
             "semla_segmenter=semla_ros.ros.node:main",
             "semla_demo_camera=semla_ros.ros.demo_camera:main",
         ],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "semla_ros"
-ROS_FREE = ("catseg", "core", "backends", "engine", "evaluation", "training", "verify", "demo")
+ROS_FREE = ("catseg", "core", "backends", "engine", "evaluation", "training", "verify", "relabel", "demo")
 
 
 def allowed_imports() -> dict[str, set[str]]:

@@ -14,9 +14,13 @@ from semla_ros.ros.parameters import SPECS, SPEC_BY_NAME, validate  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_seed", "library_path", "navigator",
                   "navigator_normalize", "backend", "device", "precision", "engine_cache_dir", "sliding_window", "input_transport",
-                  "input_qos", "input_qos_depth", "output_qos", "output_qos_depth", "diagnostics_period_s"}
+                  "input_qos", "input_qos_depth", "output_qos", "output_qos_depth", "diagnostics_period_s",
+                  "coverage_capture_dir"}
 LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_threshold", "threshold_mode",
-        "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "max_input_pixels", "overlay_alpha"}
+        "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "max_input_pixels", "overlay_alpha",
+        "coverage_max_relative_distance", "coverage_min_scale_free_support", "coverage_window",
+        "coverage_suspect_fraction", "coverage_gap_fraction", "coverage_capture_period_s",
+        "coverage_capture_max_frames"}
 
 
 def test_every_parameter_is_documented_in_config_with_its_default():
@@ -53,6 +57,18 @@ def test_parameter_defaults_are_the_engines_defaults():
     covered = set(parameters.SETTING_BY_PARAMETER.values())
     assert covered == {f.name for f in dataclasses.fields(EngineSpec().settings)}
     assert set(parameters.ENGINE_PARAMETERS) == {f.name for f in dataclasses.fields(EngineSpec)} - {"settings"}
+
+
+def test_coverage_parameters_are_the_coverage_settings_with_their_defaults():
+    import dataclasses
+
+    from semla_ros.core.coverage import CoverageSettings
+
+    defaults = {spec.name: spec.default for spec in SPECS}
+    assert parameters.coverage_settings(defaults) == CoverageSettings()          # one source of defaults
+    assert set(parameters.COVERAGE_BY_PARAMETER.values()) == {f.name for f in dataclasses.fields(CoverageSettings)}
+    assert set(parameters.COVERAGE_BY_PARAMETER) <= set(SPEC_BY_NAME)
+    assert parameters.coverage_changes({"coverage_window": 7, "top_k": 2}) == {"window": 7}
 
 
 def test_defaults_validate():

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "fusion": "adapter swap and steady-state frame time vs PEFT",
     "node": "ROS node overhead, mask publish time, soak against a slow model",
     "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",
+    "relabel": "offline relabelling throughput: one fusion per cluster vs per image, same frames",
     "tensorrt": "TensorRT engine build, refit and latency vs PyTorch (needs a GPU)",
 }
 

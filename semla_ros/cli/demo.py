@@ -28,8 +28,9 @@ from ..engine.spec import BACKENDS
 from ..demo.build_assets import Assets, BuildParams, ensure_assets, load_demo_model
 from ..evaluation.metrics import confusion_matrix as confusion
 from ..evaluation.metrics import mean_iou as miou
-from ..demo.node_parameters import DEMO_NODE_SETTINGS, node_parameters, write_params_file
+from ..demo.node_parameters import node_parameters, write_params_file
 from ..demo.sequence import DEFAULT_SEQUENCE, DomainSequence
+from ..demo.settings import DEMO_NODE_SETTINGS
 from ..ros.dds_profile import with_large_image_transport
 
 

@@ -5,6 +5,7 @@
     semla-library list LIB
     semla-library inspect LIB [--map centroids.png] [--images NAME=DIR ...]
     semla-library import LORADB [--into LIB]
+    semla-library gaps CAPTURE_DIR|RELABEL_OUT --library LIB [--out PROPOSALS] [--pseudo-labels --model CFG ...]
 
 A library is a folder in the official SemLA `loradb/` layout (see semla_ros.core.library);
 entries made here add a `metadata.json` (navigator id, training settings), which official tools
@@ -91,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--model", default=None, help="optional: also check every target against this model config")
     im.add_argument("--checkpoint", default=None)
     im.add_argument("--overwrite", action="store_true")
+
+    g = sub.add_parser("gaps", help="propose new entries from frames the library does not cover (a capture folder "
+                                    "of the node's coverage monitor, or a semla-relabel job folder)")
+    g.add_argument("source", type=Path, help="coverage capture folder, or a semla-relabel --out folder")
+    g.add_argument("--library", type=Path, required=True)
+    g.add_argument("--out", type=Path, default=None,
+                   help="write each proposal as a domain folder here (images/, classes.txt, proposal.json)")
+    g.add_argument("--cluster-scale", type=float, default=None, help="in units of the median centroid spacing")
+    g.add_argument("--min-cluster-size", type=int, default=None)
+    g.add_argument("--max-relative-distance", type=float, default=None,
+                   help="relabel jobs: frames farther than this x the spacing from every adapter count as uncovered")
+    g.add_argument("--pseudo-labels", action="store_true",
+                   help="also write labels/ with the current model's masks (PSEUDO-labels, marked as such); capture "
+                        "folders need --model/--checkpoint, relabel jobs use their own masks")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    _model_args(g, required=False)
     return parser
 
 
@@ -285,10 +302,71 @@ def cmd_import(args) -> int:
     return 1 if lib.skipped else 0
 
 
+def cmd_gaps(args) -> int:
+    from ..core.coverage import CoverageSettings
+    from ..relabel import gaps
+    from ..relabel.cluster import ClusterSettings
+
+    lib = AdapterLibrary.open(args.library)
+    if not lib.entries:
+        print(f"error: no usable entry in {args.library}", file=sys.stderr)
+        return 1
+    cluster = ClusterSettings(args.cluster_scale or ClusterSettings.scale,
+                              args.min_cluster_size or ClusterSettings.min_size)
+    is_job = (args.source / "job.json").is_file()
+    if is_job:
+        proposals, info = gaps.from_relabel_job(args.source, lib, cluster,
+                                                args.max_relative_distance or CoverageSettings.max_relative_distance)
+    else:
+        proposals, info = gaps.from_capture(args.source, lib, cluster)
+    written = []
+    if args.out is not None and proposals:
+        pseudo = None
+        if is_job:
+            classes = json.loads((args.source / "job.json").read_text())["engine"]["classes"]
+            if args.pseudo_labels:
+                pseudo = lambda p, files: gaps.job_masks(args.source, p.frames)  # noqa: E731
+        else:
+            from ..evaluation.dataset import read_classes
+
+            classes_file = args.source / "classes.txt"
+            classes = read_classes(classes_file) if classes_file.is_file() else []
+            if args.pseudo_labels:
+                if not args.model:
+                    print("error: --pseudo-labels on a capture folder needs --model (and --checkpoint)", file=sys.stderr)
+                    return 2
+                from ..engine import EngineSpec, build_engine
+
+                spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
+                                  allow_random_weights=args.allow_random_weights, library_path=str(args.library),
+                                  navigator=args.navigator, device=args.device, classes=tuple(classes))
+                pseudo = gaps.model_pseudo_labels(build_engine(spec).raise_for_errors(), args.source)
+        if not classes:
+            print(f"error: no classes.txt in {args.source}: cannot write trainable folders", file=sys.stderr)
+            return 2
+        written = gaps.export_proposals(proposals, args.source, args.out, classes, pseudo)
+    if args.json:
+        print(json.dumps({**info, "proposals": [p.to_json() for p in proposals],
+                          "written": [str(w) for w in written]}, indent=2))
+        return 0
+    what = (f"{info['uncovered']} of {info['frames']} frames uncovered" if is_job
+            else f"{info['frames']} captured frames")
+    print(f"{args.source}: {what}; {len(proposals)} proposed entr{'y' if len(proposals) == 1 else 'ies'} "
+          f"(library {lib.root}, median centroid spacing {lib.median_inter_centroid_distance:.4g})")
+    for p in proposals:
+        near = ", ".join(f"{n} {r:.2f}x" for n, _, r in p.nearest)
+        print(f"  {p.name}: {len(p.frames)} frames, {p.mean_relative_distance:.2f}x the spacing from the nearest "
+              f"adapter on average; nearest to its centroid: {near}")
+    for w in written:
+        labels = "PSEUDO-labels in labels/" if (w / "PSEUDO_LABELS.txt").is_file() else "add labels/ to train"
+        print(f"  wrote {w} ({labels}); then: semla-library train {w} --library LIB --model ... --checkpoint ...")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"train": cmd_train, "add": cmd_add, "list": cmd_list, "inspect": cmd_inspect,
-               "import": cmd_import}[args.command]
+               "import": cmd_import, "gaps": cmd_gaps}[args.command]
     try:
         return command(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -77,6 +77,7 @@ class FrameResult:
     embedded: bool
     fusion: FusionEvent | None  # a swap that became active (or failed) right before this frame
     model_ms: float
+    embedding: np.ndarray | None = None  # this frame's navigator embedding (None when not embedded)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class SemlaSegmenter:
         self._failed = 0
         self._frame = 0
         self._support = math.nan
+        self._embedding: np.ndarray | None = None
         self._closed = False
         if library is not None and len(library) > 0:
             self._install_library(library)
@@ -233,7 +235,8 @@ class SemlaSegmenter:
                 threshold=self.threshold if self._library is not None else math.nan,
                 consecutive=decision.consecutive if decision is not None else 0,
                 active_adapters=len(active.entries) if active is not None else 0,
-                embedded=embedded, fusion=fusion, model_ms=model_ms)
+                embedded=embedded, fusion=fusion, model_ms=model_ms,
+                embedding=self._embedding if embedded else None)
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:
@@ -268,7 +271,7 @@ class SemlaSegmenter:
                 self._start_adaptation(query, request, stamp)
             return False, None
         now = self._clock()
-        embedding = self.navigator.embed([image_rgb])[0]
+        embedding = self._embedding = self.navigator.embed([image_rgb])[0]
         decision = debouncer.update(embedding, now)
         s = self._settings
         r = retrieve(embedding, library.centroids, s.top_k, s.temperature, s.metric)

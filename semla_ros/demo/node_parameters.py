@@ -18,19 +18,7 @@ import yaml
 
 from . import world
 from .build_assets import Assets, BuildParams, ensure_assets
-
-# Debounce settings for the demo world. Relative threshold: a fraction of the library's median
-# inter-centroid distance.
-DEMO_NODE_SETTINGS = {
-    "top_k": 3,
-    "temperature": 0.05,
-    "ema_alpha": 0.3,
-    "switch_threshold": 0.5,
-    "threshold_mode": "relative",
-    "min_consecutive": 4,
-    "cooldown_s": 3.0,
-    "warmup_frames": 5,  # the startup reference is an average, not one noisy frame
-}
+from .settings import DEMO_NODE_SETTINGS
 
 
 def node_parameters(assets: Assets, device: str = "cpu", settings: dict = DEMO_NODE_SETTINGS) -> dict:

@@ -32,7 +32,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from diagnostic_msgs.msg import DiagnosticArray
 
-from semla_ros.msg import AdapterFusion, ClassMap, SupportScore
+from semla_ros.msg import AdapterFusion, ClassMap, CoverageStatus, SupportScore
+from semla_ros.core.coverage import GAP, CoverageMonitor
 from semla_ros.ros import parameters
 from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.engine import build_engine
@@ -94,6 +95,8 @@ class SemlaSegmenterNode(Node):
         self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
         self._backend_status = None           # the engine backend's last (level, message), reported on change
+        self._coverage: CoverageMonitor | None = None
+        self._coverage_state = None
         self._palettes: dict[int, np.ndarray] = {}
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._state = "loading model"
@@ -107,6 +110,7 @@ class SemlaSegmenterNode(Node):
         self._overlay_pub = self.create_publisher(Image, "overlay", out_qos)
         self._fusion_pub = self.create_publisher(AdapterFusion, "fusion", FUSION_QOS)
         self._class_map_pub = self.create_publisher(ClassMap, "class_map", CLASS_MAP_QOS)
+        self._coverage_pub = self.create_publisher(CoverageStatus, "coverage", out_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         in_qos = qos_profile(values["input_qos"], values["input_qos_depth"])
@@ -191,6 +195,7 @@ class SemlaSegmenterNode(Node):
         except (ValueError, RuntimeError) as error:   # keep running on the values the model was built with
             self._report("parameters", [("error", f"live parameters changed while the model loaded could not "
                                                   f"be applied ({error}); running with the start values")])
+        self._coverage = self._coverage_monitor(build)
         self._segmenter = build.segmenter
         self._state = "running"
         self.get_logger().info(f"segmenter ready ({', '.join(f'{k}: {v}' for k, v in build.info.items())})")
@@ -244,6 +249,8 @@ class SemlaSegmenterNode(Node):
             self._support_pub.publish(self._support_message(result, frame.header))
             if result.fusion is not None:
                 self._publish_fusion(result.fusion, frame.header)
+            if result.embedding is not None and self._coverage is not None and segmenter.library is not None:
+                self._observe_coverage(segmenter, result, frame)
             if self._overlay_pub.get_subscription_count() > 0:  # only computed for a viewer
                 overlay = blend(frame.rgb, result.class_ids, self._palette(num_classes), self._value("overlay_alpha"))
                 self._overlay_pub.publish(rgb_to_image(overlay, frame.header))
@@ -291,6 +298,41 @@ class SemlaSegmenterNode(Node):
             self._report("backend", [status])
             if status[0] == "ok":
                 self.get_logger().info(status[1])
+
+    # ------------------------------------------------------------------ library coverage
+    def _coverage_monitor(self, build) -> CoverageMonitor | None:
+        try:
+            monitor = CoverageMonitor(parameters.coverage_settings(self._values()),
+                                      classes=build.predictor.class_names, navigator_id=getattr(build.navigator, "id", None))
+        except (ValueError, OSError) as error:
+            self._report("coverage", [("error", f"coverage monitor off: {error}")])
+            return None
+        self._report("coverage", [("ok", "covered")])
+        return monitor
+
+    def _observe_coverage(self, segmenter, result, frame) -> None:
+        """Judge the frame's embedding against the library, publish `coverage`, WARN while a gap lasts."""
+        stamp = frame.header.stamp
+        try:
+            report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, frame.rgb,
+                                            f"{stamp.sec:010d}_{stamp.nanosec:09d}",
+                                            {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": frame.header.frame_id})
+        except OSError as error:   # a full or read-only disk stops capturing, never the node
+            self._report("coverage", [("error", f"capturing frames failed: {error}")])
+            self._coverage.update_settings(capture_dir="")
+            return
+        self._coverage_pub.publish(CoverageStatus(
+            header=frame.header, status=report.status, nearest_distance=float(report.nearest_distance),
+            relative_distance=float(report.relative_distance), scale_free_support=float(report.scale_free_support),
+            uncovered_fraction=float(report.uncovered_fraction), frames_captured=report.frames_captured,
+            capture_dir=report.capture_dir))
+        self._stats.set_engine(coverage=report.status_name, coverage_uncovered_fraction=f"{report.uncovered_fraction:.2f}",
+                               coverage_frames_captured=report.frames_captured)
+        state = (report.status == GAP, report.capture_full)
+        if state != self._coverage_state:   # a WARN while a gap lasts (and while the capture folder is full)
+            self._coverage_state = state
+            self._report("coverage", [("warn" if problem else "ok", text)
+                                      for problem, text in self._coverage.describe(report)])
 
     @staticmethod
     def _describe_active(active) -> str:
@@ -353,10 +395,13 @@ class SemlaSegmenterNode(Node):
     def _apply_live(self, segmenter, changes) -> str | None:
         """Push changes into the segmenter; undo the settings if a later step fails."""
         settings = parameters.settings_changes(changes)
+        coverage = parameters.coverage_changes(changes)
         previous = segmenter.settings
         try:
             if settings:
                 segmenter.update_settings(**settings)
+            if coverage and self._coverage is not None:
+                self._coverage.update_settings(**coverage)
             if "classes" in changes:
                 classes = parameters.clean_classes(changes["classes"])
                 if classes != segmenter.predictor.class_names:

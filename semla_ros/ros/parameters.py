@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from semla_ros.core.coverage import CoverageSettings
 from semla_ros.core.navigator import NavigatorSpec
 from semla_ros.core.settings import METRICS, THRESHOLD_MODES, SegmenterSettings
 from semla_ros.engine.spec import BACKENDS, PRECISIONS, EngineSpec
@@ -23,6 +24,7 @@ from semla_ros.engine.spec import BACKENDS, PRECISIONS, EngineSpec
 QOS_CHOICES = ("sensor_data", "default", "system_default")
 _ENGINE = EngineSpec()
 _SETTINGS = SegmenterSettings()
+_COVERAGE = CoverageSettings()
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,29 @@ SPECS: tuple[Spec, ...] = (
          low=1, high=2**31 - 1),
     Spec("overlay_alpha", 0.5, "Weight of the class colours in the overlay image", low=0.0, high=1.0),
     Spec("diagnostics_period_s", 1.0, "Period of /diagnostics", read_only=True, low=0.05, high=60.0),
+    # --- library coverage: gap detection on `coverage` and /diagnostics (live, except the capture folder) ---
+    Spec("coverage_max_relative_distance", _COVERAGE.max_relative_distance, "A frame is uncovered when its distance "
+         "to the nearest adapter centroid exceeds this times the library's median centroid spacing",
+         low=1e-6, high=1e6),
+    Spec("coverage_min_scale_free_support", _COVERAGE.min_scale_free_support, "A frame is also uncovered when its "
+         "scale-free support is below this (0 = off)", low=0.0, high=1e6),
+    Spec("coverage_window", _COVERAGE.window, "Embedded frames the uncovered share is taken over", low=1, high=10000),
+    Spec("coverage_suspect_fraction", _COVERAGE.suspect_fraction, "Uncovered share of the window for GAP_SUSPECTED "
+         "(<= coverage_gap_fraction)", low=1e-6, high=1.0),
+    Spec("coverage_gap_fraction", _COVERAGE.gap_fraction, "Uncovered share of a full window for GAP (diagnostics "
+         "WARN)", low=1e-6, high=1.0),
+    Spec("coverage_capture_dir", _COVERAGE.capture_dir, "Save uncovered frames and their embeddings here while a "
+         "gap is suspected, ready to label ('' = off)", read_only=True),
+    Spec("coverage_capture_period_s", _COVERAGE.capture_period_s, "At most one captured frame per this many seconds",
+         low=0.0, high=86400.0),
+    Spec("coverage_capture_max_frames", _COVERAGE.capture_max_frames, "The capture folder never holds more frames "
+         "than this (earlier runs' frames count)", low=0, high=10_000_000),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 SETTING_BY_PARAMETER = {spec.name: spec.setting for spec in SPECS if spec.setting}
+# Parameters named coverage_<field> set that CoverageSettings field.
+COVERAGE_BY_PARAMETER = {f"coverage_{f.name}": f.name for f in dataclasses.fields(CoverageSettings)}
 # Parameters named like an EngineSpec field set that field.
 ENGINE_PARAMETERS = tuple(f.name for f in dataclasses.fields(EngineSpec) if f.name in SPEC_BY_NAME)
 
@@ -168,6 +189,16 @@ def settings_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """The subset of parameter changes that are segmenter settings, under the settings' names."""
     return {SETTING_BY_PARAMETER[name]: value for name, value in changes.items()
             if name in SETTING_BY_PARAMETER}
+
+
+def coverage_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of parameter changes that are coverage settings, under the settings' names."""
+    return {COVERAGE_BY_PARAMETER[name]: value for name, value in changes.items() if name in COVERAGE_BY_PARAMETER}
+
+
+def coverage_settings(values: Mapping[str, Any]) -> CoverageSettings:
+    """The CoverageSettings the parameter values describe (ValueError for an inconsistent combination)."""
+    return CoverageSettings().replace(**coverage_changes(values))
 
 
 def engine_spec(values: Mapping[str, Any]) -> EngineSpec:

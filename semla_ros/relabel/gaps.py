@@ -1,0 +1,204 @@
+"""Proposals of new library entries from frames the library does not cover (`semla-library gaps`).
+
+Sources: a capture folder of the node's coverage monitor (core/capture.py), or a relabelling job
+folder (its stored embeddings; the frames the library does not cover are those farther than
+`max_relative_distance` x the centroid spacing from every adapter, the coverage monitor's rule).
+The frames are clustered like a relabelling job's (cluster.py: the library's spacing sets the
+scale); each cluster is one proposed entry: how many frames, their centroid (what the entry's
+centroid would be if trained on them, SemLA's train_average_embedding), the nearest existing
+adapters and how far they are in units of the spacing.
+
+`export_proposals` writes each proposal as a domain folder (images/, classes.txt, proposal.json),
+ready for labels/ and `semla-library train`. Pseudo-labels are an option for a first adapter: the
+current model's masks with the proposal's own SemLA fusion (relabelling jobs: the job's masks) go
+into labels/, and PSEUDO_LABELS.txt and proposal.json say that they are model predictions, not
+ground truth.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.capture import CLASSES, IMAGES, read_capture
+from ..core.coverage import CoverageSettings
+from ..core.retrieval import distances
+from .cluster import ClusterSettings, cluster_embeddings
+
+PSEUDO_NOTE = ("labels/ holds PSEUDO-LABELS: masks predicted by the current model (with this proposal's SemLA "
+               "fusion), not ground truth. An adapter trained on them learns the model's own mistakes too; "
+               "replace them with real labels where you can.\n")
+
+
+@dataclass
+class Proposal:
+    name: str
+    frames: list[str]                       # capture names, or "<recording>/<name>" of a relabelling job
+    centroid: np.ndarray
+    nearest: list[tuple[str, float, float]]   # (adapter, distance, distance / spacing), nearest first
+    mean_relative_distance: float            # of its frames to their nearest adapter
+    records: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "frames": len(self.frames), "frame_names": self.frames,
+                "centroid": self.centroid.tolist(), "mean_relative_distance": self.mean_relative_distance,
+                "nearest_adapters": [{"name": n, "distance": d, "relative_distance": r} for n, d, r in self.nearest]}
+
+
+def propose(names, embeddings, library, settings: ClusterSettings = ClusterSettings(), prefix: str = "gap",
+            nearest: int = 3) -> list[Proposal]:
+    """Cluster uncovered frames' embeddings; one proposal per cluster, largest first."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if len(x) == 0:
+        return []
+    if x.shape[1] != library.dim:
+        raise ValueError(f"embeddings have dimension {x.shape[1]}, the library's centroids {library.dim}: "
+                         "they come from another navigator")
+    spacing = library.median_inter_centroid_distance
+    labels = cluster_embeddings(x, spacing, settings)
+    out = []
+    for k in range(int(labels.max()) + 1):
+        rows = np.flatnonzero(labels == k)
+        centroid = x[rows].mean(axis=0)
+        d = distances(centroid, library.centroids)
+        order = np.argsort(d, kind="stable")[:nearest]
+        per_frame = np.array([distances(x[i], library.centroids).min() for i in rows])
+        rel = (lambda v: float(v / spacing) if math.isfinite(spacing) and spacing > 0 else math.nan)
+        out.append(Proposal(f"{prefix}-{k:03d}", [names[i] for i in rows], centroid,
+                            [(library.names[i], float(d[i]), rel(d[i])) for i in order], rel(per_frame.mean())))
+    out.sort(key=lambda p: -len(p.frames))
+    for i, p in enumerate(out):
+        p.name = f"{prefix}-{i:03d}"
+    return out
+
+
+def from_capture(capture_dir, library, settings: ClusterSettings = ClusterSettings()) -> tuple[list[Proposal], dict]:
+    names, embeddings, records, info = read_capture(capture_dir)
+    navigator = info.get("navigator")
+    known = {e.metadata.get("navigator") for e in library.entries} - {None}
+    if navigator and known and navigator not in known:
+        raise ValueError(f"the captured embeddings come from navigator {navigator!r}, the library's centroids "
+                         f"from {sorted(known)}: they do not compare")
+    proposals = propose(names, embeddings, library, settings)
+    by_name = dict(zip(names, records))
+    for p in proposals:
+        p.records = [by_name[n] for n in p.frames]
+    return proposals, {"source": "capture", "frames": len(names), "navigator": navigator}
+
+
+def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettings(),
+                     max_relative_distance: float = CoverageSettings.max_relative_distance
+                     ) -> tuple[list[Proposal], dict]:
+    """Uncovered frames of a finished relabelling job (frames.csv + its stored embeddings)."""
+    from .state import JobFolder
+
+    job_dir = Path(job_dir)
+    manifest = json.loads((job_dir / "job.json").read_text())
+    known = {e.metadata.get("navigator") for e in library.entries} - {None}
+    if known and manifest["engine"]["navigator"] not in known:
+        raise ValueError(f"the job's embeddings come from navigator {manifest['engine']['navigator']!r}, the "
+                         f"library's centroids from {sorted(known)}: they do not compare")
+    folder = JobFolder(job_dir)
+    names, embeddings, total = [], [], 0
+    for item in manifest["inputs"]:
+        rec = item["name"]
+        table = folder.frame_table(rec, library.dim)
+        total += len(table)
+        spacing = library.median_inter_centroid_distance
+        for pos, name in enumerate(table.names):
+            nearest = distances(table.embeddings[pos], library.centroids).min()
+            if math.isfinite(spacing) and nearest / spacing > max_relative_distance:
+                names.append(f"{rec}/{name}")
+                embeddings.append(table.embeddings[pos])
+    proposals = propose(names, np.array(embeddings).reshape(len(names), -1) if names else np.zeros((0, library.dim)),
+                        library, settings)
+    return proposals, {"source": "relabel", "frames": total, "uncovered": len(names),
+                       "max_relative_distance": max_relative_distance}
+
+
+def export_proposals(proposals, source, out_dir, classes, pseudo_labels=None) -> list[Path]:
+    """One domain folder per proposal under `out_dir`. `source` is the capture folder or the job folder;
+    `pseudo_labels(proposal, names) -> {name: class ids}` fills labels/ (clearly marked) when given."""
+    from PIL import Image
+
+    source, out_dir = Path(source), Path(out_dir)
+    written = []
+    for p in proposals:
+        target = out_dir / p.name
+        (target / IMAGES).mkdir(parents=True, exist_ok=True)
+        files = [n.replace("/", "__") for n in p.frames]
+        if (source / "job.json").is_file():
+            _extract_job_frames(source, p.frames, target / IMAGES)
+        else:
+            for n in p.frames:
+                shutil.copyfile(source / IMAGES / f"{n}.png", target / IMAGES / f"{n}.png")
+        (target / CLASSES).write_text("".join(f"{c}\n" for c in classes))
+        meta = p.to_json() | {"source": str(source), "labels": "none: add labels/<name>.png (train ids, 255 ignored)"}
+        if pseudo_labels is not None:
+            (target / "labels").mkdir(exist_ok=True)
+            for name, mask in pseudo_labels(p, files).items():
+                Image.fromarray(np.asarray(mask, np.uint8)).save(target / "labels" / f"{name}.png")
+            (target / "PSEUDO_LABELS.txt").write_text(PSEUDO_NOTE)
+            meta["labels"] = "PSEUDO-LABELS: the current model's masks, not ground truth"
+        (target / "proposal.json").write_text(json.dumps(meta, indent=1))
+        written.append(target)
+    return written
+
+
+def _extract_job_frames(job_dir: Path, frames: list[str], images: Path) -> None:
+    """Write the job's frames `<recording>/<name>` as images/<recording>__<name>.png (read from the recordings)."""
+    from PIL import Image
+
+    from .recording import open_recording
+
+    manifest = json.loads((job_dir / "job.json").read_text())
+    wanted: dict[str, set[str]] = {}
+    for f in frames:
+        rec, _, name = f.partition("/")
+        wanted.setdefault(rec, set()).add(name)
+    for item in manifest["inputs"]:
+        names = wanted.get(item["name"])
+        if not names:
+            continue
+        with open(job_dir / item["name"] / "frames.csv") as f:
+            index = {int(r["index"]) for r in csv.DictReader(f) if r["name"] in names}
+        rec = open_recording(item["path"], item.get("topic"), None, item.get("rate_hz", 10.0), name=item["name"])
+        for frame in rec.frames(skip=lambda i: i not in index):
+            if hasattr(frame, "image"):
+                Image.fromarray(frame.image).save(images / f"{item['name']}__{frame.name}.png")
+
+
+def job_masks(job_dir, frames: list[str]) -> dict[str, np.ndarray]:
+    """The relabelling job's own masks of `<recording>/<name>` frames (its pseudo-labels)."""
+    from .state import JobFolder
+
+    folder = JobFolder(job_dir)
+    out = {}
+    for f in frames:
+        rec, _, name = f.partition("/")
+        out[f"{rec}__{name}"] = folder.load_mask(rec, name)
+    return out
+
+
+def model_pseudo_labels(build, capture_dir):
+    """`pseudo_labels` for a capture folder: each proposal's frames segmented by the current model with the
+    fusion SemLA retrieves for the proposal's centroid (through the node's fusion path)."""
+    from ..evaluation.dataset import read_image
+    from .work import activate_fusion, cluster_fusion, predict_masks
+
+    capture_dir = Path(capture_dir)
+
+    def label(proposal: Proposal, files: list[str]) -> dict[str, np.ndarray]:
+        activate_fusion(build.segmenter, build.library,
+                        cluster_fusion(build.library, proposal.centroid, build.spec.settings))
+        try:
+            images = [read_image(capture_dir / IMAGES / f"{n}.png") for n in files]
+            return dict(zip(files, predict_masks(build.predictor, build.backend, images)))
+        finally:
+            build.segmenter.fuse_now([], [])
+    return label
