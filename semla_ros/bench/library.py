@@ -177,7 +177,8 @@ def measure(args) -> dict:
     gc.collect()
     ms = lambda values: 1e3 * statistics.median(values) if values else float("nan")   # noqa: E731
     return {"mode": args.mode, "entries": n, "skipped": len(lib.skipped), "open_s": open_s,
-            "rss_open_mb": after - before, "retrieve_ms": ms(fast), "exact_ms": ms(exact), "identical": bool(same),
+            "rss_open_mb": after - before, "retrieve_ms": ms(fast), "retrieve_min_ms": 1e3 * min(fast),
+            "exact_ms": ms(exact), "identical": bool(same),
             "cold_ms": ms(cold), "cold_read_ms": ms(read), "warm_ms": ms(warm), "rss_end_mb": rss_mb() - before,
             "cache_mb": lib.cache.stats().bytes / 2 ** 20, "threads": torch.get_num_threads()}
 
@@ -249,14 +250,20 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(f"{'loading':8s} {'entries':>7s} {'open s':>7s} {'RSS +MB':>8s} {'MB/100':>7s} {'retrieve ms':>11s} "
+    print(f"{'loading':8s} {'entries':>7s} {'open s':>7s} {'RSS +MB':>8s} {'MB/100':>7s} {'retrieve ms':>11s} {'(min)':>6s} "
           f"{'exact ms':>9s} {'same':>5s} {'swap cold ms':>12s} {'(read ms)':>9s} {'swap warm ms':>12s} "
           f"{'cold/warm':>9s}")
     for r in rows:
         print(f"{r['mode']:8s} {r['entries']:7d} {r['open_s']:7.2f} {r['rss_open_mb']:8.1f} "
-              f"{100 * r['rss_open_mb'] / r['entries']:7.2f} {r['retrieve_ms']:11.3f} {r['exact_ms']:9.3f} "
+              f"{100 * r['rss_open_mb'] / r['entries']:7.2f} {r['retrieve_ms']:11.3f} {r['retrieve_min_ms']:6.3f} "
+              f"{r['exact_ms']:9.3f} "
               f"{'yes' if r['identical'] else 'NO':>5s} {r['cold_ms']:12.0f} {r['cold_read_ms']:9.0f} "
               f"{r['warm_ms']:12.0f} {r['cold_ms'] / r['warm_ms']:9.2f}".replace("nan", "  -"))
+    lazy = sorted((r for r in rows if r["mode"] == "lazy"), key=lambda r: r["entries"])
+    for small, large in zip(lazy, lazy[1:]):
+        slope = 100 * (large["rss_open_mb"] - small["rss_open_mb"]) / (large["entries"] - small["entries"])
+        print(f"RSS after open grows by {slope:.2f} MB per 100 adapters from {small['entries']} to "
+              f"{large['entries']} entries (lazy)")
     print(f"\nretrieve: top-{args.top_k} through the library index (median of {args.queries} queries); exact: the "
           f"full float64 pass (median of {args.exact_queries}); same: identical rows and weights on every query. "
           f"swap: select + stage + copy into the model, median of {args.swaps}; cold: the {args.top_k} adapters "

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 MAX_JSON_BYTES = 4 << 20          # adapter_config.json / metadata.json (PEFT writes ~1 KB)
@@ -36,8 +35,7 @@ class InvalidEntryError(ValueError):
     """One library entry cannot be used; the message says why."""
 
 
-@dataclass(frozen=True)
-class FileIdentity:
+class FileIdentity(NamedTuple):   # a tuple: one per entry of a library of thousands
     """Which file version was read: a file replaced or rewritten since has another identity."""
 
     device: int
@@ -148,8 +146,13 @@ def _json_object(raw: bytes, what: str) -> dict:
 
 
 def read_json(path: PathLike) -> dict:
+    return read_json_with_text(path)[0]
+
+
+def read_json_with_text(path: PathLike) -> tuple[dict, bytes]:
+    """The JSON object in the file and the file's bytes (several times smaller to keep than the dict)."""
     data, _ = read_file(path, MAX_JSON_BYTES)
-    return _json_object(data, _name(path))
+    return _json_object(data, _name(path)), data
 
 
 def read_centroid_file(path: PathLike, key: str):

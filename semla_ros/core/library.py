@@ -36,13 +36,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Mapping, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
 from .adapter_files import (FileIdentity, InvalidEntryError, exists, read_centroid_file, read_json,
-                            read_safetensors, read_safetensors_header)
+                            read_json_with_text, read_safetensors, read_safetensors_header)
 from .factor_cache import FactorCache
 from .retrieval import CentroidIndex, Retrieval, retrieve
 from .settings import DEFAULTS
@@ -73,8 +73,7 @@ def statistics_file(name: str) -> str:
     return f"{name}_statistics.npz"
 
 
-@dataclass(frozen=True)
-class _FactorFile:
+class _FactorFile(NamedTuple):
     """Where a lazy entry's factors are: the file version validated at open, and the cache they go to."""
 
     path: str
@@ -91,11 +90,11 @@ class AdapterEntry:
     what a fusion keeps. An entry made from factors in memory holds them from the start.
     """
 
-    __slots__ = ("name", "scaling", "centroid", "metadata", "official_layout", "rank", "_path", "dropped",
+    __slots__ = ("name", "scaling", "centroid", "_metadata", "official_layout", "rank", "_path", "dropped",
                  "modules", "_factors", "_file")
 
     def __init__(self, name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None,
-                 scaling: float, centroid, metadata: Mapping[str, object], official_layout: bool, rank: int = 0,
+                 scaling: float, centroid, metadata: Mapping[str, object] | bytes, official_layout: bool, rank: int = 0,
                  path: Path | None = None, dropped: tuple[str, ...] = (), *, modules: tuple[str, ...] | None = None,
                  file: _FactorFile | None = None):
         if (factors is None) == (file is None):
@@ -105,7 +104,10 @@ class AdapterEntry:
         centroid = np.array(centroid, dtype=np.float32)   # (D,) float32, read-only
         centroid.setflags(write=False)
         self.centroid = centroid
-        self.metadata = metadata if isinstance(metadata, MappingProxyType) else MappingProxyType(dict(metadata))
+        if isinstance(metadata, bytes):      # metadata.json as read: parsed when asked for
+            self._metadata = metadata or None
+        else:
+            self._metadata = metadata if isinstance(metadata, MappingProxyType) else MappingProxyType(dict(metadata))
         self.official_layout = official_layout  # True when there is no metadata.json of ours
         self.rank = rank
         self._path = None if path is None else str(path)
@@ -117,6 +119,13 @@ class AdapterEntry:
     @property
     def path(self) -> Path | None:
         return None if self._path is None else Path(self._path)
+
+    @property
+    def metadata(self) -> Mapping[str, object]:
+        """Our metadata.json (navigator, training, ...); empty for the official layout."""
+        if isinstance(self._metadata, bytes):
+            return MappingProxyType(json.loads(self._metadata))
+        return self._metadata if self._metadata is not None else _EMPTY
 
     @property
     def lazy(self) -> bool:
@@ -139,8 +148,8 @@ class AdapterEntry:
         """This entry with its factors held in memory (itself when it holds them already)."""
         if self._factors is not None:
             return self
-        held = AdapterEntry(self.name, self.factors, self.scaling, self.centroid, self.metadata, self.official_layout,
-                            self.rank, self._path, self.dropped, modules=self.modules)
+        held = AdapterEntry(self.name, self.factors, self.scaling, self.centroid, self._metadata or _EMPTY,
+                            self.official_layout, self.rank, self._path, self.dropped, modules=self.modules)
         held.centroid = self.centroid
         return held
 
@@ -292,7 +301,7 @@ def load_entry(directory: Path, *, navigator_dim: int | None = None, navigator_i
     r, scaling = _scaling(config)
     metadata_path = os.path.join(folder, METADATA_FILE)
     official = not exists(metadata_path)
-    metadata = {} if official else read_json(metadata_path)
+    metadata, metadata_text = ({}, b"") if official else read_json_with_text(metadata_path)
     centroid = _read_centroid(os.path.join(folder, statistics_file(name)))
     dim = metadata.get("embedding_dim")
     if dim is not None and dim != centroid.shape[0]:
@@ -308,8 +317,8 @@ def load_entry(directory: Path, *, navigator_dim: int | None = None, navigator_i
     if model is not None:
         _check_against_model(shapes, model)
     file = _FactorFile(weights, identity, cache if cache is not None else FactorCache(DEFAULTS.adapter_cache_mb))
-    return AdapterEntry(name, None, scaling, centroid, _EMPTY if official else metadata, official, r, folder,
-                        dropped, modules=modules, file=file)
+    return AdapterEntry(name, None, scaling, centroid, metadata_text, official, r, folder, dropped, modules=modules,
+                        file=file)
 
 
 @dataclass(frozen=True)
@@ -325,7 +334,9 @@ class AdapterLibrary:
     """An immutable snapshot of the usable entries of a library directory."""
 
     def __init__(self, root: Path | None, entries, skipped=(), *, navigator_dim=None, navigator_id=None,
-                 model=None, fingerprint: str = "", cache: FactorCache | None = None):
+                 model=None, fingerprint: str = "", cache: FactorCache | None = None, centroids: np.ndarray | None = None):
+        """`centroids`: the entries' centroids as the rows of one (N,D) float32 matrix, when the caller
+        holds them so (`open` does); otherwise they are stacked here."""
         self._root = None if root is None else Path(root)
         self._entries = tuple(entries)
         self._skipped = tuple((str(n), str(r)) for n, r in skipped)
@@ -334,8 +345,11 @@ class AdapterLibrary:
         if len(dims) > 1:
             raise ValueError(f"entries have different centroid dimensions {sorted(dims)}")
         self._dim = dims.pop() if dims else navigator_dim
-        matrix = np.stack([e.centroid for e in self._entries]) if self._entries \
-            else np.zeros((0, self._dim or 0), np.float32)
+        if centroids is not None:
+            matrix = centroids
+        else:
+            matrix = np.stack([e.centroid for e in self._entries]) if self._entries \
+                else np.zeros((0, self._dim or 0), np.float32)
         matrix.setflags(write=False)
         self._index = CentroidIndex(matrix)
         self._rows = {e.name: i for i, e in enumerate(self._entries)}
@@ -361,6 +375,7 @@ class AdapterLibrary:
             raise OSError(f"adapter library directory {root} cannot be listed ({exc.strerror})") from None
         cache = cache if cache is not None else FactorCache(DEFAULTS.adapter_cache_mb)
         entries, skipped, candidates = [], [], []
+        rows, in_rows = None, True   # the centroids, written into one matrix as entries load (no copies left behind)
         for name, path in children:
             try:
                 if not stat.S_ISDIR(os.stat(path).st_mode):
@@ -375,6 +390,15 @@ class AdapterLibrary:
             except InvalidEntryError as exc:
                 skipped.append((name, str(exc)))
                 continue
+            if rows is None:
+                rows = np.empty((len(children), entry.centroid.shape[0]), np.float32)
+            if entry.centroid.shape == rows.shape[1:]:
+                row = rows[len(entries)]
+                row[:] = entry.centroid
+                row.setflags(write=False)
+                entry.centroid = row
+            else:
+                in_rows = False      # mixed dimensions: the library stacks what is left
             entries.append(entry)
         if navigator_dim is None and entries:
             # Without a navigator to check against, the majority dimension wins.
@@ -382,11 +406,9 @@ class AdapterLibrary:
             for e in [e for e in entries if e.centroid.shape[0] != common]:
                 entries.remove(e)
                 skipped.append((e.name, f"centroid has dimension {e.centroid.shape[0]}, the library uses {common}"))
-        library = cls(root, entries, skipped, navigator_dim=navigator_dim, navigator_id=navigator_id, model=model,
-                      fingerprint=_fingerprint(candidates), cache=cache)
-        for entry, row in zip(library._entries, library._index._rows):
-            entry.centroid = row   # one copy of the centroids: the entries opened here hold rows of the matrix
-        return library
+        in_rows = in_rows and rows is not None
+        return cls(root, entries, skipped, navigator_dim=navigator_dim, navigator_id=navigator_id, model=model,
+                   fingerprint=_fingerprint(candidates), cache=cache, centroids=rows[:len(entries)] if in_rows else None)
 
     def reload(self, root=None) -> "AdapterLibrary":
         """A fresh snapshot of the (same or given) directory with the same validation and cache."""
