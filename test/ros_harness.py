@@ -134,6 +134,17 @@ class Probe:
         rclpy.try_shutdown(context=self.context)
 
 
+def call_trigger(probe: Probe, name: str, timeout: float = 60.0):
+    """Call a std_srvs/Trigger service of the node and return its reply."""
+    from std_srvs.srv import Trigger
+
+    client = probe.node.create_client(Trigger, name)
+    probe.spin_until(client.service_is_ready, 10, f"service {name}")
+    future = client.call_async(Trigger.Request())
+    probe.spin_until(future.done, timeout, f"a reply from {name}")
+    return future.result()
+
+
 def build_test_library(root: Path, random_seed: int = 0, per_domain: int = 2, rank: int = 4,
                        domains=("day", "night")) -> dict:
     """Adapters whose centroids are TowerNavigator embeddings of the synthetic domains at FRAME_SIZE

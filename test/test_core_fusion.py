@@ -159,3 +159,52 @@ def test_stage_fusion_reuses_buffers_bit_identical_to_base_plus_fuse_deltas():
     with pytest.raises(ValueError, match="not fusion targets"):
         applier.stage_fusion([SimpleNamespace(factors={"body.x": (torch.ones(1, 2), torch.ones(2, 1))},
                                               scaling=1.0)], [1.0])
+
+
+def test_lazy_library_entries_fuse_like_peft_bit_for_bit(tmp_path):
+    """Entries read from disk on first use (the library's way) give PEFT's own merged delta."""
+    import numpy as np
+
+    from semla_ros.core.library import AdapterLibrary, write_entry
+
+    entries = make_entries(5)
+    for i, e in enumerate(entries):
+        write_entry(tmp_path, e.name, {f"body.{t}": f for t, f in e.factors.items()}, np.full(2, float(i)),
+                    lora_alpha=e.alpha)
+    library = AdapterLibrary.open(tmp_path)
+    lazy = [library[e.name] for e in entries]
+    assert all(e.lazy and not e.cached for e in lazy)
+    weights = [0.2, 0.5, 0.3]
+    base = Chain(SHAPES).eval()
+    peft = peft_model(base, entries)
+    peft.add_weighted_adapter([e.name for e in entries], weights, "merged", combination_type="cat")
+    for t, delta in fuse_deltas(lazy, weights).items():
+        assert torch.equal(delta, peft.base_model.model.body.get_submodule(t[len("body."):]).get_delta_weight("merged"))
+    targets = [f"body.{t}" for t in SHAPES]
+    staged = WeightStager(base, targets).stage_fusion(lazy, weights).weights
+    expected = WeightStager(base, targets).stage_fusion(renamed(entries), weights).weights
+    assert all(torch.equal(staged[t], expected[t]) for t in targets)
+
+
+def test_absurd_deltas_are_refused_before_they_reach_a_model():
+    """|dW| beyond MAX_DELTA_RATIO x |W_base| (finite, e.g. lora_alpha 1e30) fails staging; check_adapter
+    finds it from one adapter's factors alone."""
+    from semla_ros.core.fusion import MAX_DELTA_RATIO
+
+    model = Chain(SHAPES)
+    stager = WeightStager(model, ["body.head"])
+    norm = float(model.body.head.weight.detach().norm())
+    a, b = torch.ones(1, 20), torch.ones(5, 1)                      # |B A|_F = 10
+    sane = SimpleNamespace(factors={"body.head": (a, b)}, scaling=0.9 * MAX_DELTA_RATIO * norm / 10)
+    absurd = SimpleNamespace(factors={"body.head": (a, b)}, scaling=1.1 * MAX_DELTA_RATIO * norm / 10)
+    stager.check_adapter(sane)
+    stager.stage_fusion([sane], [1.0])
+    with pytest.raises(ValueError, match="times the weight"):
+        stager.check_adapter(absurd)
+    with pytest.raises(ValueError, match="times the weight"):
+        stager.stage_fusion([sane, absurd], [0.1, 0.9])
+    alpha_1e30 = SimpleNamespace(factors={"body.head": (a * 1e-3, b * 1e-3)}, scaling=1e30)   # finite dW ~1e25
+    with pytest.raises(ValueError, match="times the weight"):
+        stager.stage_fusion([alpha_1e30], [1.0])
+    with pytest.raises(ValueError, match="not a fusion target"):
+        stager.check_adapter(SimpleNamespace(factors={"body.enc.0.fc": (a, b)}, scaling=1.0))

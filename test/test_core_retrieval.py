@@ -90,3 +90,48 @@ def test_bad_queries_are_clear_errors():
     with pytest.raises(ValueError, match="empty"):
         retrieve(np.zeros(3), np.ones((0, 3)))
     assert softmax_weights(np.array([1.0, 1.0]), 0.5).tolist() == [0.5, 0.5]
+
+
+def _libraries(rng):
+    """Centroid matrices that stress the index: spread, offset and large, clustered with exact
+    duplicates (ties), tiny."""
+    yield rng.normal(size=(700, 768)).astype(np.float32)
+    yield (rng.normal(size=(900, 64)) * 50 + 100).astype(np.float32)
+    places = rng.normal(size=(60, 16))
+    yield np.repeat(places, 12, axis=0).astype(np.float32)        # every centroid 12 times
+    yield (rng.normal(size=(600, 3)) * 1e-3).astype(np.float32)
+
+
+def test_index_returns_exactly_what_the_full_pass_returns():
+    from semla_ros.core.retrieval import CentroidIndex
+
+    rng = np.random.default_rng(0)
+    for centroids in _libraries(rng):
+        index = CentroidIndex(centroids, prefilter=True)
+        assert index._half is not None                 # the float16 prefilter is what is tested here
+        spread = float(centroids.std())
+        queries = [centroids[5].astype(np.float64),                              # an exact match
+                   centroids[17] + rng.normal(size=centroids.shape[1]) * spread * 0.05,
+                   rng.normal(size=centroids.shape[1]) * spread + centroids.mean(0),
+                   rng.normal(size=centroids.shape[1]) * spread * 1e6]           # far outside (exact pass)
+        for q in queries:
+            for k in (1, 5, 7):
+                fast, full = retrieve(q, index, k, 0.05), retrieve(q, centroids, k, 0.05)
+                assert np.array_equal(fast.indices, full.indices)
+                assert np.array_equal(fast.distances, full.distances) and np.array_equal(fast.weights, full.weights)
+        # excluded rows: as if they were not in the library
+        drop = [int(i) for i in retrieve(queries[1], centroids, 3, 0.05).indices]
+        keep = np.setdiff1d(np.arange(len(centroids)), drop)
+        fast = retrieve(queries[1], index.excluding(drop), 5, 0.05)
+        full = retrieve(queries[1], centroids[keep], 5, 0.05)
+        assert np.array_equal(fast.indices, keep[full.indices]) and np.array_equal(fast.weights, full.weights)
+    nothing = retrieve(np.zeros(3), CentroidIndex(np.ones((2, 3))).excluding([0, 1]))   # nothing usable left
+    assert nothing.indices.size == 0 and nothing.support == 0.0
+
+
+def test_fixture_retrieval_through_the_library_index(fixture_dir):
+    expected = np.load(fixture_dir / "fusion_expected.npz")
+    lib = AdapterLibrary.open(fixture_dir / "loradb", navigator_dim=768)
+    r = retrieve(expected["query_embedding"], lib.index, top_k=2, temperature=0.05)
+    assert [lib.names[i] for i in r.indices] == list(expected["semla_adapters"])
+    np.testing.assert_allclose(r.weights, expected["semla_weights"], rtol=0, atol=1e-9)

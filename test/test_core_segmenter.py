@@ -131,7 +131,7 @@ def test_worker_thread_swaps_between_frames(library):
         seg.process(frame("green", 2))
 
 
-def test_failed_fusion_keeps_the_previous_model(tmp_path, tiny_targets, library):
+def test_absurd_adapter_is_skipped_and_a_failed_fusion_keeps_the_previous_model(tmp_path, tiny_targets):
     root = make_library(tmp_path, tiny_targets, names=("red", "green"))
     g = torch.Generator().manual_seed(5)
     huge = {m: (torch.randn(4, i, generator=g) * 1e20, torch.randn(o, 4, generator=g) * 1e20)
@@ -140,14 +140,41 @@ def test_failed_fusion_keeps_the_previous_model(tmp_path, tiny_targets, library)
                 metadata={"navigator": "mean-color"})
     seg = make_segmenter(AdapterLibrary.open(root, navigator_dim=3), top_k=1)
     assert seg.process(frame("red", 0)).fusion.ok
+    # the absurd adapter is skipped with its name and reason; the fusion goes on without it
+    events = [r.fusion for r in (seg.process(frame("blue", i)) for i in range(1, 5)) if r.fusion is not None]
+    assert len(events) == 1 and events[0].ok and events[0].reason == "shift" and events[0].adapters != ["blue"]
+    assert [n for n, _ in events[0].skipped] == ["blue"] and "times the weight" in events[0].skipped[0][1]
+    assert seg.library.failed == events[0].skipped and seg.failed_fusions == 0 and seg.swap_count == 2
+    # nothing usable left (the other files truncated, nothing cached): the fusion fails, the model stays
+    seg.update_settings(adapter_cache_mb=0)
+    for name in ("red", "green"):
+        (root / name / "adapter_model.safetensors").write_bytes(b"\0" * 10)
     weights = {n: seg.predictor.model.get_submodule(n).weight.clone() for n in seg.library.target_modules}
     text = seg.predictor.text_embeddings().clone()
-    failed = [r.fusion for r in (seg.process(frame("blue", i)) for i in range(1, 5)) if r.fusion is not None]
-    assert failed and not failed[0].ok and "not finite" in failed[0].error and failed[0].reason == "shift"
-    assert seg.failed_fusions >= 1 and seg.swap_count == 1 and seg.active.adapters == ["red"]
+    seg.request_adaptation()
+    failed = seg.process(frame("blue", 5)).fusion
+    assert not failed.ok and "no usable adapter" in failed.error and "changed on disk" in failed.error
+    assert seg.failed_fusions == 1 and seg.swap_count == 2 and seg.active.adapters == events[0].adapters
     for n, w in weights.items():
         assert torch.equal(seg.predictor.model.get_submodule(n).weight, w)
     assert torch.equal(seg.predictor.text_embeddings(), text)
+    after = seg.process(frame("blue", 6))         # frames go on; nothing usable supports them any more
+    assert after.support == 0.0 and after.fusion is None and seg.active.adapters == events[0].adapters
+    seg.close()
+
+
+def test_adapters_are_read_ahead_while_a_shift_is_confirmed(library):
+    lib = AdapterLibrary.open(library.root, navigator_dim=3)       # a snapshot with a cache of its own
+    seg = make_segmenter(lib, top_k=1, min_consecutive=3)
+    assert seg.process(frame("red", 0)).fusion.adapters == ["red"]
+    assert [e.name for e in lib.entries if e.cached] == ["red"]    # opening read nothing, the fusion one
+    first = seg.process(frame("blue", 1))
+    assert first.consecutive == 1 and first.fusion is None and lib["blue"].cached    # read ahead
+    misses = lib.cache.stats().misses
+    events = [seg.process(frame("blue", i)).fusion for i in range(2, 5)]
+    swap = next(e for e in events if e is not None)
+    assert swap.ok and swap.reason == "shift" and swap.adapters == ["blue"]
+    assert lib.cache.stats().misses == misses                       # the swap itself read no file
     seg.close()
 
 

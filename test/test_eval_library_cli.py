@@ -50,3 +50,19 @@ def test_train_add_list_inspect(tmp_path, capsys):
                  "--name", "bad"] + common) == 2
     assert not (lib / "bad").exists()
     assert sorted(p.name for p in lib.iterdir()) == ["fog", "fog-copy"]
+
+
+def test_inspect_deep_reads_every_factor(fixture_dir, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    shutil.copytree(fixture_dir / "loradb", lib)
+    weights = lib / "night" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:] = b"\xff" * (len(data) - start)          # header intact, every value NaN
+    weights.write_bytes(bytes(data))
+    assert main(["inspect", str(lib)]) == 0                # opening reads headers only: night looks fine
+    assert "night" in capsys.readouterr().out
+    assert main(["inspect", str(lib), "--deep", "--model", "tiny", "--allow-random-weights"]) == 1
+    out = capsys.readouterr().out
+    assert "BAD night: " in out and "NaN or inf" in out and "deep check: 2 of 3 entries usable" in out
+    assert "OK fog: 46 modules, |dW|_F mean" in out and "OK rain" in out

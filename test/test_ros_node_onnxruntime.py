@@ -45,6 +45,7 @@ def test_node_serves_through_onnxruntime_once_built(tmp_path, ros_domain_id):
         probe.close()
     assert code == 0, node.log()
     log = node.log()
-    assert log.count("onnxruntime engine is being built") == 1, log    # the fallback said once
+    assert log.count("onnxruntime engine is being built") <= 1, log    # the fallback said at most once (none if
+                                                                        # the engine was ready before the first frame)
     assert "onnxruntime fp32 engine serving" in log
     assert all((m.height, m.width, m.encoding) == (*FRAME_SIZE, "mono8") for m in masks)

@@ -178,8 +178,9 @@ def test_set_while_the_model_loads(tmp_path, ros_domain_id):
 
         probe.wait_running(node)
         log = node.log()
-        during = log.find("parameters set (stored while the model loads")
-        assert 0 <= during < log.find("segmenter ready"), "the set did not reach the node before its model:\n" + log
+        during = log.find("parameters set: ")
+        assert 0 <= during < log.find("segmenter ready") and "top_k=2" in log[during:during + 200], \
+            "the set did not reach the node before its model:\n" + log
         assert SIM_START_S <= _diag_stamp(probe) < SIM_START_S + 600
 
         camera = start_camera("day:0", 5)

@@ -20,7 +20,8 @@ LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_thre
         "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "max_input_pixels", "overlay_alpha",
         "coverage_max_relative_distance", "coverage_min_scale_free_support", "coverage_window",
         "coverage_suspect_fraction", "coverage_gap_fraction", "coverage_capture_period_s",
-        "coverage_capture_max_frames"}
+        "coverage_capture_max_frames",
+        "adapter_cache_mb"}
 
 
 def test_every_parameter_is_documented_in_config_with_its_default():

@@ -3,7 +3,7 @@
     semla-library train DOMAIN_DIR --library LIB --model CFG --checkpoint W [--init rrqr] ...
     semla-library add ADAPTER_DIR IMAGE_DIR --library LIB --name NAME --model CFG --checkpoint W
     semla-library list LIB
-    semla-library inspect LIB [--map centroids.png] [--images NAME=DIR ...]
+    semla-library inspect LIB [--deep [--model CFG]] [--map centroids.png] [--images NAME=DIR ...]
     semla-library import LORADB [--into LIB]
     semla-library gaps CAPTURE_DIR|RELABEL_OUT --library LIB [--out PROPOSALS] [--pseudo-labels --model CFG ...]
 
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="centroid distances and a 2-D centroid map (PCA, like SemLA Fig. 7)")
     i.add_argument("library", type=Path)
+    i.add_argument("--deep", action="store_true",
+                   help="full check: read every adapter's factors (finite; with --model: fits and sane "
+                        "against the model's weights) and print |dW| per entry; opening checks headers only")
     i.add_argument("--map", type=Path, default=None, help="write the centroid map PNG here")
     i.add_argument("--images", action="append", default=[], metavar="LABEL=DIR",
                    help="also embed these images (needs --model/--navigator) and plot them as dots")
@@ -155,7 +158,7 @@ def cmd_train(args) -> int:
         "navigator": navigator.id, "domain": folder.name, "classes": list(folder.classes),
         "data": str(folder.path), "base_model": base_model_id(model)}, overwrite=args.overwrite)
     entry = load_entry(path, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
-    print(f"wrote {path}: {len(entry.factors)} target modules, r={entry.rank}, scaling {entry.scaling:g}, "
+    print(f"wrote {path}: {len(entry.modules)} target modules, r={entry.rank}, scaling {entry.scaling:g}, "
           f"loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} in {trained.seconds:.0f} s")
     return 0
 
@@ -199,14 +202,14 @@ def cmd_add(args) -> int:
             return 1
     write_entry(args.library, name, factors, centroid, lora_alpha=alpha, use_rslora=rslora,
                 metadata=dict(entry.metadata), overwrite=args.overwrite)
-    print(f"added {target}: {len(entry.factors)} target modules, r={entry.rank}, centroid of {len(images)} images")
+    print(f"added {target}: {len(entry.modules)} target modules, r={entry.rank}, centroid of {len(images)} images")
     return 0
 
 
 def _describe(lib: AdapterLibrary) -> dict:
     entries = []
     for e in lib.entries:
-        entries.append({"name": e.name, "rank": e.rank, "scaling": e.scaling, "modules": len(e.factors),
+        entries.append({"name": e.name, "rank": e.rank, "scaling": e.scaling, "modules": len(e.modules),
                         "dropped_inert_qkv": len(e.dropped), "centroid_dim": int(e.centroid.shape[0]),
                         "centroid_norm": float(np.linalg.norm(e.centroid)), "official_layout": e.official_layout,
                         "navigator": e.metadata.get("navigator"), "init": e.metadata.get("init")})
@@ -231,8 +234,10 @@ def cmd_list(args) -> int:
     return 0 if lib.entries else 1
 
 
+TABLE_MAX = 20   # entries up to which inspect prints the full distance table
+
+
 def cmd_inspect(args) -> int:
-    from ..core.fusion import fuse_deltas
     from ..evaluation import figures
 
     lib = AdapterLibrary.open(args.library)
@@ -240,18 +245,20 @@ def cmd_inspect(args) -> int:
         print(f"error: no usable entry in {args.library} (skipped: {lib.skipped})", file=sys.stderr)
         return 1
     c = lib.centroids
-    d = np.linalg.norm(c[:, None] - c[None], axis=-1)
     names = lib.names
     print(f"{lib.root}: {len(lib)} entries, centroid dim {lib.dim}, median inter-centroid distance "
           f"{lib.median_inter_centroid_distance:.4g}")
-    width = max(8, max(len(n) for n in names) + 1)
-    print(" " * width + "".join(f"{n[:9]:>10s}" for n in names))
-    for n, row in zip(names, d):
-        print(f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row))
-    for e in lib.entries:
-        norms = [float(d.norm()) for d in fuse_deltas([e], [1.0]).values()]
-        print(f"  {e.name}: {len(norms)} modules, |dW|_F mean {np.mean(norms):.4g} max {np.max(norms):.4g}"
-              + (f", {len(e.dropped)} inert q/k/v factors dropped (official layout)" if e.dropped else ""))
+    for n, r in lib.skipped:
+        print(f"  SKIPPED {n}: {r}")
+    if len(lib) <= TABLE_MAX:
+        d = np.linalg.norm(c[:, None] - c[None], axis=-1)
+        width = max(8, max(len(n) for n in names) + 1)
+        print(" " * width + "".join(f"{n[:9]:>10s}" for n in names))
+        for n, row in zip(names, d):
+            print(f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row))
+    else:
+        print(f"  (distance table omitted above {TABLE_MAX} entries; --map draws the centroids)")
+    bad = _deep_check(lib, args) if args.deep else 0
     if args.map is not None:
         samples = {}
         if args.images:
@@ -268,7 +275,35 @@ def cmd_inspect(args) -> int:
         args.map.parent.mkdir(parents=True, exist_ok=True)
         figures.centroid_map(list(names), c, args.map, samples, title=f"{lib.root.name}: centroids (PCA)")
         print(f"wrote {args.map}")
-    return 0
+    return 1 if bad else 0
+
+
+def _deep_check(lib: AdapterLibrary, args) -> int:
+    """Read every entry's factors, one at a time (nothing kept); print |dW| or why it is unusable.
+    Returns the number of unusable entries."""
+    from ..core.fusion import WeightStager, fuse_deltas
+
+    stager = None
+    if args.model:
+        model, _ = _engine(args)
+        stager = WeightStager(model, lib.target_modules)
+    lib.cache.resize(0)
+    bad = 0
+    for e in lib.entries:
+        try:
+            held = e.load()
+            if stager is not None:
+                stager.check_adapter(held)
+        except ValueError as exc:     # InvalidEntryError included
+            bad += 1
+            print(f"  BAD {e.name}: {exc}")
+            continue
+        norms = [float(d.norm()) for d in fuse_deltas([held], [1.0]).values()]
+        print(f"  OK {e.name}: {len(norms)} modules, |dW|_F mean {np.mean(norms):.4g} max {np.max(norms):.4g}"
+              + (f", {len(e.dropped)} inert q/k/v factors dropped (official layout)" if e.dropped else ""))
+    print(f"deep check: {len(lib) - bad} of {len(lib)} entries usable"
+          + ("" if stager is not None else " (give --model to also check them against the model's weights)"))
+    return bad
 
 
 def cmd_import(args) -> int:
@@ -280,7 +315,7 @@ def cmd_import(args) -> int:
     lib = AdapterLibrary.open(args.loradb, navigator_dim=args.navigator_dim, model=model)
     print(f"{args.loradb}: {len(lib)} valid entries, {len(lib.skipped)} invalid")
     for e in lib.entries:
-        print(f"  OK {e.name}: r={e.rank} scaling {e.scaling:g}, {len(e.factors)} modules fused"
+        print(f"  OK {e.name}: r={e.rank} scaling {e.scaling:g}, {len(e.modules)} modules fused"
               + (f" ({len(e.dropped)} inert CLIP q/k/v factors dropped, as in official SemLA)" if e.dropped else "")
               + f", centroid dim {e.centroid.shape[0]}")
     for n, r in lib.skipped:

@@ -5,14 +5,24 @@ w = softmax(s / T). The official code evaluates exp(s/T) without subtracting the
 which overflows for small distances; we subtract the maximum (the same value wherever the
 official formula is finite) and handle exact matches (d = 0, s = inf) as their limit.
 Everything is float64 so that weights match the official ones to ~1e-12.
+
+A library of thousands of adapters is searched through a `CentroidIndex`: a half-precision copy
+of the centroids finds, with a proven error bound, the few rows that can be in the top K (one
+matrix-vector product over half the bytes of float32), and only those get the exact float64
+distance. The result is the exact search's, index for index and bit for bit.
 """
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from .settings import DEFAULTS, METRICS
+
+LOG = logging.getLogger(__name__)
+PREFILTER_MIN_ROWS = 512   # below this the exact pass is as fast as the prefilter
 
 
 @dataclass(frozen=True)
@@ -84,19 +94,171 @@ def softmax_weights(sims: np.ndarray, temperature: float) -> np.ndarray:
     return z / z.sum()
 
 
+def _stable_top(rows: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of highest similarity 1/d; `rows` ascending, so ties keep library order."""
+    order = np.argsort(-similarities(dist), kind="stable")[:k]
+    return rows[order].astype(np.int64), dist[order]
+
+
+@functools.lru_cache(maxsize=None)
+def _half_dot_is_float32_accumulated(dim: int) -> bool:
+    """Whether torch's float16 matrix-vector product sums in float32 here (the prefilter's error
+    bound needs it): an all-positive probe whose float16 running sum would be far off."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    rows = (rng.uniform(0.25, 1.0, size=(8, dim)) / np.sqrt(dim)).astype(np.float16)
+    vec = (rng.uniform(0.25, 1.0, size=dim) / np.sqrt(dim)).astype(np.float16)
+    got = (torch.from_numpy(rows) @ torch.from_numpy(vec)).double().numpy()
+    exact = rows.astype(np.float64) @ vec.astype(np.float64)
+    bound = _dot_error_coefficient(dim) * np.linalg.norm(rows.astype(np.float64), axis=1) \
+        * np.linalg.norm(vec.astype(np.float64))
+    ok = bool(np.all(np.abs(got - exact) <= bound))
+    if not ok:
+        LOG.warning("this torch build does not sum float16 dot products in float32: retrieval uses the exact "
+                    "pass only (same results, slower on large libraries)")
+    return ok
+
+
+def _dot_error_coefficient(dim: int) -> float:
+    """|computed - exact| <= this * ||q|| ||c|| for a float16 dot product of length `dim` summed in
+    float32 (products of float16 numbers are exact in float32) and rounded to float16."""
+    u16, u32 = 2.0 ** -11, 2.0 ** -24
+    gamma = dim * u32 / (1.0 - dim * u32)
+    return u16 + 2.0 * gamma + 1e-6
+
+
+class CentroidIndex:
+    """(N,D) centroids prepared for exact top-K retrieval that stays fast as N grows.
+
+    Euclidean queries on N >= PREFILTER_MIN_ROWS rows first run a float16 matrix-vector product:
+    with the rounding of that product bounded (`_dot_error_coefficient`) and each row's and the
+    query's quantisation error known exactly, every row gets an interval holding its true
+    distance; only rows whose interval starts below the K-th smallest interval end can be in the
+    top K, and those (usually about K) get the exact float64 distance of `distances`. Rows in
+    `exclude` (entries found unusable) are never returned. Read-only; `excluding()` makes a copy
+    sharing the arrays.
+    """
+
+    def __init__(self, centroids, *, prefilter: bool | None = None):
+        """`prefilter`: None builds it from PREFILTER_MIN_ROWS rows on; False never (one-off searches)."""
+        rows = np.asarray(centroids)
+        if rows.ndim != 2:
+            raise ValueError(f"centroids must be (N,D), got shape {rows.shape}")
+        if not np.issubdtype(rows.dtype, np.floating):
+            rows = rows.astype(np.float64)
+        self._rows = rows
+        self._exclude = np.zeros(0, np.int64)
+        self._half = None
+        wanted = len(rows) >= PREFILTER_MIN_ROWS if prefilter is None else prefilter
+        if wanted and len(rows) and rows.shape[1] and np.all(np.isfinite(rows)) \
+                and _half_dot_is_float32_accumulated(rows.shape[1]):
+            self._build_prefilter()
+
+    def _build_prefilter(self, block: int = 256) -> None:
+        """In blocks of rows: float64 temporaries of the whole matrix would stay in the process's heap
+        (60 MB at 10,000 x 768) long after they are freed."""
+        import torch
+
+        rows = self._rows
+        blocks = [slice(i, i + block) for i in range(0, len(rows), block)]
+        self._scale = max(float(np.linalg.norm(rows[b].astype(np.float64), axis=1).max()) for b in blocks) or 1.0
+        half = np.empty(rows.shape, np.float16)
+        half_sq = np.empty(len(rows))                                   # ||c_hat||^2
+        quant_err = 0.0                                                 # max ||c/s - c_hat||
+        for b in blocks:
+            scaled = rows[b].astype(np.float64) / self._scale
+            half[b] = scaled
+            half64 = half[b].astype(np.float64)
+            half_sq[b] = np.einsum("ij,ij->i", half64, half64)
+            quant_err = max(quant_err, float(np.linalg.norm(scaled - half64, axis=1).max()))
+        self._half = torch.from_numpy(half)
+        self._half_sq = torch.from_numpy(half_sq)
+        self._half_norm_max = float(np.sqrt(half_sq.max()))
+        self._quant_err_max = quant_err
+        self._dot_coeff = _dot_error_coefficient(rows.shape[1])
+
+    # ------------------------------------------------------------------ shape
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def dim(self) -> int:
+        return self._rows.shape[1]
+
+    @property
+    def exclude(self) -> np.ndarray:
+        return self._exclude
+
+    def excluding(self, rows) -> "CentroidIndex":
+        """The same index with these rows never returned (added to the ones excluded already)."""
+        copy = object.__new__(CentroidIndex)
+        copy.__dict__.update(self.__dict__)
+        copy._exclude = np.union1d(self._exclude, np.asarray(list(rows), dtype=np.int64))
+        return copy
+
+    # ------------------------------------------------------------------ search
+    def nearest(self, query, top_k: int, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+        """(rows, distances) of the top-K by similarity 1/d, exactly as a full stable sort orders them;
+        empty when every row is excluded (nothing usable supports the query)."""
+        if int(top_k) != top_k or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k}")
+        q = _as_query(query, self.dim)
+        if not len(self._rows):
+            raise ValueError("cannot retrieve from an empty library")
+        k = min(int(top_k), len(self._rows) - len(self._exclude))
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0)
+        if metric == "euclidean" and self._half is not None:
+            rows = self._candidates(q, k)
+            if rows is not None:
+                return _stable_top(rows, np.linalg.norm(self._rows[rows].astype(np.float64) - q[None, :], axis=1), k)
+        d = distances(q, self._rows, metric)
+        rows = np.arange(len(self._rows))
+        if len(self._exclude):
+            keep = np.ones(len(rows), bool)
+            keep[self._exclude] = False
+            rows, d = rows[keep], d[keep]
+        return _stable_top(rows, d, k)
+
+    def _candidates(self, q: np.ndarray, k: int) -> np.ndarray | None:
+        """Ascending rows that may be in the top k (a proven superset); None: query out of float16 range.
+
+        In units of the scale s: ||q/s - c/s|| is within `margin` of ||q_hat - c_hat||, whose square
+        `approx` is computed within `slack`; so a row can only beat the k-th smallest upper bound
+        sqrt(approx_k + slack) + margin if approx <= (that bound + margin)^2 + slack.
+        """
+        import torch
+
+        scaled = q / self._scale
+        if not np.linalg.norm(scaled) <= 1e4:     # keeps every float16 product and sum finite
+            return None
+        half = scaled.astype(np.float16)
+        half64 = half.astype(np.float64)
+        q_sq = float(half64 @ half64)
+        approx = (self._half @ torch.from_numpy(half)).double()   # torch: numpy's partition is 3x slower here
+        approx.mul_(-2.0).add_(self._half_sq).add_(q_sq)           # ||q_hat - c_hat||^2 for every row
+        slack = 2.0 * (self._dot_coeff * np.sqrt(q_sq) * self._half_norm_max + 2.0 ** -25) \
+            + 1e-12 * (q_sq + self._half_norm_max ** 2)
+        margin = float(np.linalg.norm(scaled - half64)) + self._quant_err_max
+        if len(self._exclude):
+            approx[torch.from_numpy(self._exclude)] = np.inf
+        kth = float(approx.topk(k, largest=False).values.max())   # topk: 4x faster than kthvalue here
+        bound = (np.sqrt(kth + slack) + margin) * (1.0 + 1e-9) / (1.0 - 1e-9) + 1e-300
+        return torch.nonzero(approx <= (bound + margin) ** 2 + slack).flatten().numpy()
+
+
 def retrieve(query, centroids, top_k: int = DEFAULTS.top_k, temperature: float = DEFAULTS.temperature,
              metric: str = DEFAULTS.metric) -> Retrieval:
-    """Top-K adapters by similarity 1/d and their softmax(s/T) weights (official SemLA)."""
-    if int(top_k) != top_k or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k}")
-    d = distances(query, centroids, metric)
-    if d.size == 0:
-        raise ValueError("cannot retrieve from an empty library")
+    """Top-K adapters by similarity 1/d and their softmax(s/T) weights (official SemLA).
+
+    `centroids`: an (N,D) array, or a `CentroidIndex` (a library's `index`: fast at any N, and
+    without the entries found unusable).
+    """
+    index = centroids if isinstance(centroids, CentroidIndex) else CentroidIndex(centroids, prefilter=False)
+    rows, d = index.nearest(query, top_k, metric)
     s = similarities(d)
-    # Stable sort on -s: ties keep library order, like Python's sorted(..., reverse=True).
-    order = np.argsort(-s, kind="stable")[: min(int(top_k), d.size)]
-    return Retrieval(indices=order.astype(np.int64), weights=softmax_weights(s[order], temperature),
-                     distances=d[order], similarities=s[order])
+    return Retrieval(indices=rows, weights=softmax_weights(s, temperature), distances=d, similarities=s)
 
 
 def support_score(weights, dists) -> float:

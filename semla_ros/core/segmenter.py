@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -53,6 +53,7 @@ class FusionEvent:
     ok: bool = True
     error: str | None = None
     stamp: object = None   # opaque: the `stamp` passed to process() for the triggering frame
+    skipped: list = field(default_factory=list)   # (name, reason): entries found unusable, fused without
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class SemlaSegmenter:
         self._own_executor = executor is None
         self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
         self._future: Future | None = None
+        self._prefetching: Future | None = None
         self._queued: tuple | None = None     # (query, reason, stamp) waiting for the worker; the newest wins
         self._request: str | None = None      # manual / reload request for the next frame
         self._active: ActiveFusion | None = None
@@ -163,6 +165,8 @@ class SemlaSegmenter:
         with self._lock:
             self._settings = self._settings.replace(**changes)
             self._configure_debouncer()
+            if self._library is not None:
+                self._library.cache.resize(self._settings.adapter_cache_mb)
 
     def request_adaptation(self, reason: str = "manual") -> None:
         if reason not in REASONS:
@@ -247,6 +251,7 @@ class SemlaSegmenter:
             self._stager = WeightStager(self.predictor.model, library.target_modules)
         else:
             self._stager.add_targets(library.target_modules)
+        library.cache.resize(self._settings.adapter_cache_mb)
         self._library = library
         self._configure_debouncer()
 
@@ -274,8 +279,10 @@ class SemlaSegmenter:
         embedding = self._embedding = self.navigator.embed([image_rgb])[0]
         decision = debouncer.update(embedding, now)
         s = self._settings
-        r = retrieve(embedding, library.centroids, s.top_k, s.temperature, s.metric)
+        r = retrieve(embedding, library.index, s.top_k, s.temperature, s.metric)
         self._support = support_score(r.weights, r.distances)
+        if decision.consecutive > 0 and not decision.shift:
+            self._prefetch(library, r.indices)
         # One adaptation per frame; it also serves a pending request (a reload before the first
         # fusion is reported as "reload", not as a "startup" followed by a second swap).
         reason = None
@@ -292,6 +299,12 @@ class SemlaSegmenter:
             self._start_adaptation(decision.ema, reason, stamp)
         return True, decision
 
+    def _prefetch(self, library: AdapterLibrary, rows) -> None:
+        """A shift is being confirmed: read the adapters this frame retrieves into the library's cache
+        on the adaptation worker, so the swap that follows does not wait for the disk."""
+        if self._prefetching is None or self._prefetching.done():
+            self._prefetching = self._executor.submit(library.prefetch, rows)
+
     def _start_adaptation(self, query, reason, stamp) -> None:
         if self._future is None:
             self._future = self._executor.submit(self._adapt, query, reason, stamp)
@@ -303,13 +316,16 @@ class SemlaSegmenter:
         start = time.perf_counter()
         library, s = self._library, self._settings
         try:
-            r = retrieve(query, library.centroids, s.top_k, s.temperature, s.metric)
-            entries = [library.entries[i] for i in r.indices]
-            return self._stage(entries, r.weights, query, r.distances, reason, stamp, start)
+            selection = library.select(query, s.top_k, s.temperature, s.metric, check=self._stager.check_adapter)
+            r = selection.retrieval
+            staged = self._stage(list(selection.entries), r.weights, query, r.distances, reason, stamp, start)
+            staged.event.skipped = list(selection.skipped)
+            return staged
         except Exception as exc:  # reported as a failed FusionEvent; the old model stays
             return self._failure(reason, stamp, start, exc, query)
 
     def _stage(self, entries, weights, query, distances, reason, stamp, start) -> _Staged:
+        entries = [e.load() for e in entries]   # the active fusion holds its factors (no file is read again)
         fused = self._stager.stage_fusion(entries, weights)
         classes = tuple(self.predictor.class_names)
         text = self.predictor.text_embeddings(overrides=fused.parameter_overrides())

@@ -17,7 +17,8 @@ THRESHOLD_MODES = ("absolute", "relative")
 
 @dataclass(frozen=True)
 class SegmenterSettings:
-    """Retrieval and shift debouncing; all live-updatable through SemlaSegmenter.update_settings()."""
+    """Retrieval, shift debouncing and the adapter cache; all live-updatable through
+    SemlaSegmenter.update_settings()."""
 
     top_k: int = 5                     # adapters fused per swap (paper default 5; best 7)
     temperature: float = 0.05          # softmax temperature over 1/distance (paper default 0.05; best 0.01)
@@ -29,6 +30,7 @@ class SegmenterSettings:
     cooldown_s: float = 5.0            # minimum seconds between two swaps (and before a retry)
     embed_every_n: int = 1             # embed every Nth processed frame
     warmup_frames: int = 1             # embedded frames averaged before the startup fusion
+    adapter_cache_mb: float = 256.0    # LRU cache of adapter factors read from disk (ViT-B: 8.3 MB per adapter)
 
     def replace(self, **changes) -> "SegmenterSettings":
         """A validated copy with `changes`; unknown names and bad values raise ValueError."""
@@ -64,6 +66,7 @@ class SegmenterSettings:
         positive("cooldown_s", allow_zero=True)
         integer("embed_every_n", 1)
         integer("warmup_frames", 1)
+        positive("adapter_cache_mb", allow_zero=True)
         return self
 
 

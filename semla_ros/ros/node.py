@@ -99,6 +99,7 @@ class SemlaSegmenterNode(Node):
         self._coverage_state = None
         self._palettes: dict[int, np.ndarray] = {}
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
+        self._unusable_logged: set[str] = set()
         self._state = "loading model"
         self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
         for problem in problems:
@@ -349,6 +350,7 @@ class SemlaSegmenterNode(Node):
             active_adapters=max(0, int(result.active_adapters)), embedded_this_frame=bool(result.embedded))
 
     def _publish_fusion(self, event, frame_header) -> None:
+        self._report_unusable_adapters()
         if not event.ok:
             self.get_logger().error(f"adaptation ({event.reason}) failed, previous model stays active: "
                                     f"{event.error}")
@@ -360,6 +362,17 @@ class SemlaSegmenterNode(Node):
             reason=event.reason, fusion_ms=float(event.duration_ms), swap_count=int(event.swap_count)))
         self.get_logger().info(f"swap {event.swap_count} ({event.reason}, {event.duration_ms:.0f} ms): "
                                + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights)))
+
+    def _report_unusable_adapters(self) -> None:
+        """Entries found unusable when first read (by a fusion or a read-ahead): each logged once, all
+        in diagnostics; they are left out of retrieval until the library is reloaded."""
+        library = self._segmenter.library
+        failed = library.failed if library is not None else []
+        for name, reason in failed:
+            if name not in self._unusable_logged:
+                self._unusable_logged.add(name)
+                self.get_logger().warning(f"adapter {name} skipped until the library is reloaded: {reason}")
+        self._health.set("adapters", [("warn", f"adapter {name} skipped: {reason}") for name, reason in failed])
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -461,6 +474,8 @@ class SemlaSegmenterNode(Node):
             return False, message
         message = f"{count} adapters loaded from {root}, {len(skipped)} skipped"
         self._health.set("reload", [])
+        self._health.set("adapters", [])   # a new snapshot: no entry has failed at use yet
+        self._unusable_logged.clear()
         self._report("library", [("ok", message)] +
                      [("warn", f"adapter {name} skipped: {reason}") for name, reason in skipped])
         self.get_logger().info(message)

@@ -84,6 +84,10 @@ SPECS: tuple[Spec, ...] = (
          setting="embed_every_n"),
     Spec("warmup_frames", _SETTINGS.warmup_frames, "Embedded frames averaged before the startup fusion", low=1, high=10000,
          setting="warmup_frames"),
+    # --- adapter library (live) ---
+    Spec("adapter_cache_mb", _SETTINGS.adapter_cache_mb, "Memory for adapter factors read from the library (LRU); "
+         "an adapter is read from disk when a fusion first needs it", low=0.0, high=1048576.0,
+         setting="adapter_cache_mb"),
     # --- input / output ---
     Spec("input_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed'", read_only=True,
          choices=("raw", "compressed")),
