@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 from relabel_helpers import write_drive
 
 from semla_ros.demo import world
-from semla_ros.relabel.images import BadMessage, compressed_to_rgb, image_to_rgb
+from semla_ros.core.frames import BadFrame, compressed_to_rgb, image_to_rgb
 from semla_ros.relabel.recording import BagRecording, Frame, RecordingError, Skipped, open_recording
 
 
@@ -79,9 +79,9 @@ def test_raw_encodings_honour_the_row_stride():
     np.testing.assert_array_equal(big, out)
     bad = msg(rgb, "rgb8")
     bad.data = bad.data[:-5]
-    with pytest.raises(BadMessage, match="do not hold 5 rows"):
+    with pytest.raises(BadFrame, match="truncated"):
         image_to_rgb(bad)
-    with pytest.raises(BadMessage, match="unsupported encoding 'yuv422'"):
+    with pytest.raises(BadFrame, match="unsupported_encoding: 'yuv422'"):
         image_to_rgb(msg(rgb, "yuv422"))
 
 
@@ -96,7 +96,7 @@ def test_compressed_images_decode_and_garbage_is_refused():
     msg.data, msg.format = jpg.reshape(-1), "jpeg"
     assert np.abs(compressed_to_rgb(msg).astype(int) - rgb).mean() < 6
     msg.data = np.frombuffer(b"\xff\xd8 definitely not a jpeg", np.uint8)
-    with pytest.raises(BadMessage, match="could not decode"):
+    with pytest.raises(BadFrame, match="decode_failed"):
         compressed_to_rgb(msg)
 
 

@@ -1,4 +1,4 @@
-"""input_transport=compressed: the node subscribes to image/compressed, decodes through cv_bridge,
+"""input_transport=compressed: the node subscribes to image/compressed, decodes (core/frames.py),
 masks at the decoded size with the input header; undecodable data is dropped and counted."""
 from __future__ import annotations
 

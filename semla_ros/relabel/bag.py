@@ -18,12 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-MONO8_MAX_CLASSES = 255   # the node's rule (ros/image_conversion.py): ids 0..254 in mono8, 255 stays free
+from ..core.frames import mask_encoding, mask_pixels
+
 STORAGES = ("mcap", "sqlite3")
-
-
-def mask_encoding(num_classes: int) -> str:
-    return "mono8" if num_classes <= MONO8_MAX_CLASSES else "mono16"
 
 
 def message_dirs() -> list[Path]:
@@ -92,8 +89,7 @@ class MaskBagWriter:
             self._write(self._classmap_c, frame.log_ns, self._classmap(
                 header=header, class_names=self.classes, vocabulary_version=1, mask_encoding=self.encoding),
                 self._classmap)
-        dtype = np.uint8 if self.encoding == "mono8" else np.dtype("<u2")
-        pixels = np.ascontiguousarray(class_ids.astype(dtype))
+        pixels, _ = mask_pixels(class_ids, len(self.classes))
         self._write(self._mask_c, frame.log_ns, self._image(
             header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=self.encoding, is_bigendian=0,
             step=pixels.strides[0], data=pixels.view(np.uint8).reshape(-1)), self._image)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .images import BadMessage, compressed_to_rgb, image_pixels, image_to_rgb
+from ..core.frames import BadFrame, compressed_to_rgb, image_pixels, image_to_rgb
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": image_to_rgb, "sensor_msgs/msg/CompressedImage": compressed_to_rgb}
 
@@ -130,7 +130,7 @@ class BagRecording:
                     if key in labels:
                         label = image_pixels(store.deserialize_cdr(labels[key], "sensor_msgs/msg/Image"))
                         if label.shape != image.shape[:2] or label.dtype != np.uint8:
-                            raise BadMessage(f"label {label.shape} {label.dtype} does not fit image {image.shape}")
+                            raise BadFrame("bad_length", f"label {label.shape} {label.dtype} does not fit image {image.shape}")
                 except Exception as exc:  # a corrupt message costs this frame only
                     yield Skipped(index, f"{type(exc).__name__}: {exc}")
                     continue
@@ -194,7 +194,7 @@ class FolderRecording:
                 image = read_image(sample.image_path)
                 label = read_label(sample.label_path) if sample.label_path is not None else None
                 if label is not None and label.shape != image.shape[:2]:
-                    raise BadMessage(f"label {label.shape} does not fit image {image.shape[:2]}")
+                    raise BadFrame("bad_length", f"label {label.shape} does not fit image {image.shape[:2]}")
             except Exception as exc:  # an unreadable file costs this frame only
                 yield Skipped(index, f"{type(exc).__name__}: {exc}")
                 continue
