@@ -7,7 +7,8 @@ What `rosdep install --from-paths src --ignore-src` does with each key, checked 
   against the system Python, which noble refuses (PEP 668)), and must not name one of the apt packages
   noble's archive does not carry (python3-torch, python3-torchvision: the rosdistro README's example).
 Python libraries without such a key come from requirements-ros.txt (the README's pip step, same pins as
-the pip world's requirements.txt) or, for backend:=tensorrt only, requirements-ros-tensorrt.txt.
+the pip world's requirements.txt) or, for backend:=tensorrt only, requirements-ros-tensorrt.txt, or, for the
+offline tools (semla-relabel), requirements-ros-relabel.txt.
 """
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ APT_KEY_OF_MODULE = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": 
                      "tqdm": "python3-tqdm"}
 ROS_MODULES = {"rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "cv_bridge"}
 PIP_OF_MODULE = {"torch": "torch", "open_clip": "open_clip_torch", "peft": "peft", "safetensors": "safetensors",
-                 "huggingface_hub": "huggingface_hub"}
-TENSORRT_PIP_OF_MODULE = {"onnx": "onnx", "tensorrt": "tensorrt-cu13"}
-# Used by one benchmark only (`semla-bench onnx`); the README says to pip install it for that.
-BENCH_ONLY = {"onnxruntime"}
+                 "huggingface_hub": "huggingface_hub", "onnx": "onnx", "onnxruntime": "onnxruntime"}
+TENSORRT_PIP_OF_MODULE = {"tensorrt": "tensorrt-cu13"}
+# The offline tools (semla-relabel, Ray scale-out): an optional pip step of their own.
+RELABEL_PIP_OF_MODULE = {"rosbags": "rosbags", "sklearn": "scikit-learn", "ray": "ray"}
 
 
 def _keys() -> dict[str, str]:
@@ -127,6 +128,7 @@ def _third_party_imports() -> dict[str, set[str]]:
 
 def test_every_import_has_a_source_on_a_real_install():
     keys, ml, tensorrt = _keys(), _requirements("requirements-ros.txt"), _requirements("requirements-ros-tensorrt.txt")
+    relabel = _requirements("requirements-ros-relabel.txt")
     problems = []
     for module, files in sorted(_third_party_imports().items()):
         if module in APT_KEY_OF_MODULE:
@@ -138,7 +140,7 @@ def test_every_import_has_a_source_on_a_real_install():
         elif module in TENSORRT_PIP_OF_MODULE:
             ok = TENSORRT_PIP_OF_MODULE[module] in tensorrt
         else:
-            ok = module in BENCH_ONLY
+            ok = RELABEL_PIP_OF_MODULE.get(module) in relabel
         if not ok:
             problems.append(f"{module} (imported in {', '.join(sorted(files))}) has no source on a real install")
     assert not problems, "\n".join(problems)
@@ -152,5 +154,7 @@ def test_ml_requirements_match_the_tested_pins_and_keep_numpy_for_cv_bridge():
         assert world.get(name) == spec, f"{name}: {spec} here, {world.get(name)} in requirements.txt"
     tensorrt = _requirements("requirements-ros-tensorrt.txt")
     assert tensorrt["onnx"] == world["onnx"] and tensorrt["tensorrt-cu13"].startswith("==")
+    relabel = _requirements("requirements-ros-relabel.txt")
+    assert relabel and all(world.get(name) == spec for name, spec in relabel.items()), relabel
     # Nothing in the ML file that apt provides (a pip copy would shadow the apt one cv_bridge uses).
     assert not {"opencv-python", "opencv-python-headless", "cv-bridge"} & set(ml)

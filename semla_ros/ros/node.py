@@ -380,7 +380,7 @@ class SemlaSegmenterNode(Node):
         such as use_sim_time). Answers at once: waiting for the frame in flight made a burst of sets
         take minutes; the inference thread applies stored changes before its next frame."""
         changes = {p.name: p.value for p in params if p.name in parameters.SPEC_BY_NAME}
-        reason = parameters.validate(changes)
+        reason = parameters.validate_in_context(self._values(), changes) if changes else None
         if reason:
             self.get_logger().debug(f"parameters refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)

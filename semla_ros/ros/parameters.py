@@ -184,6 +184,21 @@ def validate(changes: Mapping[str, Any]) -> str | None:
     return None
 
 
+def validate_in_context(values: Mapping[str, Any], changes: Mapping[str, Any]) -> str | None:
+    """validate(changes), then the settings the changes would leave in force (`values` are the current
+    ones): cross-field rules (e.g. suspect_fraction <= gap_fraction) are refused before anything is stored."""
+    reason = validate(changes)
+    if reason:
+        return reason
+    merged = {**values, **changes}
+    try:
+        SegmenterSettings().replace(**settings_changes(merged))
+        coverage_settings(merged)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def clean_classes(value) -> list[str]:
     """Class names as the engine uses them (surrounding blanks removed): the one place they are cleaned."""
     return [str(c).strip() for c in value]
