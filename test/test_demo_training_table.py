@@ -48,6 +48,7 @@ def test_report_says_where_a_method_does_not_beat_standard():
     assert "**fisa does not beat standard LoRA** on: oracle, SemLA, SemLA debounced" in text
     assert "**recyclelora does not beat standard LoRA**" in text
     assert "0.25x standard's 41,728" in text and "| fisa | 10,240 | 8 |" in text
+    assert "source domain clear (left out of the h-mean), SemLA with borrowed adapters scores standard 60.0" in text
     better = tt.markdown(render(recycle_shift=0.05), tt.Path("docs"))
     assert "recyclelora vs standard, oracle: Δ h-mean +" in better and "higher than standard" in better
     assert "**recyclelora does not beat standard LoRA**" not in better

@@ -382,7 +382,7 @@ def _markdown(render: dict, out: Path) -> str:
               "Train one adapter per domain, then evaluate:", "",
               "```bash",
               "semla-library train DATA/train/fog --library loradb --model vitb16_384 --checkpoint model_base.pth \\",
-              "    --navigator openclip:ViT-L-14/openai [--init rrqr]",
+              "    --navigator openclip:ViT-L-14/openai [--init recyclelora | --profile fisa]",
               "semla-library import /path/to/SemLA/loradb --into loradb      # official adapters, validated",
               "semla-library inspect loradb --map centroids.png",
               "semla-eval run --data DATA/test --model vitb16_384 --checkpoint model_base.pth --library loradb \\",

@@ -91,6 +91,11 @@ def summarise(render: dict) -> dict:
     return out
 
 
+def exclude_domains(render: dict) -> list[str]:
+    """The domains left out of the h-mean (the base model's source domains) that were evaluated."""
+    return [d for d in render["exclude"] if d in render["domains"]]
+
+
 def _pct(v: float) -> str:
     return "–" if v is None or math.isnan(v) else f"{100 * v:.1f}"
 
@@ -144,6 +149,21 @@ def reading(render: dict, s: dict) -> list[str]:
                    "stores twice that rank: its adapters start from, and are saved relative to, components of the "
                    "frozen weights (dW = B A − B0 A0). Fusion folds the entry into the weights, so inference "
                    "costs the same; fusing it costs one wider matrix product per module.")
+    if "recyclelora" in s["delta"] and s["delta"]["recyclelora"]["oracle"][0] < 0:
+        out.append("RecycleLoRA's premise is about a pre-trained vision foundation model, whose minor RRQR "
+                   "directions carry little of what pre-training learned, so an adapter started there can learn "
+                   "new features without disturbing it. The demo's base model was trained from scratch for a few "
+                   "hundred steps on clear images; whether its minor directions mean the same cannot be tested on "
+                   "this world, and here starting from them does not help (Δ above).")
+    for d in exclude_domains(render):
+        semla = {m: s["domain_mean"][f"semla [{m}]"][d] for m in render["methods"]}
+        listed = ", ".join(f"{m} {_pct(v)}" for m, v in semla.items())
+        line = (f"On the source domain {d} (left out of the h-mean), SemLA with borrowed adapters scores {listed}; "
+                f"zero-shot {_pct(render['zero_shot'][d])}.")
+        if "fisa" in semla and semla["fisa"] > max(v for m, v in semla.items() if m != "fisa"):
+            line += (" FISA's adapters change only the image side; borrowed, they hurt the domain the base model "
+                     "already handles less than the others do.")
+        out.append(line)
     if "fisa" in s["delta"]:
         mean, half, _ = s["delta"]["fisa"]["oracle"]
         if mean + half < 0:
@@ -169,8 +189,9 @@ def markdown(render: dict, out: Path) -> str:
     lines = [
         f"## Adapter training: standard LoRA, RecycleLoRA, FISA profile ({len(seeds)} seeds)", "",
         f"Reproduce: `{cmd}` (this run: {render['seconds'] / 60:.0f} min wall, "
-        f"{render.get('cpu_seconds', math.nan) / 60:.0f} min of CPU, on 2 CPU cores shared with other jobs; demo "
-        "assets cached; libraries cached in the work folder are reused). Numbers: `evaluation_training.json`.", "",
+        f"{render.get('cpu_seconds', math.nan) / 60:.0f} min of CPU, on 2 CPU cores shared with other jobs, "
+        "including building what was not cached: demo assets and libraries are reused from the cache and the "
+        "work folder when present). Numbers: `evaluation_training.json`.", "",
         f"- Every method trains one library per seed (seeds {', '.join(map(str, seeds))}; the seed sets the LoRA "
         f"init and the batch order): one adapter per demo domain on the same frames with the same budget "
         f"({b['steps']} steps, batch {b['batch_size']}, LR {b['lr']:g}, {b['loss']} loss, warm-up + cosine, "
