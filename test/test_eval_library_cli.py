@@ -66,3 +66,27 @@ def test_inspect_deep_reads_every_factor(fixture_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "BAD night: " in out and "NaN or inf" in out and "deep check: 2 of 3 entries usable" in out
     assert "OK fog: 46 modules, |dW|_F mean" in out and "OK rain" in out
+
+
+def test_train_recyclelora_and_fisa_from_the_command_line(tmp_path, capsys):
+    import json
+
+    model = small_model()
+    config, weights = save_model(model, tmp_path / "model")
+    data = export_demo_world(tmp_path / "data", ("night",), 2)
+    lib = tmp_path / "lib"
+    common = ["--model", str(config), "--checkpoint", str(weights), "--navigator", "tower", "--steps", "1",
+              "--batch-size", "1", "--quiet"]
+    assert main(["train", str(data / "night"), "--library", str(lib), "--name", "night-recycle",
+                 "--init", "recyclelora", "--sub-rank", "2"] + common) == 0
+    assert "r=16" in capsys.readouterr().out            # main 6 + sub 2, stored with their initial factors
+    assert main(["train", str(data / "night"), "--library", str(lib), "--name", "night-fisa",
+                 "--profile", "fisa"] + common) == 0
+    assert main(["train", str(data / "night"), "--library", str(lib), "--name", "bad",
+                 "--profile", "fisa", "--init", "rrqr"] + common) == 2
+    assert "init must be 'standard'" in capsys.readouterr().err and not (lib / "bad").exists()
+    assert main(["list", str(lib), "--json"]) == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert entries["night-recycle"]["init"] == "recyclelora" and entries["night-fisa"]["profile"] == "fisa"
+    assert entries["night-fisa"]["modules"] == 9
+    assert entries["night-fisa"]["trainable_parameters"] < entries["night-recycle"]["trainable_parameters"]

@@ -70,3 +70,21 @@ def test_peft_model_init_keeps_output_and_sets_a(tmp_path):
     layer = model.base_model.model[0]
     expected = rrqr_lora_a(layer.get_base_layer().weight, 4, 1)
     torch.testing.assert_close(layer.lora_A["dom"].weight, expected)
+
+
+def test_components_are_the_known_parts_of_w_split_evenly():
+    from semla_ros.training.rrqr import rrqr_components
+
+    w, rot = rotated_weight(seed=5)
+    a, b = rrqr_components(torch.tensor(w), [3, 4], scaling=2.0)
+    a, b = a.numpy(), b.numpy()
+    # 2 B A = the two weakest parts of W: W restricted to the input axes e4, e5 (0.5 e4, 0.1 e5 rows)
+    minor = rot[:, [3, 4]]
+    np.testing.assert_allclose(2.0 * b @ a, w @ minor @ minor.T, atol=1e-10)
+    np.testing.assert_allclose(projector(a), projector(minor.T), atol=1e-8)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=0), rtol=1e-10)  # balanced
+    # all components together are W itself
+    a_all, b_all = rrqr_components(torch.tensor(w), range(5), scaling=0.5)
+    np.testing.assert_allclose(0.5 * b_all.numpy() @ a_all.numpy(), w, atol=1e-10)
+    with pytest.raises(ValueError, match="indices"):
+        rrqr_components(torch.tensor(w), [5])

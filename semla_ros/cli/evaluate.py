@@ -3,6 +3,7 @@
     semla-eval run --data DIR --model CFG --checkpoint W --library [LABEL=]LIB [...] --out OUT
     semla-eval export-demo OUT [--images-per-domain N]
     semla-eval demo [--out docs]     # the README table: demo assets, standard vs rrqr libraries
+    semla-eval demo --compare-training [--seeds 250 251 252]   # standard LoRA vs RecycleLoRA vs FISA
 
 `run` writes OUT/results.json (everything, per image too), OUT/results.md (the mIoU table) and
 OUT/figures/*.png (support vs mIoU, adapter contributions). Methods and leave-one-out are
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.settings import DEFAULTS, METRICS, THRESHOLD_MODES, SegmenterSettings
+from ..demo.training_table import DEFAULT_SEEDS
 from ..evaluation.protocol import METHODS, ProtocolSettings
 from ..training.loop import LOSSES, LoopSettings
 
@@ -82,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--test-budget", action="store_true", help="tiny demo assets (what the tests use)")
     d.add_argument("--no-train", action="store_true", help="only the demo build's library (no std/rrqr)")
     d.add_argument("--render-only", type=Path, default=None, metavar="RENDER_JSON",
-                   help="rewrite evaluation.md/json from a previous run's render.json (no computation)")
+                   help="rewrite evaluation.md/json from a previous run's render.json (no computation); with "
+                        "--compare-training, its section from the work folder's training_comparison.json")
+    d.add_argument("--compare-training", action="store_true",
+                   help="instead: standard LoRA vs RecycleLoRA vs the FISA profile, one library per method and "
+                        "seed, as a section of evaluation.md (semla_ros/demo/training_table.py)")
+    d.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                   help="--compare-training: training seeds (LoRA init and batch order)")
     _protocol_args(d)
     return parser
 
@@ -154,6 +162,7 @@ def cmd_export_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # recorded with the results they produce
     try:
         if args.command == "run":
             return cmd_run(args)

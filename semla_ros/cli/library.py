@@ -1,6 +1,6 @@
 """`semla-library`: make, add, list, inspect and import SemLA adapter libraries.
 
-    semla-library train DOMAIN_DIR --library LIB --model CFG --checkpoint W [--init rrqr] ...
+    semla-library train DOMAIN_DIR --library LIB --model CFG --checkpoint W [--init recyclelora] [--profile fisa] ...
     semla-library add ADAPTER_DIR IMAGE_DIR --library LIB --name NAME --model CFG --checkpoint W
     semla-library list LIB
     semla-library inspect LIB [--deep [--model CFG]] [--map centroids.png] [--images NAME=DIR ...]
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.library import CONFIG_FILE, WEIGHTS_FILE, AdapterLibrary, load_entry
-from ..training.lora import INITS, TrainSettings
+from ..training.lora import INITS, PROFILES, TrainSettings
 from ..training.loop import LOSSES, LoopSettings
 
 TRAIN, LOOP = TrainSettings(), LoopSettings()
@@ -49,8 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default=None, help="entry name (default: the domain folder's name)")
     _model_args(t)
     t.add_argument("--init", choices=INITS, default=TRAIN.init,
-                   help="LoRA init: PEFT default, or RecycleLoRA-style pivoted-QR (see semla_ros/training/rrqr.py)")
-    t.add_argument("--sub-rank", type=int, default=None, help="rrqr: rank of the major-direction part (default r/4)")
+                   help="LoRA init: PEFT default; rrqr: one LoRA on pivoted-QR directions (training/rrqr.py); "
+                        "recyclelora: RecycleLoRA's main (minor) + sub (major) adapters (training/recyclelora.py)")
+    t.add_argument("--profile", choices=PROFILES, default=TRAIN.profile,
+                   help="targets: SemLA's list, or fisa: frozen mask generator, semantic guidance in early CLIP "
+                        "image blocks, a small set of CLIP image targets (training/fisa.py)")
+    t.add_argument("--sub-rank", type=int, default=None,
+                   help="rrqr/recyclelora: rank of the major-direction (sub) part, taken from --rank (default r/4)")
+    t.add_argument("--sub-scale", type=float, default=TRAIN.sub_scale,
+                   help="recyclelora: the sub adapter's scaling relative to the main adapter's")
+    t.add_argument("--sub-lr-scale", type=float, default=TRAIN.sub_lr_scale,
+                   help="recyclelora: the sub adapter's learning rate relative to --lr")
     t.add_argument("--rank", type=int, default=TRAIN.rank)
     t.add_argument("--alpha", type=float, default=TRAIN.alpha)
     t.add_argument("--steps", type=int, default=LOOP.steps)
@@ -139,12 +148,14 @@ def cmd_train(args) -> int:
     samples = folder.samples[: args.max_images] if args.max_images else folder.samples
     pairs = list(folder.pairs())[: len(samples)]
     images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-    model, navigator = _engine(args)
     loop = LoopSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                         warmup_steps=args.warmup_steps, seed=args.seed, loss=args.loss)
     settings = TrainSettings(rank=args.rank, alpha=args.alpha, init=args.init, sub_rank=args.sub_rank,
+                             sub_scale=args.sub_scale, sub_lr_scale=args.sub_lr_scale, profile=args.profile,
                              loop=loop).validated()
-    bar = tqdm(total=loop.steps, desc=f"train {name} ({settings.init})", disable=args.quiet, leave=False)
+    model, navigator = _engine(args)
+    bar = tqdm(total=loop.steps, desc=f"train {name} ({settings.init}, {settings.profile})", disable=args.quiet,
+               leave=False)
 
     def progress(step, loss):
         bar.update(1)
@@ -159,6 +170,7 @@ def cmd_train(args) -> int:
         "data": str(folder.path), "base_model": base_model_id(model)}, overwrite=args.overwrite)
     entry = load_entry(path, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
     print(f"wrote {path}: {len(entry.modules)} target modules, r={entry.rank}, scaling {entry.scaling:g}, "
+          f"{trained.trainable_parameters} trainable parameters, "
           f"loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} in {trained.seconds:.0f} s")
     return 0
 
@@ -212,7 +224,9 @@ def _describe(lib: AdapterLibrary) -> dict:
         entries.append({"name": e.name, "rank": e.rank, "scaling": e.scaling, "modules": len(e.modules),
                         "dropped_inert_qkv": len(e.dropped), "centroid_dim": int(e.centroid.shape[0]),
                         "centroid_norm": float(np.linalg.norm(e.centroid)), "official_layout": e.official_layout,
-                        "navigator": e.metadata.get("navigator"), "init": e.metadata.get("init")})
+                        "navigator": e.metadata.get("navigator"), "init": e.metadata.get("init"),
+                        "profile": e.metadata.get("profile"),
+                        "trainable_parameters": e.metadata.get("trainable_parameters")})
     return {"root": str(lib.root), "entries": entries, "skipped": [{"name": n, "reason": r} for n, r in lib.skipped],
             "median_inter_centroid_distance": lib.median_inter_centroid_distance}
 

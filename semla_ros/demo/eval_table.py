@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +26,31 @@ from ..evaluation.metrics import harmonic_mean
 from . import world
 
 
-def _train_library(model, navigator, train_root: Path, library: Path, settings, log) -> None:
+def _train_library(model, navigator, train_root: Path, library: Path, settings, log) -> dict[str, dict]:
+    """One adapter per training domain into `library` (kept when its metadata says it was trained with
+    these settings on this base model). Returns {entry: its metadata + "trained_now"}."""
     from ..evaluation.dataset import open_dataset
     from ..training.lora import base_model_id, domain_centroid, save_entry, train_adapter
 
     fingerprint = base_model_id(model)
+    done = {}
     for name, folder in open_dataset(train_root).items():
         meta_path = library / name / "metadata.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             if meta.get("training") == json.loads(json.dumps(asdict(settings))) and meta.get("base_model") == fingerprint:
+                done[name] = {**meta, "trained_now": False}
                 continue
         pairs = list(folder.pairs())
         images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
         trained = train_adapter(model, folder.classes, images, labels, name, settings)
-        save_entry(trained, library, domain_centroid(navigator, images),
-                   {"navigator": navigator.id, "domain": name, "classes": list(folder.classes),
-                    "base_model": fingerprint, "data": str(folder.path)}, overwrite=True)
+        path = save_entry(trained, library, domain_centroid(navigator, images),
+                          {"navigator": navigator.id, "domain": name, "classes": list(folder.classes),
+                           "base_model": fingerprint, "data": str(folder.path)}, overwrite=True)
+        done[name] = {**json.loads((path / "metadata.json").read_text()), "trained_now": True}
         log(f"  {library.name}/{name}: loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} "
             f"({trained.seconds:.0f} s)")
+    return done
 
 
 def run_facts(records: dict, contributions: dict) -> dict:
@@ -110,26 +116,30 @@ def _observations(rows: dict, domains, exclude, labels) -> list[str]:
     return out
 
 
-def run_demo_table(args, settings) -> int:
-    """`semla-eval demo`: `args` are its command-line options, `settings` the ProtocolSettings they give."""
+@dataclass(frozen=True)
+class DemoSetup:
+    """What every demo-world evaluation starts from: assets, exported datasets, base model, navigator."""
+
+    params: object              # BuildParams
+    assets: object              # build_assets.Assets
+    work: Path
+    domains: tuple[str, ...]
+    test_root: Path
+    train_root: Path
+    model: object               # the demo CATSeg, frozen
+    navigator: object           # CachedNavigator around the tower navigator
+    budget: dict                # LoopSettings fields of the adapters trained here
+
+
+def prepare_demo(args, log) -> DemoSetup:
+    """Demo assets (built if missing), held-out test / adapter-training exports, model and navigator."""
     import torch
 
-    from ..catseg.predictor import CatSegPredictor
     from ..core.navigator import build_navigator
-    from ..evaluation.dataset import open_dataset
     from ..evaluation.protocol import CachedNavigator
-    from ..evaluation.report import evaluate_libraries, write_outputs
-    from ..training.lora import TrainSettings
-    from ..training.loop import LoopSettings
     from .build_assets import ADAPTER_SEED0, TEST_PARAMS, BuildParams, ensure_assets, load_demo_model
     from .export import HELD_OUT_SEED_BASE, export_demo_world
 
-    if args.render_only is not None:
-        write_docs(json.loads(Path(args.render_only).read_text()), Path(args.out))
-        print(f"wrote {Path(args.out) / 'evaluation.md'}")
-        return 0
-    log = print
-    t0 = time.monotonic()
     params = TEST_PARAMS if args.test_budget else BuildParams()
     assets, built = ensure_assets(args.cache_dir, params, log=log)
     log(f"demo assets: {assets.root} ({'built now' if built else 'cached'})")
@@ -142,18 +152,42 @@ def run_demo_table(args, settings) -> int:
     n_train = args.train_images or params.adapter_images
     if not args.no_train and not (train_root / "classes.txt").is_file():
         export_demo_world(train_root, domains, n_train, ADAPTER_SEED0, tuple(params.size))
-
     torch.manual_seed(0)
     model = load_demo_model(assets)
     for p in model.parameters():
         p.requires_grad_(False)
     navigator = CachedNavigator(build_navigator("tower", model))
+    steps = args.steps or params.adapter_steps
+    budget = dict(steps=steps, lr=args.lr or params.adapter_lr, batch_size=args.batch_size or params.batch,
+                  seed=args.seed, warmup_steps=max(1, steps // 10), loss=args.loss)
+    return DemoSetup(params, assets, work, domains, test_root, train_root, model, navigator, budget)
+
+
+def run_demo_table(args, settings) -> int:
+    """`semla-eval demo`: `args` are its command-line options, `settings` the ProtocolSettings they give."""
+    from ..catseg.predictor import CatSegPredictor
+    from ..evaluation.dataset import open_dataset
+    from ..evaluation.report import evaluate_libraries, write_outputs
+    from ..training.lora import TrainSettings
+    from ..training.loop import LoopSettings
+
+    if getattr(args, "compare_training", False):
+        from .training_table import run_training_comparison
+
+        return run_training_comparison(args, settings)
+    if args.render_only is not None:
+        write_docs(json.loads(Path(args.render_only).read_text()), Path(args.out))
+        print(f"wrote {Path(args.out) / 'evaluation.md'}")
+        return 0
+    log = print
+    t0 = time.monotonic()
+    setup = prepare_demo(args, log)
+    params, assets, work, domains = setup.params, setup.assets, setup.work, setup.domains
+    test_root, train_root, model, navigator = setup.test_root, setup.train_root, setup.model, setup.navigator
     libraries = {"demo": assets.library}
     budget = None
     if not args.no_train:
-        budget = dict(steps=args.steps or params.adapter_steps, lr=args.lr or params.adapter_lr,
-                      batch_size=args.batch_size or params.batch, seed=args.seed,
-                      warmup_steps=max(1, (args.steps or params.adapter_steps) // 10), loss=args.loss)
+        budget = setup.budget
         for init in ("standard", "rrqr"):
             label = "std" if init == "standard" else "rrqr"
             lib = work / f"lib_{label}"
@@ -205,8 +239,10 @@ def run_demo_table(args, settings) -> int:
 
 def write_docs(render: dict, out: Path) -> None:
     """evaluation.md + evaluation.json from a render.json dict (re-render with `--render-only`)."""
+    from .training_table import kept_section
+
     out = Path(out)
-    (out / "evaluation.md").write_text(_markdown(render, out))
+    (out / "evaluation.md").write_text(_markdown(render, out) + kept_section(out / "evaluation.md"))
     summary = render["summary"]
     (out / "evaluation.json").write_text(json.dumps(
         {k: v for k, v in summary.items() if k != "table"} | {k: render[k] for k in (
@@ -346,7 +382,7 @@ def _markdown(render: dict, out: Path) -> str:
               "Train one adapter per domain, then evaluate:", "",
               "```bash",
               "semla-library train DATA/train/fog --library loradb --model vitb16_384 --checkpoint model_base.pth \\",
-              "    --navigator openclip:ViT-L-14/openai [--init rrqr]",
+              "    --navigator openclip:ViT-L-14/openai [--init recyclelora | --profile fisa]",
               "semla-library import /path/to/SemLA/loradb --into loradb      # official adapters, validated",
               "semla-library inspect loradb --map centroids.png",
               "semla-eval run --data DATA/test --model vitb16_384 --checkpoint model_base.pth --library loradb \\",

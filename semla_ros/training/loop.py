@@ -78,24 +78,37 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: 
 LOSS_FUNCTIONS = {"bce": semla_loss, "ce": cross_entropy_loss}
 
 
+def _param_groups(trainable, model: torch.nn.Module) -> list[dict]:
+    """PyTorch optimizer param groups from parameters or from group dicts ({"params": [...], "lr": x});
+    parameters that do not require grad are left out, and so are groups left empty."""
+    items = list(trainable if trainable is not None else model.parameters())
+    if all(isinstance(item, dict) for item in items) and items:
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in items]
+    else:
+        groups = [{"params": [p for p in items if p.requires_grad]}]
+    return [g for g in groups if g["params"]]
+
+
 def fit(model: torch.nn.Module, clip_inputs: torch.Tensor, labels: torch.Tensor, tokens: torch.Tensor,
         num_classes: int, settings: LoopSettings, progress: Callable[[int, float], None] | None = None,
-        trainable: Sequence[torch.nn.Parameter] | None = None) -> list[float]:
+        trainable: Sequence[torch.nn.Parameter] | Sequence[dict] | None = None) -> list[float]:
     """Train `model` (a CATSeg, possibly inside PEFT) in place; returns the loss of every step.
 
     `clip_inputs` (N,3,S,S) come from CatSegPredictor.preprocess_batch, `labels` (N,H,W) are train
     ids (255 ignored), `tokens` the vocabulary's prompt tokens. `trainable` defaults to every
-    parameter that requires grad. The model is left in eval mode.
+    parameter that requires grad; PyTorch param-group dicts give a group its own "lr" (RecycleLoRA's
+    sub adapter), which the schedule scales like the others. The model is left in eval mode.
     """
     settings = settings.validated()
-    params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
-    if not params:
+    groups = _param_groups(trainable, model)
+    if not groups:
         raise ValueError("nothing to train: no parameter requires grad")
+    params = [p for g in groups for p in g["params"]]
     device = clip_inputs.device
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     if settings.schedule == "one_cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps,
-                                                    pct_start=0.15)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                    total_steps=settings.steps, pct_start=0.15)
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, settings.steps, settings.warmup_steps))

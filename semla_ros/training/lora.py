@@ -12,9 +12,17 @@ Official SemLA recipe (catseg config + LoRA config), and how it is scaled to a s
   hurts the argmax more than the adapter helps.
 - Input: the predictor's own whole-image preprocessing, so training sees what inference sees.
 
+Initialisations (`init`) and target profiles (`profile`), each a setting of this one function:
+- init "standard": PEFT's (kaiming A, zero B); "rrqr": one LoRA on RRQR directions (training/rrqr.py);
+  "recyclelora": RecycleLoRA's main + sub adapters (training/recyclelora.py).
+- profile "semla": SemLA's target list; "fisa": the FISA profile (training/fisa.py): mask
+  generator frozen, semantic guidance in early image blocks, a small set of CLIP image targets.
+
 The entry is written by the library's one writer (`core.library.write_entry`): official layout
 (`adapter_config.json`, `adapter_model.safetensors`, `<name>_statistics.npz` with the mean
 navigator embedding of the training images as `train_average_embedding`) plus our `metadata.json`.
+Whatever the init or profile, it is one plain LoRA (one rank, one scaling) that PEFT loads and our
+fusion applies; `TrainedAdapter.factors()` builds it from the trained PEFT adapters.
 """
 from __future__ import annotations
 
@@ -31,8 +39,11 @@ from ..catseg.checkpoint import state_dict_digest
 from ..core.library import write_entry
 from ..core.targets import semla_target_modules
 from .loop import LoopSettings, fit
+from .recyclelora import entry_factors
+from .rrqr import split_rank
 
-INITS = ("standard", "rrqr")
+INITS = ("standard", "rrqr", "recyclelora")
+PROFILES = ("semla", "fisa")
 # The name the adapter has inside PEFT while it trains. Saved factors carry no adapter name, and
 # the entry gets its own name on disk; a fixed name avoids PEFT's ModuleDict collisions ("clear", ...).
 PEFT_ADAPTER = "semla_adapter"
@@ -43,19 +54,36 @@ class TrainSettings:
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    init: str = "standard"       # "standard" (PEFT: kaiming A, zero B) or "rrqr" (see training/rrqr.py)
-    sub_rank: int | None = None  # rrqr: rank of the major-direction sub part (default rank // 4)
+    init: str = "standard"       # "standard" (PEFT: kaiming A, zero B), "rrqr" (training/rrqr.py), "recyclelora"
+    sub_rank: int | None = None  # rrqr / recyclelora: rank of the major-direction sub part (default rank // 4)
+    sub_scale: float = 0.5       # recyclelora: the sub adapter's scaling relative to the main adapter's
+    sub_lr_scale: float = 0.1    # recyclelora: the sub adapter's learning rate relative to the main one's
+    profile: str = "semla"       # "semla" (SemLA's targets) or "fisa" (training/fisa.py)
     loop: LoopSettings = field(default_factory=LoopSettings)
 
     def validated(self) -> "TrainSettings":
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        if self.profile == "fisa" and self.init != "standard":
+            raise ValueError(f"profile 'fisa' sets its own init (semantic guidance); init must be 'standard', "
+                             f"got {self.init!r}")
         if int(self.rank) < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.sub_scale > 0 and self.sub_lr_scale > 0):
+            raise ValueError(f"sub_scale and sub_lr_scale must be > 0, got {self.sub_scale}, {self.sub_lr_scale}")
+        if self.init in ("rrqr", "recyclelora"):
+            split_rank(self.rank, self.sub_rank)
         self.loop.validated()
         return self
+
+    @property
+    def scaling(self) -> float:
+        """The (main) adapter's alpha / r: what a standard adapter of this rank and alpha scales by."""
+        return self.alpha / self.rank
 
 
 @dataclass
@@ -64,20 +92,38 @@ class TrainedAdapter:
     peft_model: object              # peft.PeftModel around a private copy of the base model
     targets: list[str]
     settings: TrainSettings
+    scalings: dict[str, float]      # PEFT adapter -> its scaling; the first one's is the entry's
     losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0            # the training loop
+    init_seconds: float = 0.0       # before it: private copy, preprocessing, RRQR / semantic-guidance init
     num_images: int = 0
+    initial: dict = field(default_factory=dict)   # adapter -> module -> (A0, B0) moved out of the base weight
 
-    def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """module -> (A [r,in], B [out,r]) of this adapter, as saved."""
+    def adapter_factors(self, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """module -> (A [r,in], B [out,r]) of one PEFT adapter as trained."""
         from peft.tuners.lora import LoraLayer
 
         out = {}
         for module_name, module in self.peft_model.base_model.model.named_modules():
-            if isinstance(module, LoraLayer) and PEFT_ADAPTER in module.lora_A:
-                out[module_name] = (module.lora_A[PEFT_ADAPTER].weight.detach().clone(),
-                                    module.lora_B[PEFT_ADAPTER].weight.detach().clone())
+            if isinstance(module, LoraLayer) and adapter in module.lora_A:
+                out[module_name] = (module.lora_A[adapter].weight.detach().clone(),
+                                    module.lora_B[adapter].weight.detach().clone())
         return out
+
+    def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """module -> (A, B) of the library entry: one LoRA, scaling `entry_scaling`, whose delta on the
+        original base weight is what training computed (see training/recyclelora.py for dual adapters)."""
+        trained = {name: self.adapter_factors(name) for name in self.scalings}
+        return entry_factors(trained, self.scalings, self.initial)
+
+    @property
+    def entry_scaling(self) -> float:
+        return next(iter(self.scalings.values()))
+
+    @property
+    def trainable_parameters(self) -> int:
+        """Parameters the optimizer updated (every LoRA factor that requires grad)."""
+        return sum(p.numel() for p in self.peft_model.parameters() if p.requires_grad)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -93,13 +139,15 @@ def train_adapter(model: torch.nn.Module, class_names: Sequence[str], images: Se
 
     `images` are HxWx3 uint8 RGB, `labels` HxW uint8 train ids (255 ignored). `progress(step, loss)`
     is called after every step. The LoRA factors are initialised from the global torch seed set to
-    `settings.loop.seed`, so one seed decides the whole run.
+    `settings.loop.seed`, so one seed decides the whole run. `targets` default to the profile's.
     """
     from peft import LoraConfig, get_peft_model
 
     from ..catseg.predictor import CatSegPredictor
+    from . import fisa, recyclelora
     from .rrqr import init_peft_model_rrqr
 
+    begin = time.monotonic()
     settings = settings.validated()
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many labels as images (>0), got {len(images)} images, {len(labels)} labels")
@@ -107,28 +155,67 @@ def train_adapter(model: torch.nn.Module, class_names: Sequence[str], images: Se
         if im.shape[:2] != lab.shape:
             raise ValueError(f"image {i}: label {lab.shape} does not match image {im.shape[:2]}")
     work = copy.deepcopy(model).to(device).eval()
-    targets = list(targets) if targets is not None else semla_target_modules(work)
+    if targets is None:
+        targets = fisa.fisa_targets(work) if settings.profile == "fisa" else semla_target_modules(work)
+    targets = list(targets)
     if not targets:
         raise ValueError("no LoRA target module exists in the model")
     predictor = CatSegPredictor(work, list(class_names), device=device)
     with torch.no_grad():
         clip_inputs = torch.cat([predictor.preprocess(im)[0] for im in images])
     y = torch.from_numpy(np.stack([np.asarray(l, np.int64) for l in labels]))
+    directions = None
+    if settings.profile == "fisa":
+        with torch.no_grad():
+            text = work.encode_text(predictor.tokens)
+        blocks = [b for b in fisa.guided_blocks(work)
+                  if any(fisa.guidance_module(t) == b for t in targets)]
+        directions = fisa.semantic_directions(work, clip_inputs, text, blocks)
 
     torch.manual_seed(settings.loop.seed)
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias="none",
-                        target_modules=targets, init_lora_weights=True)
-    peft_model = get_peft_model(work, config, adapter_name=PEFT_ADAPTER)
-    if settings.init == "rrqr":
-        init_peft_model_rrqr(peft_model, PEFT_ADAPTER, settings.sub_rank)
+
+    def lora_config(rank: int, alpha: float) -> LoraConfig:
+        return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=settings.dropout, bias="none",
+                          target_modules=targets, init_lora_weights=True)
+
+    initial = {}
+    groups = None
+    if settings.init == "recyclelora":
+        main_rank, sub_rank = split_rank(settings.rank, settings.sub_rank)
+        scalings = {recyclelora.MAIN: settings.scaling}
+        peft_model = get_peft_model(work, lora_config(main_rank, settings.scaling * main_rank),
+                                    adapter_name=recyclelora.MAIN)
+        if sub_rank:
+            scalings[recyclelora.SUB] = settings.scaling * settings.sub_scale
+            peft_model.add_adapter(recyclelora.SUB, lora_config(sub_rank, scalings[recyclelora.SUB] * sub_rank))
+            peft_model.base_model.set_adapter(list(scalings))
+        initial = recyclelora.init_recyclelora(peft_model, scalings)
+        groups = [{"params": _adapter_parameters(peft_model, recyclelora.MAIN)}]
+        if sub_rank:
+            groups.append({"params": _adapter_parameters(peft_model, recyclelora.SUB),
+                           "lr": settings.loop.lr * settings.sub_lr_scale})
+    else:
+        scalings = {PEFT_ADAPTER: settings.scaling}
+        peft_model = get_peft_model(work, lora_config(settings.rank, settings.alpha), adapter_name=PEFT_ADAPTER)
+        if settings.init == "rrqr":
+            init_peft_model_rrqr(peft_model, PEFT_ADAPTER, settings.sub_rank)
+        if directions:
+            fisa.init_fisa_guidance(peft_model, PEFT_ADAPTER, directions)
     trained = TrainedAdapter(name=name, peft_model=peft_model, targets=targets, settings=settings,
-                             num_images=len(images))
+                             num_images=len(images), scalings=scalings, initial=initial)
     start = time.monotonic()
+    trained.init_seconds = start - begin
     trained.losses = fit(trained.model, clip_inputs, y, predictor.tokens, len(class_names), settings.loop,
-                         progress=progress, trainable=[p for p in peft_model.parameters() if p.requires_grad])
+                         progress=progress,
+                         trainable=groups or [p for p in peft_model.parameters() if p.requires_grad])
     trained.seconds = time.monotonic() - start
     peft_model.eval()
     return trained
+
+
+def _adapter_parameters(peft_model, adapter: str) -> list[torch.nn.Parameter]:
+    """The trainable LoRA factors of one PEFT adapter."""
+    return [p for n, p in peft_model.named_parameters() if p.requires_grad and f".{adapter}." in f"{n}."]
 
 
 def domain_centroid(navigator, images: Sequence[np.ndarray], batch: int = 32) -> np.ndarray:
@@ -147,11 +234,15 @@ def base_model_id(model: torch.nn.Module) -> str:
 def save_entry(trained: TrainedAdapter, library_root, centroid: np.ndarray, metadata: dict | None = None,
                overwrite: bool = False) -> Path:
     """Writes `<library_root>/<name>/` (official layout + metadata.json) through the library's writer."""
+    factors = trained.factors()
+    rank = next(iter(factors.values()))[0].shape[0]
     meta = {"name": trained.name, "embedding_dim": int(np.asarray(centroid).size), "init": trained.settings.init,
-            "training": asdict(trained.settings), "training_images": trained.num_images,
+            "profile": trained.settings.profile, "training": asdict(trained.settings),
+            "training_images": trained.num_images, "trainable_parameters": trained.trainable_parameters,
             "final_loss": trained.losses[-1] if trained.losses else None, "train_seconds": round(trained.seconds, 2),
+            "init_seconds": round(trained.init_seconds, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     meta.update(metadata or {})
-    return write_entry(library_root, trained.name, trained.factors(), centroid, lora_alpha=trained.settings.alpha,
+    return write_entry(library_root, trained.name, factors, centroid, lora_alpha=trained.entry_scaling * rank,
                        metadata=meta, overwrite=overwrite)
 

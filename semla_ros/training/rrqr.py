@@ -1,35 +1,28 @@
-"""RecycleLoRA-style initialisation of a LoRA `A` factor from a rank-revealing QR of the frozen weight.
+"""Rank-revealing QR of a frozen Linear weight: its ordered input directions and components.
 
-RecycleLoRA's idea: the pretrained weight already "knows" which input directions it uses a lot
-(major) and which it hardly uses (minor). A main adapter started on the minor directions can
-learn new, domain-specific features without fighting what the network already does; a small
-sub adapter started on the major directions can still re-weight the dominant features. Both
-directions come from a pivoted (rank-revealing) QR, cheaper than an SVD and with an explicit
-importance order.
+A pivoted (rank-revealing) QR says which input directions a pretrained weight uses a lot
+(major) and which it hardly uses (minor), like an SVD but cheaper and with an explicit
+importance order. Two initialisations build on it:
 
-What is implemented here, exactly, for one Linear weight W (out x in), LoRA rank r, sub rank s:
+- `--init recyclelora` (training/recyclelora.py, the paper's dual adapters): `rrqr_components`
+  gives the main adapter W's minor components and the sub adapter its major ones as balanced
+  (A, B) factors, subtracted from the frozen weight while training.
+- `--init rrqr` (this file, kept so existing libraries and results stay reproducible): ONE
+  rank-r LoRA whose A rows are directions only, B = 0, base weight untouched.
+
+For one Linear weight W (out x in):
 
 1. `scipy.linalg.qr(W.T, mode="economic", pivoting=True)`: W.T[:, piv] = Q R with
    |R_11| >= |R_22| >= ...; Q (in x k, k = min(in, out)) is an orthonormal basis of W's row
    space (the input directions W reads), ordered from most to least important: Q[:, 0] is the
    direction of the strongest row of W, each next column is the strongest remaining row
-   orthogonalised against the previous ones (Businger-Golub column pivoting).
-2. main part (rank r - s): A_main = Q[:, k-(r-s):k].T, the last (minor) directions;
-   sub part (rank s):      A_sub  = Q[:, :s].T, the first (major) directions.
-   A = [A_main; A_sub] (r x in), each row scaled to the row norm of PEFT's default
-   (kaiming-uniform, a=sqrt(5)) initialisation, sqrt(1/3), so only the directions differ from
-   a standard adapter and the learning-rate / scaling regime stays the same.
-3. B = 0 (r x out).
-
-Deviation from RecycleLoRA, and why: RecycleLoRA (like PiSSA/MiLoRA) puts non-zero
-components into BOTH factors and subtracts them from the frozen weight, so the model is
-unchanged at step 0. A SemLA library adapter must instead be a pure delta against ONE shared
-base weight (fusion computes W_base + sum_i w_i s_i B_i A_i for any mix of adapters), so the
-base weight cannot be modified per adapter. Keeping B = 0 makes the initial delta exactly zero
-with the base weight untouched, and the RRQR choice lives in A's row space, which is the
-input subspace the adapter's update reads from. Main and sub share one rank-r LoRA (same
-alpha / r scaling), so the saved entry has the official layout and exactly the parameter
-count of a standard rank-r adapter: the comparison is at the same budget.
+   orthogonalised against the previous ones (Businger-Golub column pivoting). So
+   W = sum_i b_i Q[:, i]^T, b_i = row i of R with the pivoting undone.
+2. `--init rrqr`, rank r, sub rank s: A = [Q[:, k-(r-s):k].T (minor, "main" part);
+   Q[:, :s].T (major, "sub" part)], each row scaled to the row norm of PEFT's default
+   (kaiming-uniform, a=sqrt(5)) initialisation, sqrt(1/3); B = 0. Main and sub share one
+   scaling and one learning rate: the directions are RecycleLoRA's, the dual adapters are not
+   (that is what `--init recyclelora` adds).
 """
 from __future__ import annotations
 
@@ -67,6 +60,33 @@ def rrqr_basis(weight) -> RRQRBasis:
         raise ValueError(f"expected a 2-d Linear weight, got shape {w.shape}")
     q, r, piv = scipy.linalg.qr(w.T, mode="economic", pivoting=True)
     return RRQRBasis(q=q, r_diag=np.abs(np.diag(r)), pivots=piv)
+
+
+def rrqr_components(weight, indices, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balanced LoRA factors (A [n, in], B [out, n]) of the RRQR components `indices` of W.
+
+    W.T[:, piv] = Q R gives W = sum_i b_i a_i^T with a_i = Q[:, i] (unit input direction) and b_i
+    = row i of R, un-permuted (what W writes along a_i). Each component is split evenly between
+    the factors, a_i sqrt(|b_i| / s) and b_i / sqrt(|b_i| s), so that `scaling * B @ A` is exactly
+    those components of W (PiSSA/SoMA-style factors, with RRQR's directions instead of SVD's).
+    A component of (near) zero size keeps a small non-zero A row, so its pair can still train.
+    """
+    w = weight.detach().cpu().double().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, np.float64)
+    basis = rrqr_basis(w)
+    idx = np.asarray(list(indices), dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= basis.q.shape[1]):
+        raise ValueError(f"component indices must be in [0, {basis.q.shape[1]}) for a {w.shape} weight")
+    if not scaling > 0:
+        raise ValueError(f"scaling must be > 0, got {scaling}")
+    rows = basis.q.T @ w.T              # R with the pivoting undone: (k, out), row i = b_i
+    b = rows[idx].T                      # (out, n)
+    a = basis.q[:, idx].T                # (n, in)
+    norms = np.linalg.norm(b, axis=0)
+    norms = np.maximum(norms, max(1e-8, 1e-6 * float(norms.max(initial=0.0))))
+    a_f = a * np.sqrt(norms / scaling)[:, None]
+    b_f = b / np.sqrt(norms * scaling)[None, :]
+    dtype = weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
+    return torch.from_numpy(a_f).to(dtype), torch.from_numpy(b_f).to(dtype)
 
 
 def split_rank(rank: int, sub_rank: int | None = None) -> tuple[int, int]:
