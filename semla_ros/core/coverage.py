@@ -142,10 +142,12 @@ class CoverageMonitor:
         return GapCapture(s.capture_dir, s.capture_max_frames, classes=self._classes, navigator_id=self._navigator_id)
 
     def observe(self, embedding, library, retrieval, image: np.ndarray | None = None,
-                name: str | None = None, info: dict | None = None) -> CoverageReport:
+                name: str | None = None, info: dict | None = None, now: float | None = None) -> CoverageReport:
         """Judge one embedded frame. `library` is the segmenter's AdapterLibrary, `retrieval` its
         SegmenterSettings (top-K, temperature, metric: the support is the node's). With `image` and
-        `name` an uncovered frame may be captured (rate limit and size bound permitting)."""
+        `name` an uncovered frame may be captured (rate limit and size bound permitting). `now` is the
+        frame's time (its stamp; default: the clock), so the rate limit holds in the frames' own time;
+        a time going backwards (a bag replayed in a loop) restarts the limit."""
         s = self._settings
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
         spacing = library.median_inter_centroid_distance
@@ -168,7 +170,9 @@ class CoverageMonitor:
         captured = False
         capture = self._capture
         if uncovered and status != COVERED and capture is not None and image is not None and name is not None:
-            now = self._clock()
+            now = self._clock() if now is None else float(now)
+            if now < self._last_capture:
+                self._last_capture = -math.inf
             if now - self._last_capture >= s.capture_period_s and not capture.full:
                 record = {"nearest_distance": nearest, "relative_distance": relative,
                           "scale_free_support": support, "nearest_adapters": list(names),

@@ -317,7 +317,8 @@ class SemlaSegmenterNode(Node):
         try:
             report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, frame.rgb,
                                             f"{stamp.sec:010d}_{stamp.nanosec:09d}",
-                                            {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": frame.header.frame_id})
+                                            {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": frame.header.frame_id},
+                                            now=stamp.sec + stamp.nanosec * 1e-9)
         except OSError as error:   # a full or read-only disk stops capturing, never the node
             self._report("coverage", [("error", f"capturing frames failed: {error}")])
             self._coverage.update_settings(capture_dir="")
