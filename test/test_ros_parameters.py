@@ -16,7 +16,8 @@ RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_
                   "navigator_normalize", "backend", "device", "precision", "engine_cache_dir", "sliding_window", "input_transport",
                   "input_qos", "input_qos_depth", "output_qos", "output_qos_depth", "diagnostics_period_s"}
 LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_threshold", "threshold_mode",
-        "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "max_input_pixels", "overlay_alpha"}
+        "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "max_input_pixels", "overlay_alpha",
+        "trigger", "dwell_s", "switch_margin", "weight_change", "frame_time"}
 
 
 def test_every_parameter_is_documented_in_config_with_its_default():

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "node": "ROS node overhead, mask publish time, soak against a slow model",
     "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",
     "tensorrt": "TensorRT engine build, refit and latency vs PyTorch (needs a GPU)",
+    "shifts": "when adapters are swapped: shift scenarios per policy, support scores, navigator overhead",
 }
 
 

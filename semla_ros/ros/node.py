@@ -52,6 +52,16 @@ class Frame:
     received: float       # time.monotonic() at callback entry
     queued: float         # time.monotonic() when put into the mailbox
     conversion_ms: float
+    clock_s: float = 0.0  # the node clock (ROS time: sim time with use_sim_time) at callback entry
+
+
+def frame_seconds(header, clock_s: float, source: str) -> tuple[float, bool]:
+    """The frame's time for the debouncer: its header stamp, or the node clock at arrival when
+    `source` is 'clock' or the header carries no stamp (0). Returns (seconds, fell back to the clock)."""
+    stamp = header.stamp
+    if source == "header" and (stamp.sec or stamp.nanosec):
+        return stamp.sec + stamp.nanosec * 1e-9, False
+    return clock_s, source == "header"
 
 
 def qos_profile(name: str, depth: int) -> QoSProfile:
@@ -79,6 +89,7 @@ class SemlaSegmenterNode(Node):
         self._mailbox = LatestFrameMailbox()
         self._setup_lock = threading.Lock()   # orders parameter changes against installing the segmenter
         self._segmenter = None
+        self._unstamped_said = False
         self._palettes: dict[int, np.ndarray] = {}
         self._state = "loading model"
         self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
@@ -133,6 +144,7 @@ class SemlaSegmenterNode(Node):
 
     def _accept(self, msg, convert) -> None:
         received = time.monotonic()
+        clock_s = self.get_clock().now().nanoseconds * 1e-9
         self._stats.frame_received()
         if self._segmenter is None:
             self._stats.frame_not_ready()
@@ -145,7 +157,7 @@ class SemlaSegmenterNode(Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         queued = time.monotonic()
-        self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3))
+        self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3, clock_s))
 
     # ------------------------------------------------------------------ inference thread
     def _run(self, problems) -> None:
@@ -195,8 +207,13 @@ class SemlaSegmenterNode(Node):
     def _process(self, frame: Frame) -> None:
         taken = time.monotonic()
         segmenter = self._segmenter
+        time_s, unstamped = frame_seconds(frame.header, frame.clock_s, self._value("frame_time"))
+        if unstamped and not self._unstamped_said:   # said once: log + diagnostics WARN
+            self._unstamped_said = True
+            self._report("frame_time", [("warn", "frames arrive without a header stamp: shift timing uses the "
+                                                 "node clock at arrival instead")])
         try:
-            result = segmenter.process(frame.rgb, stamp=frame.header)
+            result = segmenter.process(frame.rgb, stamp=frame.header, time_s=time_s)
             swaps, failed, active = segmenter.swap_count, segmenter.failed_fusions, segmenter.active
         except Exception as error:  # keep serving the next frame; the reason goes to the log
             self._stats.bad_frame("inference_error")
@@ -229,7 +246,8 @@ class SemlaSegmenterNode(Node):
         self._stats.set_engine(
             support=f"{result.support:.4f}", ema_distance=f"{result.ema_distance:.4f}",
             switch_threshold=f"{result.threshold:.4f}", consecutive_over_threshold=result.consecutive,
-            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active))
+            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active),
+            top_adapter=result.supports.top_adapter, time_resets=segmenter.time_resets)
 
     @staticmethod
     def _describe_active(active) -> str:
@@ -243,7 +261,10 @@ class SemlaSegmenterNode(Node):
             header=header, support_score=float(result.support), ema_distance=float(result.ema_distance),
             switch_threshold=float(result.threshold),
             consecutive_over_threshold=max(0, int(result.consecutive)),
-            active_adapters=max(0, int(result.active_adapters)), embedded_this_frame=bool(result.embedded))
+            active_adapters=max(0, int(result.active_adapters)), embedded_this_frame=bool(result.embedded),
+            scale_free_support=float(result.supports.scale_free), active_support=float(result.supports.active),
+            active_scale_free_support=float(result.supports.active_scale_free),
+            top_adapter=result.supports.top_adapter, active_is_top=bool(result.supports.active_is_top))
 
     def _publish_fusion(self, event, frame_header) -> None:
         if not event.ok:
