@@ -118,7 +118,10 @@ def scenario_table(scores, policy_list) -> str:
     for n in names:
         cells = []
         for p in policy_list:
-            s = next(x for x in scores if x.scenario == n and x.policy == p.name)
+            s = next((x for x in scores if x.scenario == n and x.policy == p.name), None)
+            if s is None:
+                cells.append("–")
+                continue
             p95 = np.percentile(s.reactions_s, 95) if s.reactions_s else math.nan
             cells.append(f"{s.swaps}, {s.missed}/{s.detectable}, {_fmt(p95, 1)}, {_fmt(100 * s.miou, 1)}")
         duration = next(x.duration_s for x in scores if x.scenario == n)
