@@ -57,8 +57,9 @@ POLICY_TEXT = {
     "distance-demo": "EMA distance with `make demo`'s former settings (top-3, α 0.3, 4 hits, cooldown 3 s, "
                      "5 warm-up frames)",
     "default": f"the node's defaults now (`trigger: {_DEFAULT.trigger}`, α {_DEFAULT.ema_alpha:g}, margin "
-               f"{_DEFAULT.switch_margin:g} × median spacing, dwell {_DEFAULT.dwell_s:g} s, {_DEFAULT.min_consecutive} "
-               f"hits, cooldown {_DEFAULT.cooldown_s:g} s, {_DEFAULT.warmup_frames} warm-up frames)",
+               f"{_DEFAULT.switch_margin:g} × median spacing, dwell {_DEFAULT.dwell_s:g} s, "
+               f"{_DEFAULT.min_consecutive} hits, cooldown {_DEFAULT.cooldown_s:g} s, "
+               f"{_DEFAULT.warmup_frames} warm-up frames)",
 }
 
 
@@ -234,7 +235,34 @@ def support_markdown(rows, wrong, command: str) -> str:
         lines.append(f"| {r['policy']} | {t['frames']} / {n['frames']} | {_fmt(t['active_scale_free'])} / "
                      f"{_fmt(n['active_scale_free'])} | {_fmt(t['scale_free'])} / {_fmt(n['scale_free'])} | "
                      f"{_fmt(100 * t['miou'], 1)} / {_fmt(100 * n['miou'], 1)} |")
+    lines += ["", "What the numbers say (computed):", ""] + [f"- {line}" for line in support_facts(rows, wrong)]
     return "\n".join(lines)
+
+
+def support_facts(rows, wrong) -> list[str]:
+    """Plain statements from the support rows; nothing here is written by hand."""
+    out = []
+    by = {(r["policy"], r["score"]): r for r in rows}
+    median = lambda r: float(np.median(list(r["within"].values()))) if r and r["within"] else math.nan  # noqa: E731
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        lib, act = by.get((policy, "scale_free_support")), by.get((policy, "active_scale_free_support"))
+        eq15 = by.get((policy, "support_score (eq. 15)"))
+        if lib and eq15:
+            same = abs(lib["pooled"] - eq15["pooled"]) < 1e-9 and abs(median(lib) - median(eq15)) < 1e-9
+            out.append(f"{policy}: the scale-free support ranks frames exactly like eq. 15 (one library, one scale)"
+                       if same else f"{policy}: scale-free and eq. 15 support rank frames differently")
+        if lib and act:
+            out.append(f"{policy}: library support vs mIoU: pooled ρ {lib['pooled']:.2f}, median within-domain ρ "
+                       f"{median(lib):.2f}; the active fusion's support: pooled ρ {act['pooled']:.2f}, median "
+                       f"within-domain ρ {median(act):.2f}.")
+    for r in wrong:
+        t, n = r["top"], r["not_top"]
+        if n["frames"] and t["frames"]:
+            out.append(f"{r['policy']}: while the active fusion's top-1 is not per-frame retrieval's, its scale-free "
+                       f"support averages {_fmt(n['active_scale_free'])} (vs {_fmt(t['active_scale_free'])} when it "
+                       f"is) while the library's stays at {_fmt(n['scale_free'])} (vs {_fmt(t['scale_free'])}); mIoU "
+                       f"{_fmt(100 * n['miou'], 1)} vs {_fmt(100 * t['miou'], 1)}.")
+    return out
 
 
 def write_doc(path: Path, tables: dict, scores, policy_list, command: str, seconds: float, dwell_s: float) -> None:
@@ -287,12 +315,29 @@ def write_doc(path: Path, tables: dict, scores, policy_list, command: str, secon
               "- *Wrong fusion time*: share of frames whose fusion's top-1 is not per-frame retrieval's top-1 for that "
               "frame. Per-image SemLA is 0 by construction; for every debounced policy it has a floor: the demo "
               "navigator ranks another adapter first on about a third of the clear and snow frames (noise around near "
-              "centroids), which no stable policy follows. *Off-domain time*: ... not the frame's own domain's adapter.",
+              "centroids), which no stable policy follows. *Off-domain time*: the same against the adapter trained "
+              "on the frame's own (true) domain.",
               "- *Stream mIoU*: mIoU of the stream's masks (one confusion matrix per stream), averaged over streams.",
               "- *Fusions / min*: fusions made (startup included) per minute of stream: the compute a policy spends on "
               "adaptation (each fusion re-stages the weights and re-encodes the text).", "",
               "What the run shows (computed):", ""]
     lines += [f"- {f}" for f in facts]
+    if "default" in summaries:
+        d = summaries["default"]
+        for name, s in summaries.items():
+            if name != "default":
+                lines.append(f"- default vs {name}: stream mIoU {100 * (d.miou - s.miou):+.1f} points, "
+                             f"{_fmt(d.fusions_per_min, 1)} vs {_fmt(s.fusions_per_min, 1)} fusions per minute, "
+                             f"missed {d.missed} vs {s.missed}, reaction p50 {_fmt(d.reaction_p50_s, 1)} vs "
+                             f"{_fmt(s.reaction_p50_s, 1)} s.")
+        other = summaries.get("distance")
+        if other is not None and d.miou < other.miou and d.missed < other.missed:
+            lines.append(f"- The dwell is what not flapping costs: the default serves the old fusion for about "
+                         f"{_fmt(d.reaction_p50_s, 1)} s after every change (the distance rule "
+                         f"{_fmt(other.reaction_p50_s, 1)} s, where it does not miss), and under fast flicker it keeps "
+                         "one fusion instead of following; on these short segments that outweighs the changes the "
+                         "distance rule misses. Per-image SemLA follows every frame: the best stream mIoU, at "
+                         "a fusion per frame.")
     lines += [f"- Flicker bound for the default: at most one swap per dwell period ({dwell_s:g} s), i.e. "
               "duration / dwell + 1 swaps per stream.", "",
               "## Per scenario", "", "Cells: swaps, missed / detectable, reaction p95 (s), stream mIoU (%).", "",
@@ -384,7 +429,8 @@ def run_overhead(args, argv_text: str | None = None) -> int:
     for seg in segmenters.values():
         seg.close()
     base = statistics.mean(times["plain"])
-    rows = ["| mode | mean ms | median | p95 | max | × plain | embeddings used |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| mode | mean ms | median | p95 | max | × plain | embeddings used |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for name, t in times.items():
         rows.append(f"| {name} | {statistics.mean(t):.0f} | {statistics.median(t):.0f} | {np.percentile(t, 95):.0f} | "
                     f"{max(t):.0f} | {statistics.mean(t) / base:.3f} | {embedded.get(name, '–')} |")
@@ -395,7 +441,8 @@ def run_overhead(args, argv_text: str | None = None) -> int:
         replace_section(args.doc, OVERHEAD_SECTION, "\n".join([
             "## Navigator overhead", "",
             f"Reproduce: `{command}`. {args.config} + open_clip {args.navigator}, random weights, "
-            f"{height}x{width} frames, CPU, torch threads {torch.get_num_threads()}, embed_every_n {args.embed_every_n}; "
+            f"{height}x{width} frames, CPU, torch threads {torch.get_num_threads()}, "
+            f"embed_every_n {args.embed_every_n}; "
             f"{args.reps} rounds of {args.frames} frames per mode, the modes interleaved in one process (machine "
             "shared with other jobs: compare rows, not absolute times). *plain*: the model alone; *inline*: the "
             "segmenter with the navigator on the inference thread (the node before); *thread*: the navigator on "
@@ -421,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=None, help="write the tables and how to read them here")
     parser.add_argument("--support-doc", type=Path, default=None, help="put the support section into this file")
     parser.add_argument("--json", type=Path, default=None, help="write every score here")
+    parser.add_argument("--from-json", type=Path, default=None, help="re-render the tables and docs from a --json "
+                        "file of an earlier run instead of replaying")
     parser.add_argument("--overhead", action="store_true", help="run the navigator overhead benchmark instead")
     parser.add_argument("--config", default="vitb16_384", help="--overhead: CAT-Seg config")
     parser.add_argument("--navigator", default="ViT-L-14", help="--overhead: open_clip model (random weights)")
@@ -452,23 +501,35 @@ def main(argv: list[str] | None = None) -> int:
         scenario_list = [s for s in scenario_list if any(w in s.name for w in words)]
     t0 = time.monotonic()
     assets, built = ensure_assets(args.cache_dir)
-    print(f"demo assets {assets.root} ({'built now' if built else 'cached'}); "
-          f"{sum(len(s.frames) for s in scenario_list)} frames in {len(scenario_list)} scenarios", flush=True)
-    scores, records, library = run_suite(assets, scenario_list, policy_list, log=lambda m: print(m, flush=True))
-    seconds = time.monotonic() - t0
-    dwell = POLICY_SETTINGS["default"].dwell_s
     command = "semla-bench shifts " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.from_json:
+        from ..core.library import AdapterLibrary
+
+        saved = json.loads(args.from_json.read_text())
+        scores = [ScenarioScore(**{k: v for k, v in d.items()}) for d in saved["scores"]]
+        for sc in scores:
+            sc.changes = [tuple(c) for c in sc.changes]
+        policy_list = policies(tuple(dict.fromkeys(sc.policy for sc in scores)))
+        support, wrong, seconds = saved["support"], saved["wrong"], saved["seconds"]
+        command = saved.get("command", command)
+        library = AdapterLibrary.open(assets.library)
+    else:
+        print(f"demo assets {assets.root} ({'built now' if built else 'cached'}); "
+              f"{sum(len(s.frames) for s in scenario_list)} frames in {len(scenario_list)} scenarios", flush=True)
+        scores, records, library = run_suite(assets, scenario_list, policy_list, log=lambda m: print(m, flush=True))
+        seconds = time.monotonic() - t0
+        support, wrong = support_rows(records), wrong_fusion_rows(records)
+    dwell = POLICY_SETTINGS["default"].dwell_s
     tables = {"summary": summary_table(scores, policy_list), "scenarios": scenario_table(scores, policy_list),
               "pairs": pair_table(scores, policy_list, library)}
     print("\n" + tables["summary"] + "\n\n" + tables["scenarios"] + "\n\n" + tables["pairs"] + "\n")
     print("\n".join(flicker_lines(scores, dwell)))
-    support, wrong = support_rows(records), wrong_fusion_rows(records)
     section = support_markdown(support, wrong, command)
     print("\n" + section)
     print(f"\n{seconds:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"scores": [asdict(s) for s in scores], "support": support, "wrong": wrong,
-                                         "seconds": seconds}, indent=1, default=float))
+                                         "seconds": seconds, "command": command}, indent=1, default=float))
     if args.support_doc:
         replace_section(args.support_doc, SUPPORT_SECTION, section)
     if args.doc:
