@@ -416,6 +416,7 @@ def run_overhead(args, argv_text: str | None = None) -> int:
         for i in range(args.warmup):
             fn(i)
     times = {name: [] for name in runs}
+    rounds = []   # per round: each mode's mean / plain's mean (the load drifts between rounds, less within one)
     counter = 0
     for rnd in range(args.reps):
         for name, fn in runs.items():
@@ -424,16 +425,18 @@ def run_overhead(args, argv_text: str | None = None) -> int:
                 fn(counter)
                 times[name].append((time.perf_counter() - start) * 1e3)
                 counter += 1
-        print(f"  round {rnd + 1}: " + ", ".join(f"{n} {statistics.mean(t[-args.frames:]):.0f} ms"
-                                                  for n, t in times.items()), flush=True)
+        means = {n: statistics.mean(t[-args.frames:]) for n, t in times.items()}
+        print(f"  round {rnd + 1}: " + ", ".join(f"{n} {m:.0f} ms" for n, m in means.items()), flush=True)
+        rounds.append({n: m / means["plain"] for n, m in means.items()})
     for seg in segmenters.values():
         seg.close()
     base = statistics.mean(times["plain"])
-    rows = ["| mode | mean ms | median | p95 | max | × plain | embeddings used |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| mode | mean ms | median | p95 | max | × plain (means) | × plain (median of rounds) | embeddings used |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, t in times.items():
+        paired = statistics.median(r[name] for r in rounds)
         rows.append(f"| {name} | {statistics.mean(t):.0f} | {statistics.median(t):.0f} | {np.percentile(t, 95):.0f} | "
-                    f"{max(t):.0f} | {statistics.mean(t) / base:.3f} | {embedded.get(name, '–')} |")
+                    f"{max(t):.0f} | {statistics.mean(t) / base:.3f} | {paired:.3f} | {embedded.get(name, '–')} |")
     table = "\n".join(rows)
     print(table)
     if args.doc:
@@ -447,7 +450,10 @@ def run_overhead(args, argv_text: str | None = None) -> int:
             "shared with other jobs: compare rows, not absolute times). *plain*: the model alone; *inline*: the "
             "segmenter with the navigator on the inference thread (the node before); *thread*: the navigator on "
             "its own worker (the node now). *embeddings used*: embeddings that reached the debouncer during the "
-            f"timed frames (of {args.reps * args.frames}).", "", table]))
+            f"timed frames (of {args.reps * args.frames}). The navigator's worker can only run beside the model "
+            "where a core (or a GPU) is left to it: with one torch thread per stream it takes the second core; "
+            "with torch spreading the model over every core (its default), the two compete and the stream pays "
+            "the navigator's share of the CPU.", "", table]))
     return 0
 
 
