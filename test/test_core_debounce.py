@@ -11,9 +11,10 @@ DEFAULTS = SegmenterSettings()
 
 
 def make(**changes):
-    """A debouncer with the segmenter's defaults (threshold 1.0 absolute) and `changes`."""
+    """A distance-rule debouncer with the segmenter's defaults (threshold 1.0 absolute, one warm-up frame)
+    and `changes`."""
     kw = dict(alpha=DEFAULTS.ema_alpha, threshold=1.0, min_consecutive=DEFAULTS.min_consecutive,
-              cooldown_s=DEFAULTS.cooldown_s, warmup_frames=DEFAULTS.warmup_frames)
+              cooldown_s=DEFAULTS.cooldown_s, warmup_frames=1)
     return DomainShiftDebouncer(**(kw | changes))
 
 
@@ -120,7 +121,7 @@ def test_live_reconfiguration_and_bad_values():
                 dict(min_consecutive=1.5), dict(cooldown_s=-1), dict(warmup_frames=0)):
         with pytest.raises(ValueError):
             deb.configure(**bad)
-    assert deb.threshold == 2.5 and deb.alpha == 0.1               # a rejected change changes nothing
+    assert deb.threshold == 2.5 and deb.alpha == DEFAULTS.ema_alpha  # a rejected change changes nothing
     deb.update(np.zeros(3), 0.0)
     with pytest.raises(ValueError, match="dimension"):
         deb.update(np.zeros(4), 0.1)

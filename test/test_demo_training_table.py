@@ -7,6 +7,7 @@ import pytest
 from semla_ros.demo import training_table as tt
 from semla_ros.demo import eval_table
 from semla_ros.demo.eval_table import write_docs
+from semla_ros.evaluation.report import kept_sections, replace_section
 
 DOMAINS = ["clear", "fog", "night"]
 
@@ -57,14 +58,14 @@ def test_report_says_where_a_method_does_not_beat_standard():
 def test_section_is_replaced_in_place_and_kept_by_the_demo_table(tmp_path, monkeypatch):
     md = tmp_path / "evaluation.md"
     md.write_text("## Evaluation\n\nold table\n")
-    tt.replace_section(md, "## Training\nfirst")
-    tt.replace_section(md, "## Training\nsecond")
+    replace_section(md, tt.SECTION, "## Training\nfirst")
+    replace_section(md, tt.SECTION, "## Training\nsecond")
     text = md.read_text()
     assert text.startswith("## Evaluation") and "second" in text and "first" not in text
-    assert text.count(tt.BEGIN) == 1
-    kept = tt.kept_section(md)
-    assert kept.strip().startswith(tt.BEGIN) and kept.strip().endswith(tt.END) and "second" in kept
-    assert tt.kept_section(tmp_path / "missing.md") == ""
+    assert text.count(f"<!-- {tt.SECTION}: begin -->") == 1
+    kept = kept_sections(text)
+    assert kept.startswith(f"<!-- {tt.SECTION}: begin -->") and kept.endswith(f"<!-- {tt.SECTION}: end -->")
+    assert "second" in kept and kept_sections("## nothing marked") == ""
     # `semla-eval demo` rewrites its own part (its text stands in here) and keeps the comparison section
     monkeypatch.setattr(eval_table, "_markdown", lambda render, out: "## Evaluation\n\nnew table\n")
     write_docs({"summary": {"table": ""}, "budget": None, "settings": {}, "images_per_domain": 24, "domains": [],

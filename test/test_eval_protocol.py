@@ -34,7 +34,7 @@ def setup(tmp_path_factory):
 
 def run(setup, **settings):
     ev = Evaluator(setup["predictor"], setup["library"], setup["navigator"],
-                   ProtocolSettings(segmenter=SegmenterSettings(top_k=2), **settings))
+                   ProtocolSettings(segmenter=SegmenterSettings(top_k=2, warmup_frames=1), **settings))
     return ev, ev.run(setup["data"])
 
 

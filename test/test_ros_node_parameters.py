@@ -39,7 +39,7 @@ def test_set_parameters_live_and_refused(tmp_path, ros_domain_id):
 
     library = tmp_path / "library"
     build_test_library(library)
-    node = NodeProcess(tmp_path, tiny_node_params(navigator="tower", library_path=str(library)))
+    node = NodeProcess(tmp_path, tiny_node_params(navigator="tower", library_path=str(library), trigger="distance"))
     probe = Probe()
     camera = None
     try:

@@ -21,7 +21,8 @@ LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_thre
         "coverage_max_relative_distance", "coverage_min_scale_free_support", "coverage_window",
         "coverage_suspect_fraction", "coverage_gap_fraction", "coverage_capture_period_s",
         "coverage_capture_max_frames",
-        "adapter_cache_mb"}
+        "adapter_cache_mb",
+        "trigger", "dwell_s", "switch_margin", "weight_change", "frame_time"}
 
 
 def test_every_parameter_is_documented_in_config_with_its_default():

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",
     "relabel": "offline relabelling throughput: one fusion per cluster vs per image, same frames",
     "tensorrt": "TensorRT engine build, refit and latency vs PyTorch (needs a GPU)",
+    "shifts": "when adapters are swapped: shift scenarios per policy, support scores, navigator overhead",
 }
 
 

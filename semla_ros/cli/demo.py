@@ -41,7 +41,8 @@ class Recording:
     images: dict = field(default_factory=dict)
     truths: dict = field(default_factory=dict)
     masks: dict = field(default_factory=dict)
-    support: dict = field(default_factory=dict)   # stamp -> (support, ema, threshold, consecutive, active)
+    support: dict = field(default_factory=dict)   # stamp -> (support, ema, threshold, consecutive, active,
+    #                                                 scale-free support, active fusion's scale-free, active is top-1)
     fusions: list = field(default_factory=list)  # (stamp, names, weights, distances, support, reason, ms, count)
 
 
@@ -123,7 +124,8 @@ def record(assets: Assets, sequence: DomainSequence, sequence_text: str, workdir
 
     def on_support(m):
         rec.support[_stamp(m.header)] = (m.support_score, m.ema_distance, m.switch_threshold,
-                                         m.consecutive_over_threshold, m.active_adapters)
+                                         m.consecutive_over_threshold, m.active_adapters, m.scale_free_support,
+                                         m.active_scale_free_support, float(m.active_is_top))
 
     def on_fusion(m):
         rec.fusions.append((_stamp(m.header), list(m.adapter_names), list(m.weights), list(m.distances),

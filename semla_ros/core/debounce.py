@@ -1,9 +1,17 @@
 """Domain-shift debouncing: swap adapters only when the camera's domain really changed.
 
-Per embedded frame the EMA moves, e_bar <- (1 - alpha) e_bar + alpha e_t. A shift is
-confirmed when ||e_bar - r|| > threshold for `min_consecutive` embedded frames in a row and
-`cooldown_s` has passed since the last fusion attempt. r is the reference: the query of the
-fusion being made or active.
+Per embedded frame the EMA moves, e_bar <- (1 - alpha) e_bar + alpha e_t. The EMA is "over" when the
+trigger rule says so (core/trigger.py: distance to the reference, or a materially different fusion
+from retrieval). A shift is confirmed when it has been over, towards the same candidate, for
+`min_consecutive` embedded frames in a row AND for `dwell_s` seconds, and `cooldown_s` has passed
+since the last fusion attempt. r is the
+reference: the query of the fusion being made or active. The "frame" trigger confirms every embedded
+frame, for that frame's own embedding (per-image SemLA).
+
+Time is the frames' time (their header stamps in the node), passed in: a bag replayed at any rate
+gives the same decisions, and tests replay streams without sleeping. Time running backwards (a bag
+that loops) restarts the debouncer cleanly: EMA, warm-up and timers start over, the reference of the
+active fusion stays.
 
 The debouncer owns r. A fusion attempt proposes its query (`propose`: a confirmed shift does it
 itself); when the fusion becomes active the segmenter `commit`s it, when it fails the segmenter
@@ -13,11 +21,13 @@ cooldown, so a failing fusion is retried at most once per cooldown).
 On a confirmed shift the query is re-anchored: the EMA still carries (1 - alpha)^n of the old
 domain right after a step, so fusing for it and setting r <- e_bar would leave the EMA drifting
 on past r and trigger a second swap one cooldown later. Instead e_bar and r are set to the mean
-of the raw embeddings of the over-threshold run (at most the EMA's effective window
-(2 - alpha)/alpha of them): all of them come from after the change. One step, one swap. Before
-the first fusion the first `warmup_frames` embeddings set e_bar directly (their mean) and the
-last of them asks for the "startup" fusion. Time is passed in, so tests replay streams without
-sleeping.
+of the raw embeddings of the over run (at most the EMA's effective window (2 - alpha)/alpha of
+them): all of them come from after the change. One step, one swap. (The retrieval rule keeps the
+EMA as the query when the run's mean alone would not be over, and swaps only on a frame that does
+not itself contradict the new fusion: after a short transient the EMA is still over for a few
+frames, and those frames already show the old domain again.) Before the first fusion the first
+`warmup_frames` embeddings set e_bar directly (their mean) and the last of them asks for the
+"startup" fusion.
 """
 from __future__ import annotations
 
@@ -27,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import THRESHOLD_MODES
+from .settings import THRESHOLD_MODES, TRIGGERS
+from .trigger import DistanceRule
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,8 @@ class DebounceDecision:
     startup: bool = False     # warm-up is over, no fusion exists or is being made, and none is cooling down
     warming_up: bool = False
     ema: np.ndarray | None = None  # copy of e_bar after this update
+    query: np.ndarray | None = None  # what to fuse for on a shift or startup (e_bar; e_t for the "frame" trigger)
+    restarted: bool = False   # time ran backwards: the debouncer started over before this frame
 
 
 def resolve_threshold(value: float, mode: str, median_inter_centroid_distance: float) -> float:
@@ -62,23 +75,30 @@ def _vector(embedding) -> np.ndarray | None:
 
 
 class DomainShiftDebouncer:
+    """`rule` decides when the EMA is over (None: distance to the reference over `threshold`)."""
+
     def __init__(self, alpha: float, threshold: float, min_consecutive: int, cooldown_s: float,
-                 warmup_frames: int):
-        self.alpha = self.threshold = self.cooldown_s = None
+                 warmup_frames: int, *, dwell_s: float = 0.0, trigger: str = "distance", rule=None):
+        self.alpha = self.threshold = self.cooldown_s = self.dwell_s = None
         self.min_consecutive = self.warmup_frames = None
+        self.trigger, self.rule = "distance", None
         self.configure(alpha=alpha, threshold=threshold, min_consecutive=min_consecutive,
-                       cooldown_s=cooldown_s, warmup_frames=warmup_frames)
+                       cooldown_s=cooldown_s, warmup_frames=warmup_frames, dwell_s=dwell_s, trigger=trigger, rule=rule)
         self.reset()
 
     def configure(self, *, alpha=None, threshold=None, min_consecutive=None, cooldown_s=None,
-                  warmup_frames=None) -> None:
+                  warmup_frames=None, dwell_s=None, trigger=None, rule=None) -> None:
         """Change parameters live (validated all together before any is applied). An infinite
-        threshold means no shift can be confirmed (a library with one entry)."""
+        threshold means no shift can be confirmed by distance (a library with one entry). `rule`
+        replaces the over-rule of the retrieval trigger (the distance trigger builds its own)."""
         alpha = self.alpha if alpha is None else float(alpha)
         threshold = self.threshold if threshold is None else float(threshold)
         min_consecutive = self.min_consecutive if min_consecutive is None else min_consecutive
         cooldown_s = self.cooldown_s if cooldown_s is None else float(cooldown_s)
         warmup_frames = self.warmup_frames if warmup_frames is None else warmup_frames
+        dwell_s = self.dwell_s if dwell_s is None else float(dwell_s)
+        trigger = self.trigger if trigger is None else trigger
+        rule = self.rule if rule is None else rule
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"ema alpha must be in (0, 1], got {alpha}")
         if not threshold > 0.0:
@@ -89,16 +109,29 @@ class DomainShiftDebouncer:
             raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
         if int(warmup_frames) != warmup_frames or warmup_frames < 1:
             raise ValueError(f"warmup_frames must be an integer >= 1, got {warmup_frames}")
-        self.alpha, self.threshold = alpha, threshold
+        if not (dwell_s >= 0.0 and math.isfinite(dwell_s)):
+            raise ValueError(f"dwell_s must be >= 0, got {dwell_s}")
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+        if trigger == "retrieval" and rule is None:
+            raise ValueError("the retrieval trigger needs its rule (the library's centroids and retrieval settings)")
+        self.alpha, self.threshold, self.dwell_s, self.trigger, self.rule = alpha, threshold, dwell_s, trigger, rule
         self.min_consecutive, self.cooldown_s, self.warmup_frames = int(min_consecutive), cooldown_s, int(warmup_frames)
+        self._over = DistanceRule(threshold) if trigger == "distance" else rule
 
     def reset(self) -> None:
-        self._ema: np.ndarray | None = None
         self._reference: np.ndarray | None = None   # query of the fusion being made or active
         self._committed: np.ndarray | None = None   # query of the active fusion
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the EMA, warm-up and timers over; the reference (the active fusion) stays."""
+        self._ema: np.ndarray | None = None
         self._seen = 0
         self._consecutive = 0
+        self._over_since = math.nan
         self._last_attempt = -math.inf
+        self._last_time = -math.inf
         self._run: deque = deque()
 
     @property
@@ -118,8 +151,7 @@ class DomainShiftDebouncer:
         """A fusion for `query` is being made (startup, manual, reload; a shift proposes itself)."""
         self._reference = _vector(query)
         self._last_attempt = float(now)
-        self._consecutive = 0
-        self._run.clear()
+        self._clear_run()
 
     def commit(self, query) -> None:
         """The fusion made for `query` is now active."""
@@ -129,8 +161,13 @@ class DomainShiftDebouncer:
         """The fusion made for `query` failed: unless a newer one is being made, r is the active query again."""
         if self._reference is not None and query is not None and np.array_equal(self._reference, _vector(query)):
             self._reference = None if self._committed is None else self._committed.copy()
-            self._consecutive = 0
-            self._run.clear()
+            self._clear_run()
+
+    def _clear_run(self) -> None:
+        self._consecutive = 0
+        self._over_since = math.nan
+        self._candidate = None
+        self._run.clear()
 
     # ------------------------------------------------------------------ one embedded frame
     def update(self, embedding, now: float) -> DebounceDecision:
@@ -139,6 +176,11 @@ class DomainShiftDebouncer:
             raise ValueError("embedding contains NaN or inf")
         if self._ema is not None and e.shape != self._ema.shape:
             raise ValueError(f"embedding has dimension {e.size}, expected {self._ema.size}")
+        now = float(now)
+        restarted = now < self._last_time
+        if restarted:
+            self.restart()
+        self._last_time = now
         self._seen += 1
         if self._seen <= self.warmup_frames:
             # Warm-up: the running mean of the first frames, not an EMA from an arbitrary start.
@@ -146,23 +188,41 @@ class DomainShiftDebouncer:
         else:
             self._ema = (1.0 - self.alpha) * self._ema + self.alpha * e
         cooling = (now - self._last_attempt) < self.cooldown_s
+        warming = self._seen < self.warmup_frames
         if self._reference is None:
-            warming = self._seen < self.warmup_frames
             return DebounceDecision(shift=False, ema_distance=math.nan, consecutive=0,
-                                    startup=not warming and not cooling, warming_up=warming, ema=self._ema.copy())
+                                    startup=not warming and not cooling, warming_up=warming, ema=self._ema.copy(),
+                                    query=self._ema.copy(), restarted=restarted)
         distance = float(np.linalg.norm(self._ema - self._reference))
-        if distance > self.threshold:
+        if self.trigger == "frame":   # per-image SemLA: every embedded frame fuses for itself
+            shift = not warming
+            if shift:
+                self.propose(e, now)
+            return DebounceDecision(shift=shift, ema_distance=distance, consecutive=int(shift), warming_up=warming,
+                                    ema=self._ema.copy(), query=e.copy(), restarted=restarted)
+        if self._over.over(self._ema, self._reference):
+            candidate = self._over.candidate(self._ema)
+            if self._consecutive == 0 or candidate != self._candidate:   # a run leads to one candidate
+                self._clear_run()
+                self._over_since, self._candidate = now, candidate
             self._consecutive += 1
             self._run.append(e)
             window = max(self.min_consecutive, math.ceil((2.0 - self.alpha) / self.alpha))
             while len(self._run) > window:
                 self._run.popleft()
         else:
-            self._consecutive = 0
-            self._run.clear()
-        shift = self._consecutive >= self.min_consecutive and not cooling
+            self._clear_run()
+        shift = (self._consecutive >= self.min_consecutive and now - self._over_since >= self.dwell_s
+                 and not cooling)
         consecutive = self._consecutive
         if shift:
-            self._ema = np.mean(np.stack(self._run), axis=0)
-            self.propose(self._ema, now)
-        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, ema=self._ema.copy())
+            anchored = np.mean(np.stack(self._run), axis=0)
+            query = anchored if self.trigger == "distance" or self._over.over(anchored, self._reference) else self._ema
+            # The EMA lags: when the newest frame already contradicts the new fusion (a transient that has
+            # just ended), wait for a frame that agrees.
+            shift = self.trigger == "distance" or not self._over.over(e, query)
+            if shift:
+                self._ema = query
+                self.propose(query, now)
+        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, warming_up=warming,
+                                ema=self._ema.copy(), query=self._ema.copy(), restarted=restarted)

@@ -1,11 +1,18 @@
-"""SemlaSegmenter: the per-frame engine (navigator -> debouncer -> segment; adaptation off the hot path).
+"""SemlaSegmenter: the per-frame engine (navigator -> debouncer -> segment; navigator and adaptation off the hot path).
 
-process() runs on ONE inference thread. Adaptation (retrieve, fuse, stage W_base + dW, text
-embeddings with the fused text tower) is submitted to an executor: by default the segmenter's
-own one-thread worker; replay and tests inject `InlineExecutor`, which runs it at once. A
-finished adaptation is swapped in right before a frame is segmented, so a frame never sees half
-a model. Any failure leaves the previous model active and is reported as a FusionEvent with
-ok=False. The active fusion is one `ActiveFusion` record; the debouncer owns the reference.
+process() runs on ONE inference thread and never waits for the navigator or an adaptation. The
+navigator embeds a due frame on its own worker while frames are segmented; its result updates the
+debouncer at the embedded frame's time when it is ready (a frame arriving while the navigator is
+busy is not embedded). Adaptation (retrieve, fuse, stage W_base + dW, text embeddings with the fused
+text tower) runs on another worker. Replay and tests inject `InlineExecutor`, which runs both at
+once, so an embedding and the adaptation it starts count for the frame itself and replay is
+deterministic. A finished adaptation is swapped in right before a frame is segmented, so a frame
+never sees half a model. Any failure leaves the previous model active and is reported as a
+FusionEvent with ok=False. The active fusion is one `ActiveFusion` record; the debouncer owns the
+reference.
+
+Time is the frame's (`time_s`, the header stamp in the node); it running backwards (a bag looping)
+restarts the debouncer and drops embeddings still in flight from before the jump.
 """
 from __future__ import annotations
 
@@ -22,8 +29,9 @@ import numpy as np
 from .debounce import DomainShiftDebouncer, resolve_threshold
 from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
-from .retrieval import retrieve, support_score
+from .retrieval import Retrieval, distances, retrieve, scale_free_support, support_score
 from .settings import SegmenterSettings
+from .trigger import RetrievalRule
 
 REASONS = ("startup", "shift", "manual", "reload")
 
@@ -66,19 +74,38 @@ class ActiveFusion:
     query: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Support:
+    """How well the library, and the fusion the model runs, cover the newest embedding (nan: none yet).
+
+    `library` is eq. 15 of retrieval's top-K (as published by SemLA); `active` is eq. 15 of the
+    active fusion's own adapters and weights, for the same embedding (nan while the base model runs).
+    The scale-free ones are multiplied by the library's median centroid spacing: comparable across
+    libraries and navigators (1: the adapters are as far as two typical centroids are apart)."""
+
+    library: float = math.nan
+    scale_free: float = math.nan
+    active: float = math.nan
+    active_scale_free: float = math.nan
+    top_adapter: str = ""      # per-frame retrieval's top-1 for the newest embedding
+    active_is_top: bool = False  # the active fusion's first (heaviest) adapter is that top-1
+
+
 @dataclass
 class FrameResult:
     class_ids: np.ndarray      # (H,W) int at input size
     classes: tuple[str, ...]   # the vocabulary the class ids index
     support: float             # eq. 15 (nan if not yet embedded)
     ema_distance: float        # nan in warm-up
-    threshold: float           # absolute threshold in use
+    threshold: float           # absolute distance threshold (nan unless trigger is "distance")
     consecutive: int
     active_adapters: int
-    embedded: bool
+    embedded: bool             # a new embedding updated the debouncer on this frame
     fusion: FusionEvent | None  # a swap that became active (or failed) right before this frame
     model_ms: float
     embedding: np.ndarray | None = None  # this frame's navigator embedding (None when not embedded)
+    supports: Support = Support()
+    time_s: float = math.nan   # the frame's time the debouncer used
 
 
 @dataclass
@@ -96,8 +123,9 @@ class _Staged:
 
 
 class SemlaSegmenter:
-    """`backend` runs the network (None: the predictor's own PyTorch model); `executor` runs
-    adaptations (None: a private worker thread)."""
+    """`backend` runs the network (None: the predictor's own PyTorch model); `executor` runs the
+    navigator and adaptations (None: two private worker threads, so a fusion never delays an
+    embedding); `clock` gives the time of frames processed without `time_s`."""
 
     def __init__(self, predictor, library: AdapterLibrary | None, navigator, settings: SegmenterSettings | None = None,
                  *, backend=None, executor: Executor | None = None, clock: Callable[[], float] = time.monotonic):
@@ -114,6 +142,14 @@ class SemlaSegmenter:
                                                s.warmup_frames)
         self._own_executor = executor is None
         self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
+        self._embed_executor = executor if executor is not None else ThreadPoolExecutor(
+            1, thread_name_prefix="semla-navigator")
+        self._embedding_job: tuple | None = None   # (future, stamp, time, epoch) of the frame being embedded
+        self._embedding: np.ndarray | None = None  # the newest embedding and its retrieval
+        self._retrieval: Retrieval | None = None
+        self._epoch = 0                            # bumped when time runs backwards
+        self._last_time = -math.inf
+        self._time_resets = 0
         self._future: Future | None = None
         self._prefetching: Future | None = None
         self._queued: tuple | None = None     # (query, reason, stamp) waiting for the worker; the newest wins
@@ -123,7 +159,6 @@ class SemlaSegmenter:
         self._failed = 0
         self._frame = 0
         self._support = math.nan
-        self._embedding: np.ndarray | None = None
         self._closed = False
         if library is not None and len(library) > 0:
             self._install_library(library)
@@ -150,10 +185,21 @@ class SemlaSegmenter:
         return self._settings
 
     @property
+    def time_resets(self) -> int:
+        """How often frame time ran backwards (a looping bag) and the debouncer started over."""
+        return self._time_resets
+
+    @property
     def threshold(self) -> float:
+        return self._resolve(self._settings.switch_threshold)
+
+    def _resolve(self, value: float) -> float:
+        """A distance setting in absolute units (threshold_mode: as is, or times the median centroid spacing)."""
         lib = self._library
         median = lib.median_inter_centroid_distance if lib is not None else math.nan
-        return resolve_threshold(self._settings.switch_threshold, self._settings.threshold_mode, median)
+        if value == 0.0:
+            return 0.0
+        return resolve_threshold(value, self._settings.threshold_mode, median)
 
     @property
     def adapting(self) -> bool:
@@ -217,14 +263,25 @@ class SemlaSegmenter:
     def close(self) -> None:
         self._closed = True
         if self._own_executor:
+            self._embed_executor.shutdown(wait=True, cancel_futures=True)
             self._executor.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ the frame
-    def process(self, image_rgb: np.ndarray, stamp=None) -> FrameResult:
+    def process(self, image_rgb: np.ndarray, stamp=None, time_s: float | None = None) -> FrameResult:
+        """Segment one frame; `time_s` is its time in seconds (None: the clock's), `stamp` is handed
+        back in the FusionEvent it triggers."""
         if self._closed:
             raise RuntimeError("segmenter is closed")
+        now = float(self._clock() if time_s is None else time_s)
+        if not math.isfinite(now):
+            raise ValueError(f"frame time must be a finite number of seconds, got {time_s!r}")
         with self._lock:
-            embedded, decision = self._observe(image_rgb, stamp)
+            if now < self._last_time:   # a bag looped: old timers and in-flight embeddings mean nothing now
+                self._debouncer.restart()
+                self._epoch += 1
+                self._time_resets += 1
+            self._last_time = now
+            embedded, decision = self._observe(image_rgb, stamp, now)
             fusion = self._swap_if_ready()
             classes = tuple(self.predictor.class_names)
             start = time.perf_counter()
@@ -233,13 +290,14 @@ class SemlaSegmenter:
             model_ms = (time.perf_counter() - start) * 1e3
             self._frame += 1
             active = self._active
+            distance_rule = self._library is not None and self._settings.trigger == "distance"
             return FrameResult(
                 class_ids=class_ids, classes=classes, support=self._support,
                 ema_distance=decision.ema_distance if decision is not None else math.nan,
-                threshold=self.threshold if self._library is not None else math.nan,
+                threshold=self.threshold if distance_rule else math.nan,
                 consecutive=decision.consecutive if decision is not None else 0,
                 active_adapters=len(active.entries) if active is not None else 0,
-                embedded=embedded, fusion=fusion, model_ms=model_ms,
+                embedded=embedded, fusion=fusion, model_ms=model_ms, supports=self._supports(), time_s=now,
                 embedding=self._embedding if embedded else None)
 
     # ------------------------------------------------------------------ internals
@@ -253,39 +311,64 @@ class SemlaSegmenter:
             self._stager.add_targets(library.target_modules)
         library.cache.resize(self._settings.adapter_cache_mb)
         self._library = library
+        self._embedding = self._retrieval = None   # its rows index the old library
         self._configure_debouncer()
 
     def _configure_debouncer(self) -> None:
-        s = self._settings
+        s, lib = self._settings, self._library
+        rule = None
+        if s.trigger == "retrieval" and lib is not None:
+            rule = RetrievalRule(lib.centroids, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
+                                 s.weight_change)
+        trigger = s.trigger if lib is not None else "distance"   # no library: nothing to retrieve from
         self._debouncer.configure(alpha=s.ema_alpha, threshold=self.threshold, min_consecutive=s.min_consecutive,
-                                  cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames)
+                                  cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames, dwell_s=s.dwell_s,
+                                  trigger=trigger, rule=rule)
 
-    def _observe(self, image_rgb, stamp):
-        """Embed this frame if due, update the debouncer and start an adaptation when asked to."""
+    def _observe(self, image_rgb, stamp, now):
+        """Start embedding this frame if due and the navigator is free; feed a finished embedding to the
+        debouncer; start an adaptation when asked to."""
         library = self._library
         if library is None:
             return False, None
         if self.navigator is None:
             raise ValueError("a library needs a navigator to embed frames (none was given)")
-        request, debouncer = self._request, self._debouncer
-        if self._frame % self._settings.embed_every_n != 0 and not (request and debouncer.ema is None):
-            if request is not None and not debouncer.warming_up:   # adapt for the current EMA now
-                self._request = None
-                query = debouncer.ema
-                debouncer.propose(query, self._clock())
-                self._start_adaptation(query, request, stamp)
-            return False, None
-        now = self._clock()
-        embedding = self._embedding = self.navigator.embed([image_rgb])[0]
+        debouncer = self._debouncer
+        decision = self._collect_embedding()   # finished since the last frame (a worker thread)
+        due = self._frame % self._settings.embed_every_n == 0 or (self._request and debouncer.ema is None)
+        if due and self._embedding_job is None:
+            future = self._embed_executor.submit(self.navigator.embed, [image_rgb])
+            self._embedding_job = (future, stamp, now, self._epoch)
+            decision = self._collect_embedding() or decision   # an inline executor has finished it already
+        if self._request is not None and not debouncer.warming_up and debouncer.ema is not None:
+            request, self._request = self._request, None   # adapt for the current EMA now
+            query = debouncer.ema
+            debouncer.propose(query, now)
+            self._start_adaptation(query, request, stamp)
+        return decision is not None, decision
+
+    def _collect_embedding(self):
+        """Feed the embedding in flight to the debouncer if it is ready (dropped if time ran back since)."""
+        job = self._embedding_job
+        if job is None or not job[0].done():
+            return None
+        self._embedding_job = None
+        future, stamp, embedded_time, epoch = job
+        embedding = future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
+        return self._decide(embedding, stamp, embedded_time) if epoch == self._epoch else None
+
+    def _decide(self, embedding, stamp, now):
+        """One embedding: debouncer update, support, and the adaptation it asks for."""
+        library, s, debouncer = self._library, self._settings, self._debouncer
         decision = debouncer.update(embedding, now)
-        s = self._settings
-        r = retrieve(embedding, library.index, s.top_k, s.temperature, s.metric)
-        self._support = support_score(r.weights, r.distances)
-        if decision.consecutive > 0 and not decision.shift:
-            self._prefetch(library, r.indices)
-        # One adaptation per frame; it also serves a pending request (a reload before the first
+        self._embedding = np.asarray(embedding, dtype=np.float64)
+        self._retrieval = retrieve(self._embedding, library.index, s.top_k, s.temperature, s.metric)
+        self._support = self._retrieval.support
+        if decision.consecutive > 0 and not decision.shift:   # a shift is being confirmed: read ahead
+            self._prefetch(library, self._retrieval.indices)
+        # One adaptation per embedding; it also serves a pending request (a reload before the first
         # fusion is reported as "reload", not as a "startup" followed by a second swap).
-        reason = None
+        request, reason = self._request, None
         if decision.shift:
             reason = "shift"                         # the debouncer proposed it already
         elif request is not None and not decision.warming_up:
@@ -295,9 +378,24 @@ class SemlaSegmenter:
         if reason is not None:
             self._request = None
             if reason != "shift":
-                debouncer.propose(decision.ema, now)
-            self._start_adaptation(decision.ema, reason, stamp)
-        return True, decision
+                debouncer.propose(decision.query, now)
+            self._start_adaptation(decision.query, reason, stamp)
+        return decision
+
+    def _supports(self) -> Support:
+        """The support numbers of the newest embedding, for the library and for the fusion now active."""
+        e, r, library, active = self._embedding, self._retrieval, self._library, self._active
+        if e is None or r is None or library is None or r.indices[0] >= len(library):
+            return Support()
+        spacing = library.median_inter_centroid_distance
+        top = library.names[int(r.indices[0])]
+        out = dict(library=r.support, scale_free=scale_free_support(r.weights, r.distances, spacing), top_adapter=top)
+        if active is not None and active.entries:
+            d = distances(e, np.stack([entry.centroid for entry in active.entries]), self._settings.metric)
+            out.update(active=support_score(active.weights, d),
+                       active_scale_free=scale_free_support(active.weights, d, spacing),
+                       active_is_top=active.entries[0].name == top)
+        return Support(**out)
 
     def _prefetch(self, library: AdapterLibrary, rows) -> None:
         """A shift is being confirmed: read the adapters this frame retrieves into the library's cache

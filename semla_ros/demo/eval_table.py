@@ -239,10 +239,12 @@ def run_demo_table(args, settings) -> int:
 
 def write_docs(render: dict, out: Path) -> None:
     """evaluation.md + evaluation.json from a render.json dict (re-render with `--render-only`)."""
-    from .training_table import kept_section
+    from ..evaluation.report import kept_sections
 
     out = Path(out)
-    (out / "evaluation.md").write_text(_markdown(render, out) + kept_section(out / "evaluation.md"))
+    doc = out / "evaluation.md"
+    kept = kept_sections(doc.read_text()) if doc.is_file() else ""   # sections other commands maintain
+    doc.write_text(_markdown(render, out) + (f"\n{kept}\n" if kept else ""))
     summary = render["summary"]
     (out / "evaluation.json").write_text(json.dumps(
         {k: v for k, v in summary.items() if k != "table"} | {k: render[k] for k in (

@@ -52,11 +52,16 @@ def plot_demo(path: Path, rec, frames, per_frame, swaps, rows, sequence, t0: flo
 
     sup = sorted(rec.support.items())
     ts = np.array([_seconds(s) - t0 for s, _ in sup])
-    vals = np.array([v for _, v in sup], dtype=np.float64) if sup else np.zeros((0, 5))
+    vals = np.array([v for _, v in sup], dtype=np.float64) if sup else np.zeros((0, 8))
     if len(ts):
         ax_d.plot(ts, vals[:, 1], color="navy", lw=1.2, label="EMA distance to active reference")
-        ax_d.plot(ts, vals[:, 2], color="darkorange", lw=1.2, ls=":", label="switch threshold")
-        ax_s.plot(ts, vals[:, 0], color="teal", lw=1.0, label="support score (eq. 15)")
+        if np.isfinite(vals[:, 2]).any():
+            ax_d.plot(ts, vals[:, 2], color="darkorange", lw=1.2, ls=":", label="switch threshold (trigger: distance)")
+        wrong = vals[:, 7] == 0
+        ax_d.plot(ts[wrong], np.zeros(wrong.sum()), "|", color="crimson", ms=6,
+                  label="active fusion's top-1 is not this frame's top-1")
+        ax_s.plot(ts, vals[:, 5], color="teal", lw=1.0, label="library support, scale-free (eq. 15 x median spacing)")
+        ax_s.plot(ts, vals[:, 6], color="purple", lw=1.0, label="active fusion's support, scale-free")
     for s in swaps:
         top = s["adapters"][0].replace("demo-", "") if s["adapters"] else "?"
         ax_d.annotate(f"{s['reason']}: {top} {s['weights'][0]:.2f}" if s["weights"] else s["reason"],

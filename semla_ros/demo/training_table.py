@@ -20,39 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.metrics import harmonic_mean
-from ..evaluation.report import miou_table
+from ..evaluation.report import miou_table, replace_section
 from . import world
 
-BEGIN, END = "<!-- training-comparison:begin -->", "<!-- training-comparison:end -->"
+SECTION = "training-comparison"   # the marked section of docs/evaluation.md this command maintains
 METHODS = {"standard": {"init": "standard"}, "recyclelora": {"init": "recyclelora"}, "fisa": {"profile": "fisa"}}
 ROWS = ("oracle", "semla", "semla-debounced")
 ROW_NAMES = {"oracle": "oracle", "semla": "SemLA", "semla-debounced": "SemLA debounced"}
 RENDER_FILE = "training_comparison.json"
 DEFAULT_SEEDS = (250, 251, 252)
-
-
-def kept_section(path: Path) -> str:
-    """The comparison section of an existing evaluation.md ("\\n" + block), or "" if it has none."""
-    path = Path(path)
-    if not path.is_file():
-        return ""
-    text = path.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    return "\n" + text[start:end + len(END)] + "\n" if 0 <= start < end else ""
-
-
-def replace_section(path: Path, section: str) -> None:
-    """Put `section` between the markers of `path` (appended when absent); the rest stays as it is."""
-    path = Path(path)
-    text = path.read_text() if path.is_file() else ""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    start, end = text.find(BEGIN), text.find(END)
-    if 0 <= start < end:
-        text = text[:start] + block + text[end + len(END):]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def interval(values) -> tuple[float, float]:
@@ -228,7 +204,7 @@ def markdown(render: dict, out: Path) -> str:
 
 def write_section(render: dict, out: Path) -> None:
     out = Path(out)
-    replace_section(out / "evaluation.md", markdown(render, out))
+    replace_section(out / "evaluation.md", SECTION, markdown(render, out))
     s = summarise(render)
     (out / "evaluation_training.json").write_text(json.dumps(
         {k: render[k] for k in ("methods", "seeds", "budget", "domains", "exclude", "training", "settings",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -154,3 +155,27 @@ def json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# ---------------------------------------------------------------------------------- sections other tools keep
+# A generated doc may hold sections another command maintains (e.g. `semla-bench shifts --support-doc`
+# in docs/evaluation.md), each between "<!-- NAME: begin -->" and "<!-- NAME: end -->" lines.
+_SECTION = re.compile(r"<!-- (?P<name>[^>]*?): begin -->.*?<!-- (?P=name): end -->", re.S)
+
+
+def kept_sections(text: str) -> str:
+    """The marked sections of a doc, in order, so regenerating the rest of it keeps them."""
+    return "\n\n".join(m.group(0) for m in _SECTION.finditer(text))
+
+
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Put `text` into the section `name` of `path` (appended the first time); the rest of the file stays."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    old = path.read_text() if path.is_file() else ""
+    block = f"{begin}\n{text.strip()}\n{end}"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + block + "\n"
+    path.write_text(new)

@@ -62,6 +62,16 @@ class Frame:
     received: float       # time.monotonic() at callback entry
     queued: float         # time.monotonic() when put into the mailbox
     conversion_ms: float
+    clock_s: float = 0.0  # the node clock (ROS time: sim time with use_sim_time) at callback entry
+
+
+def frame_seconds(header, clock_s: float, source: str) -> tuple[float, bool]:
+    """The frame's time for the debouncer: its header stamp, or the node clock at arrival when
+    `source` is 'clock' or the header carries no stamp (0). Returns (seconds, fell back to the clock)."""
+    stamp = header.stamp
+    if source == "header" and (stamp.sec or stamp.nanosec):
+        return stamp.sec + stamp.nanosec * 1e-9, False
+    return clock_s, source == "header"
 
 
 def qos_profile(name: str, depth: int) -> QoSProfile:
@@ -97,6 +107,7 @@ class SemlaSegmenterNode(Node):
         self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._coverage: CoverageMonitor | None = None
         self._coverage_state = None
+        self._unstamped_said = False
         self._palettes: dict[int, np.ndarray] = {}
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._unusable_logged: set[str] = set()
@@ -160,6 +171,7 @@ class SemlaSegmenterNode(Node):
 
     def _accept(self, msg, convert) -> None:
         received = time.monotonic()
+        clock_s = self.get_clock().now().nanoseconds * 1e-9
         self._stats.frame_received()
         if self._segmenter is None:
             self._stats.frame_not_ready()
@@ -172,7 +184,7 @@ class SemlaSegmenterNode(Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         queued = time.monotonic()
-        self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3))
+        self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3, clock_s))
 
     # ------------------------------------------------------------------ inference thread
     def _run(self, problems) -> None:
@@ -233,8 +245,13 @@ class SemlaSegmenterNode(Node):
     def _process(self, frame: Frame) -> None:
         taken = time.monotonic()
         segmenter = self._segmenter
+        time_s, unstamped = frame_seconds(frame.header, frame.clock_s, self._value("frame_time"))
+        if unstamped and not self._unstamped_said:   # said once: log + diagnostics WARN
+            self._unstamped_said = True
+            self._report("frame_time", [("warn", "frames arrive without a header stamp: shift timing uses the "
+                                                 "node clock at arrival instead")])
         try:
-            result = segmenter.process(frame.rgb, stamp=frame.header)
+            result = segmenter.process(frame.rgb, stamp=frame.header, time_s=time_s)
             swaps, failed, active = segmenter.swap_count, segmenter.failed_fusions, segmenter.active
         except Exception as error:  # keep serving the next frame; the reason goes to the log
             self._stats.bad_frame("inference_error")
@@ -271,7 +288,8 @@ class SemlaSegmenterNode(Node):
         self._stats.set_engine(
             support=f"{result.support:.4f}", ema_distance=f"{result.ema_distance:.4f}",
             switch_threshold=f"{result.threshold:.4f}", consecutive_over_threshold=result.consecutive,
-            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active))
+            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active),
+            top_adapter=result.supports.top_adapter, time_resets=segmenter.time_resets)
         self.get_logger().debug(
             f"frame {frame.header.stamp.sec}.{frame.header.stamp.nanosec:09d}: model {result.model_ms:.1f} ms, "
             f"queue {(taken - frame.queued) * 1e3:.1f} ms, publish {(published - processed) * 1e3:.1f} ms, "
@@ -318,7 +336,7 @@ class SemlaSegmenterNode(Node):
             report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, frame.rgb,
                                             f"{stamp.sec:010d}_{stamp.nanosec:09d}",
                                             {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": frame.header.frame_id},
-                                            now=stamp.sec + stamp.nanosec * 1e-9)
+                                            now=result.time_s)
         except OSError as error:   # a full or read-only disk stops capturing, never the node
             self._report("coverage", [("error", f"capturing frames failed: {error}")])
             self._coverage.update_settings(capture_dir="")
@@ -348,7 +366,10 @@ class SemlaSegmenterNode(Node):
             header=header, support_score=float(result.support), ema_distance=float(result.ema_distance),
             switch_threshold=float(result.threshold),
             consecutive_over_threshold=max(0, int(result.consecutive)),
-            active_adapters=max(0, int(result.active_adapters)), embedded_this_frame=bool(result.embedded))
+            active_adapters=max(0, int(result.active_adapters)), embedded_this_frame=bool(result.embedded),
+            scale_free_support=float(result.supports.scale_free), active_support=float(result.supports.active),
+            active_scale_free_support=float(result.supports.active_scale_free),
+            top_adapter=result.supports.top_adapter, active_is_top=bool(result.supports.active_is_top))
 
     def _publish_fusion(self, event, frame_header) -> None:
         self._report_unusable_adapters()

@@ -18,7 +18,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from semla_ros.core.coverage import CoverageSettings
 from semla_ros.core.navigator import NavigatorSpec
-from semla_ros.core.settings import METRICS, THRESHOLD_MODES, SegmenterSettings
+from semla_ros.core.settings import METRICS, THRESHOLD_MODES, TRIGGERS, SegmenterSettings
 from semla_ros.engine.spec import BACKENDS, PRECISIONS, EngineSpec
 
 QOS_CHOICES = ("sensor_data", "default", "system_default")
@@ -80,6 +80,15 @@ SPECS: tuple[Spec, ...] = (
          high=10000, setting="min_consecutive"),
     Spec("cooldown_s", _SETTINGS.cooldown_s, "Minimum seconds between two swaps", low=0.0, high=86400.0,
          setting="cooldown_s"),
+    Spec("trigger", _SETTINGS.trigger, "What confirms a shift: retrieval (the fusion retrieval would build for the EMA "
+         "differs materially from the active one), distance (||EMA - reference|| > switch_threshold), frame "
+         "(re-fuse on every embedded frame: per-image SemLA)", choices=TRIGGERS, setting="trigger"),
+    Spec("dwell_s", _SETTINGS.dwell_s, "Seconds (frame stamps) a shift must hold before a swap", low=0.0, high=3600.0,
+         setting="dwell_s"),
+    Spec("switch_margin", _SETTINGS.switch_margin, "Retrieval trigger: the new top-1 adapter must be closer to the EMA "
+         "than the active top-1 by this much (read like switch_threshold)", low=0.0, high=1e9, setting="switch_margin"),
+    Spec("weight_change", _SETTINGS.weight_change, "Retrieval trigger, same top-1: total-variation distance of the "
+         "fusion weights that counts as a different fusion", low=1e-6, high=1.0, setting="weight_change"),
     Spec("embed_every_n", _SETTINGS.embed_every_n, "Embed every Nth processed frame with the navigator", low=1, high=10000,
          setting="embed_every_n"),
     Spec("warmup_frames", _SETTINGS.warmup_frames, "Embedded frames averaged before the startup fusion", low=1, high=10000,
@@ -100,6 +109,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("output_qos_depth", 5, "Output queue depth", read_only=True, low=1, high=100),
     Spec("max_input_pixels", 4096 * 4096, "Frames with more pixels are dropped as bad (guards memory)",
          low=1, high=2**31 - 1),
+    Spec("frame_time", "header", "Time of a frame for the shift timers: its header stamp (the node clock for "
+         "unstamped frames) or the node clock at arrival (sim time with use_sim_time)", choices=("header", "clock")),
     Spec("overlay_alpha", 0.5, "Weight of the class colours in the overlay image", low=0.0, high=1.0),
     Spec("diagnostics_period_s", 1.0, "Period of /diagnostics", read_only=True, low=0.05, high=60.0),
     # --- library coverage: gap detection on `coverage` and /diagnostics (live, except the capture folder) ---

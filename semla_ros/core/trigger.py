@@ -1,0 +1,74 @@
+"""What makes the EMA "over": one rule per `trigger` setting, read by the debouncer on every embedded frame.
+
+- distance (the mission's rule): ||e_bar - r|| > threshold. Blind to the library: two domains whose
+  centroids sit closer than the threshold never swap, and a far move between two points that retrieve
+  the same adapter does.
+- retrieval: the fusion retrieval would build for e_bar differs materially from the one it built for r.
+  Either its top-1 adapter changed AND e_bar is closer to the new top-1's centroid than to the active
+  top-1's by `margin` (hysteresis: noise around the midpoint between two centroids cannot flip it back
+  and forth), or the top-1 is the same and the weights moved by more than `weight_change` in total
+  variation (half the L1 distance over the union of both fusions' adapters, in [0, 1]).
+
+How long "over" must hold (consecutive frames, dwell, cooldown) is the debouncer's business; it
+counts a run of over frames only while the rule's `candidate` (what a swap would lead to) stays the
+same, so an EMA passing through one adapter's region on its way to another is not one long run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .retrieval import Retrieval, retrieve
+
+
+def weight_distance(a: Retrieval, b: Retrieval) -> float:
+    """Total variation distance between two fusions' weights over the union of their adapters, in [0, 1]."""
+    wa, wb = dict(zip(a.indices.tolist(), a.weights)), dict(zip(b.indices.tolist(), b.weights))
+    return 0.5 * float(sum(abs(wa.get(i, 0.0) - wb.get(i, 0.0)) for i in set(wa) | set(wb)))
+
+
+class DistanceRule:
+    """Over when the EMA is more than `threshold` from the reference (absolute units)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = float(threshold)
+
+    def over(self, ema: np.ndarray, reference: np.ndarray) -> bool:
+        return float(np.linalg.norm(ema - reference)) > self.threshold
+
+    def candidate(self, ema: np.ndarray):
+        """Any point beyond the threshold leads to the same swap: a new query."""
+        return None
+
+
+class RetrievalRule:
+    """Over when retrieval for the EMA would build a materially different fusion than for the reference.
+
+    `margin` is in euclidean embedding units (the debouncer's geometry), whatever `metric` ranks by.
+    """
+
+    def __init__(self, centroids, top_k: int, temperature: float, metric: str, margin: float, weight_change: float):
+        self.centroids = np.asarray(centroids, dtype=np.float64)
+        self.top_k, self.temperature, self.metric = int(top_k), float(temperature), metric
+        self.margin, self.weight_change = float(margin), float(weight_change)
+        self._active: tuple[bytes, Retrieval] | None = None   # retrieval of the last reference seen
+
+    def retrieve(self, query) -> Retrieval:
+        return retrieve(query, self.centroids, self.top_k, self.temperature, self.metric)
+
+    def _for_reference(self, reference: np.ndarray) -> Retrieval:
+        key = reference.tobytes()
+        if self._active is None or self._active[0] != key:
+            self._active = (key, self.retrieve(reference))
+        return self._active[1]
+
+    def over(self, ema: np.ndarray, reference: np.ndarray) -> bool:
+        active, candidate = self._for_reference(reference), self.retrieve(ema)
+        old, new = int(active.indices[0]), int(candidate.indices[0])
+        if old != new:
+            d_old, d_new = np.linalg.norm(self.centroids[[old, new]] - ema[None, :], axis=1)
+            return float(d_old - d_new) > self.margin
+        return weight_distance(active, candidate) > self.weight_change
+
+    def candidate(self, ema: np.ndarray) -> int:
+        """The top-1 adapter (library row) of the fusion a swap for `ema` would build."""
+        return int(self.retrieve(ema).indices[0])
