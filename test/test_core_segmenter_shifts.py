@@ -118,6 +118,8 @@ def test_frames_are_segmented_while_the_navigator_works(engine, clear_night_clea
             if out.embedded:
                 break
         assert out.embedded
+        # the embedding that arrived belongs to frame 0, and the result says so (coverage and captures use it)
+        assert out.embedded_stamp == "f0" and out.embedded_time_s == 0.0 and out.embedded_image is images[0]
         for _ in range(200):                                 # the startup fusion runs on the other worker
             if seg.active is not None:
                 break

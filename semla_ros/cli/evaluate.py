@@ -13,14 +13,20 @@ semla_ros/evaluation/dataset.py; the demo table in semla_ros/demo/eval_table.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from ..core.settings import DEFAULTS, METRICS, THRESHOLD_MODES, SegmenterSettings
+from ..core.settings import METRICS, THRESHOLD_MODES, TRIGGERS, SegmenterSettings
 from ..demo.training_table import DEFAULT_SEEDS
 from ..evaluation.protocol import METHODS, ProtocolSettings
 from ..training.loop import LOSSES, LoopSettings
+
+
+# What the protocol replays (the cache size and embedding rate do not apply to it).
+SETTING_FIELDS = [f for f in dataclasses.fields(SegmenterSettings) if f.name not in ("embed_every_n", "adapter_cache_mb")]
+SETTING_CHOICES = {"metric": METRICS, "threshold_mode": THRESHOLD_MODES, "trigger": TRIGGERS}
 
 
 def _protocol_args(p: argparse.ArgumentParser) -> None:
@@ -28,15 +34,9 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leave-one-out", dest="leave_one_out", action="store_true", default=True,
                    help="remove the target domain's own adapter from uniform/semla/debounced (default)")
     p.add_argument("--no-leave-one-out", dest="leave_one_out", action="store_false")
-    p.add_argument("--top-k", type=int, default=DEFAULTS.top_k)
-    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
-    p.add_argument("--metric", choices=METRICS, default=DEFAULTS.metric)
-    p.add_argument("--ema-alpha", type=float, default=DEFAULTS.ema_alpha)
-    p.add_argument("--switch-threshold", type=float, default=DEFAULTS.switch_threshold)
-    p.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default=DEFAULTS.threshold_mode)
-    p.add_argument("--min-consecutive", type=int, default=DEFAULTS.min_consecutive)
-    p.add_argument("--cooldown-s", type=float, default=DEFAULTS.cooldown_s)
-    p.add_argument("--warmup-frames", type=int, default=DEFAULTS.warmup_frames)
+    for field in SETTING_FIELDS:   # the segmenter's retrieval and debouncing settings, defaults from one place
+        p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
+                       choices=SETTING_CHOICES.get(field.name))
     p.add_argument("--rate-hz", type=float, default=ProtocolSettings.rate_hz, help="replay clock of semla-debounced")
     p.add_argument("--max-images", type=int, default=None, help="per domain, the first N in file order")
     p.add_argument("--exclude-from-hmean", nargs="*", default=[], metavar="DOMAIN",
@@ -96,10 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args) -> ProtocolSettings:
-    segmenter = SegmenterSettings(top_k=args.top_k, temperature=args.temperature, metric=args.metric,
-                                  ema_alpha=args.ema_alpha, switch_threshold=args.switch_threshold,
-                                  threshold_mode=args.threshold_mode, min_consecutive=args.min_consecutive,
-                                  cooldown_s=args.cooldown_s, warmup_frames=args.warmup_frames)
+    segmenter = SegmenterSettings(**{f.name: getattr(args, f.name) for f in SETTING_FIELDS})
     return ProtocolSettings(methods=tuple(args.methods), leave_one_out=args.leave_one_out, segmenter=segmenter,
                             rate_hz=args.rate_hz, max_images=args.max_images).validated()
 

@@ -103,7 +103,12 @@ class FrameResult:
     embedded: bool             # a new embedding updated the debouncer on this frame
     fusion: FusionEvent | None  # a swap that became active (or failed) right before this frame
     model_ms: float
-    embedding: np.ndarray | None = None  # this frame's navigator embedding (None when not embedded)
+    # The embedding that reached the debouncer on this frame (None if none did) and the frame it was computed
+    # from: with the navigator on its own thread that can be an earlier frame than this one.
+    embedding: np.ndarray | None = None
+    embedded_stamp: object = None        # the `stamp` passed with the embedded frame
+    embedded_image: np.ndarray | None = None
+    embedded_time_s: float = math.nan
     supports: Support = Support()
     time_s: float = math.nan   # the frame's time the debouncer used
 
@@ -144,7 +149,8 @@ class SemlaSegmenter:
         self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
         self._embed_executor = executor if executor is not None else ThreadPoolExecutor(
             1, thread_name_prefix="semla-navigator")
-        self._embedding_job: tuple | None = None   # (future, stamp, time, epoch) of the frame being embedded
+        self._embedding_job: tuple | None = None   # (future, stamp, time, epoch, image) of the frame being embedded
+        self._embedded_frame: tuple = (None, None, math.nan)   # (stamp, image, time) of the newest embedding
         self._embedding: np.ndarray | None = None  # the newest embedding and its retrieval
         self._retrieval: Retrieval | None = None
         self._epoch = 0                            # bumped when time runs backwards
@@ -298,7 +304,9 @@ class SemlaSegmenter:
                 consecutive=decision.consecutive if decision is not None else 0,
                 active_adapters=len(active.entries) if active is not None else 0,
                 embedded=embedded, fusion=fusion, model_ms=model_ms, supports=self._supports(), time_s=now,
-                embedding=self._embedding if embedded else None)
+                embedding=self._embedding if embedded else None,
+                **(dict(zip(("embedded_stamp", "embedded_image", "embedded_time_s"), self._embedded_frame))
+                   if embedded else {}))
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:
@@ -338,7 +346,7 @@ class SemlaSegmenter:
         due = self._frame % self._settings.embed_every_n == 0 or (self._request and debouncer.ema is None)
         if due and self._embedding_job is None:
             future = self._embed_executor.submit(self.navigator.embed, [image_rgb])
-            self._embedding_job = (future, stamp, now, self._epoch)
+            self._embedding_job = (future, stamp, now, self._epoch, image_rgb)
             decision = self._collect_embedding() or decision   # an inline executor has finished it already
         if self._request is not None and not debouncer.warming_up and debouncer.ema is not None:
             request, self._request = self._request, None   # adapt for the current EMA now
@@ -353,9 +361,12 @@ class SemlaSegmenter:
         if job is None or not job[0].done():
             return None
         self._embedding_job = None
-        future, stamp, embedded_time, epoch = job
+        future, stamp, embedded_time, epoch, image = job
         embedding = future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
-        return self._decide(embedding, stamp, embedded_time) if epoch == self._epoch else None
+        if epoch != self._epoch:
+            return None
+        self._embedded_frame = (stamp, image, embedded_time)
+        return self._decide(embedding, stamp, embedded_time)
 
     def _decide(self, embedding, stamp, now):
         """One embedding: debouncer update, support, and the adaptation it asks for."""
@@ -385,7 +396,7 @@ class SemlaSegmenter:
     def _supports(self) -> Support:
         """The support numbers of the newest embedding, for the library and for the fusion now active."""
         e, r, library, active = self._embedding, self._retrieval, self._library, self._active
-        if e is None or r is None or library is None or r.indices[0] >= len(library):
+        if e is None or r is None or library is None or len(r.indices) == 0 or r.indices[0] >= len(library):
             return Support()
         spacing = library.median_inter_centroid_distance
         top = library.names[int(r.indices[0])]

@@ -330,19 +330,22 @@ class SemlaSegmenterNode(Node):
         return monitor
 
     def _observe_coverage(self, segmenter, result, frame) -> None:
-        """Judge the frame's embedding against the library, publish `coverage`, WARN while a gap lasts."""
-        stamp = frame.header.stamp
+        """Judge the embedded frame against the library, publish `coverage` with that frame's header (the
+        navigator runs beside segmentation, so it can be an earlier frame than this one), WARN while a gap lasts."""
+        header = result.embedded_stamp if hasattr(result.embedded_stamp, "stamp") else frame.header
+        image = result.embedded_image if result.embedded_image is not None else frame.rgb
+        stamp = header.stamp
         try:
-            report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, frame.rgb,
+            report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, image,
                                             f"{stamp.sec:010d}_{stamp.nanosec:09d}",
-                                            {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": frame.header.frame_id},
-                                            now=result.time_s)
+                                            {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": header.frame_id},
+                                            now=result.embedded_time_s)
         except OSError as error:   # a full or read-only disk stops capturing, never the node
             self._report("coverage", [("error", f"capturing frames failed: {error}")])
             self._coverage.update_settings(capture_dir="")
             return
         self._coverage_pub.publish(CoverageStatus(
-            header=frame.header, status=report.status, nearest_distance=float(report.nearest_distance),
+            header=header, status=report.status, nearest_distance=float(report.nearest_distance),
             relative_distance=float(report.relative_distance), scale_free_support=float(report.scale_free_support),
             uncovered_fraction=float(report.uncovered_fraction), frames_captured=report.frames_captured,
             capture_dir=report.capture_dir))
