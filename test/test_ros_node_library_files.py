@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import (NodeProcess, Probe, build_test_library, call_trigger, start_camera,  # noqa: E402
+from ros_harness import (NodeProcess, Probe, stop_all, build_test_library, call_trigger, start_camera,  # noqa: E402
                          tiny_node_params)
 
 
@@ -66,11 +66,7 @@ def test_node_survives_a_broken_library(tmp_path, ros_domain_id):
         assert len(fusions) == 1 and list(fusions[-1].adapter_names) == active    # the active fusion stays
         assert probe.diag()["active_adapters"].startswith(active[0])
     finally:
-        if camera is not None:
-            camera.terminate()
-            camera.wait(10)
-        code, _ = node.stop()
-        probe.close()
+        code = stop_all(probe, node, camera)
     assert code == 0, node.log()
     log = node.log()
     assert "adaptation (manual) failed, previous model stays active" in log and "no usable adapter" in log

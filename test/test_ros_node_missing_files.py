@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import NodeProcess, Probe, build_test_library, start_camera, tiny_node_params  # noqa: E402
+from ros_harness import NodeProcess, Probe, build_test_library, start_camera, stop_all, tiny_node_params  # noqa: E402
 
 
 def _call_trigger(probe, name):
@@ -96,11 +96,7 @@ def test_missing_library_runs_base_model_until_reloaded(tmp_path, ros_domain_id)
         assert [f.reason for f in fusions] == [AdapterFusion.REASON_RELOAD]
         assert len(fusions[0].adapter_names) > 0 and fusions[0].swap_count == 1
     finally:
-        if camera is not None:
-            camera.terminate()
-            camera.wait(10)
-        code, _ = node.stop()
-        probe.close()
+        code = stop_all(probe, node, camera)
     assert code == 0, node.log()
     lines = [line for line in node.log().splitlines() if str(library) in line and "ERROR" in line]
     assert len(lines) == 1, lines

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, start_camera, tiny_node_params  # noqa: E402
+from ros_harness import FRAME_SIZE, NodeProcess, Probe, start_camera, stop_all, tiny_node_params  # noqa: E402
 
 
 @pytest.mark.slow
@@ -38,11 +38,7 @@ def test_node_serves_through_onnxruntime_once_built(tmp_path, ros_domain_id):
         seen = len(masks)
         probe.spin_until(lambda: len(masks) >= seen + 3, 60, "three masks from the engine")
     finally:
-        if camera is not None:
-            camera.terminate()
-            camera.wait(10)
-        code, _ = node.stop()
-        probe.close()
+        code = stop_all(probe, node, camera)
     assert code == 0, node.log()
     log = node.log()
     assert log.count("onnxruntime engine is being built") <= 1, log    # the fallback said at most once (none if

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, start_camera, tiny_node_params  # noqa: E402
+from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, start_camera, stop_all, tiny_node_params  # noqa: E402
 
 
 def _parameter(name, value):
@@ -127,9 +127,5 @@ def test_set_parameters_live_and_refused(tmp_path, ros_domain_id):
         assert max(masks[-1].data) == 0
         assert probe.diag()["state"] == "running"
     finally:
-        if camera is not None:
-            camera.terminate()
-            camera.wait(10)
-        code, _ = node.stop()
-        probe.close()
+        code = stop_all(probe, node, camera)
     assert code == 0, node.log()
