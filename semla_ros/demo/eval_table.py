@@ -323,6 +323,19 @@ def _explanation(render: dict) -> list[str]:
     return out
 
 
+def _policy(s: dict) -> str:
+    """The debounced replay's settings in words, for the trigger in use (older renders name none: distance)."""
+    trigger = s.get("trigger", "distance")
+    common = f"EMA α {s['ema_alpha']}, {s['min_consecutive']} hits, cooldown {s['cooldown_s']} s"
+    if trigger == "distance":
+        return (f"trigger distance: threshold {s['switch_threshold']} × median centroid spacing, {common}"
+                + (f", dwell {s['dwell_s']} s" if s.get("dwell_s") else ""))
+    if trigger == "retrieval":
+        return (f"trigger retrieval: a new top-1 by a margin of {s['switch_margin']} × median centroid spacing or "
+                f"weights moved by {s['weight_change']}, held {s['dwell_s']} s, {common}")
+    return f"trigger {trigger}, {common}"
+
+
 def _markdown(render: dict, out: Path) -> str:
     summary, labels, s = render["summary"], render["labels"], render["settings"]
     domains, exclude, budget, seconds = render["domains"], render["exclude"], render["budget"], render["seconds"]
@@ -344,8 +357,7 @@ def _markdown(render: dict, out: Path) -> str:
         "(a real deployment uses CLIP ViT-L/14, the official navigator).",
         f"- Leave-one-out: uniform, SemLA and SemLA debounced never see the target domain's own adapter; "
         f"oracle is that adapter alone (the upper bound). Top-K {s['top_k']}, T {s['temperature']}, "
-        f"{s['metric']} distance. Debounced: the node's policy (EMA α {s['ema_alpha']}, threshold "
-        f"{s['switch_threshold']} × median centroid spacing, {s['min_consecutive']} hits, cooldown {s['cooldown_s']} s) "
+        f"{s['metric']} distance. Debounced: the node's policy ({_policy(s)}) "
         f"replayed at {s['rate_hz']:g} Hz per domain from a fresh start.",
         f"- Libraries: **demo** = the demo build's adapters (cross-entropy, its own loop); **std** and **rrqr** = "
         f"`semla-library train` adapters on the same frames, "
