@@ -121,7 +121,7 @@ def test_stream_with_domain_change(tmp_path, ros_domain_id):
     assert sum(s.embedded_this_frame for s in scores) >= len(scores) // 2
     assert all(math.isfinite(s.support_score) and s.support_score > 0 for s in scores[first:])
     assert all(s.top_adapter and math.isfinite(s.scale_free_support) for s in scores[first:])
-    assert scores[-1].top_adapter.startswith("night-") and scores[-1].active_is_top
+    assert scores[-1].top_adapter.startswith("night-")
     assert math.isfinite(scores[-1].active_support) and math.isfinite(scores[-1].active_scale_free_support)
     assert all(math.isclose(s.switch_threshold, scores[0].switch_threshold) for s in scores)
     assert scores[-1].active_adapters == 2
@@ -133,6 +133,11 @@ def test_stream_with_domain_change(tmp_path, ros_domain_id):
     assert [f.swap_count for f in fusions] == [1, 2]
     assert all(name.startswith("day-") for name in startup.adapter_names)
     assert all(name.startswith("night-") for name in shift.adapter_names)
+    # The last frame's top-1 is in the running fusion. Not necessarily its heaviest adapter
+    # (active_is_top): night-0 and night-1 both sit 0.03 d from the night embedding, so which of the two
+    # ranks first depends on the camera's +-4 grey-level jitter (CI saw night-1 top, night-0 heaviest).
+    assert scores[-1].top_adapter in shift.adapter_names
+    assert scores[-1].active_is_top == (scores[-1].top_adapter == shift.adapter_names[0])
     for fusion in fusions:
         assert len(fusion.adapter_names) == len(fusion.weights) == len(fusion.distances) == 2
         assert math.isclose(sum(fusion.weights), 1.0, rel_tol=1e-5)
