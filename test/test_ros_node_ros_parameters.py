@@ -154,20 +154,14 @@ def test_ros_owned_parameters_live_dump_load_and_restart_from_the_dump(tmp_path,
     assert restarted_code == 0, restarted.log()
 
 
-def test_set_while_the_model_loads(tmp_path, ros_domain_id):
+def _set_during_load(probe, node):
+    """Send use_sim_time, top_k and classes as soon as the node's parameter service answers; wait for the
+    node to run. True when its debug log shows the set stored before "segmenter ready"."""
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
 
-    probe = Probe()
-    SimClock(probe)   # use_sim_time will be on: the node's timers (diagnostics) run on /clock
-    masks = probe.collect(Image, "/t/mask", QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
-    probe.watch_diagnostics()
-    node = NodeProcess(tmp_path, tiny_node_params(navigator="tower"), ros_args=("--log-level", "debug"))
-    camera = None
+    client = probe.node.create_client(SetParameters, f"{NODE}/set_parameters")
     try:
-        client = probe.node.create_client(SetParameters, f"{NODE}/set_parameters")
         probe.spin_until(client.service_is_ready, 60, "the node's set_parameters service")
         future = client.call_async(SetParameters.Request(parameters=[
             Parameter("use_sim_time", value=True).to_parameter_msg(),
@@ -175,12 +169,39 @@ def test_set_while_the_model_loads(tmp_path, ros_domain_id):
             Parameter("classes", value=["road"]).to_parameter_msg()]))
         probe.spin_until(future.done, 60, "the reply to the set during loading")
         assert all(r.successful for r in future.result().results), [r.reason for r in future.result().results]
+    finally:
+        probe.node.destroy_client(client)
+    probe.wait_running(node)
+    log = node.log()
+    during = log.find("parameters set: ")
+    assert during >= 0 and "top_k=2" in log[during:during + 200], log
+    return during < log.find("segmenter ready")
 
-        probe.wait_running(node)
-        log = node.log()
-        during = log.find("parameters set: ")
-        assert 0 <= during < log.find("segmenter ready") and "top_k=2" in log[during:during + 200], \
-            "the set did not reach the node before its model:\n" + log
+
+def test_set_while_the_model_loads(tmp_path, ros_domain_id):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    probe = Probe()
+    SimClock(probe)   # use_sim_time will be on: the node's timers (diagnostics) run on /clock
+    masks = probe.collect(Image, "/t/mask", QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
+    probe.watch_diagnostics()
+    node = camera = None
+    try:
+        # The tiny model loads in ~2.5 s on an idle machine, about as long as discovering the node's service
+        # can take: when the set lands after the load (the log says so), start a fresh node and try again.
+        for attempt in range(4):
+            folder = tmp_path / f"attempt{attempt}"
+            folder.mkdir()
+            node = NodeProcess(folder, tiny_node_params(navigator="tower"), ros_args=("--log-level", "debug"))
+            if _set_during_load(probe, node):
+                break
+            code, _ = node.stop()
+            assert code == 0, node.log()
+            probe.diagnostics.clear()   # the stopped node's 'running' must not answer for the next one
+        else:
+            raise AssertionError("in 4 attempts the set never reached the node before its model was ready:\n"
+                                 + node.log())
         assert SIM_START_S <= _diag_stamp(probe) < SIM_START_S + 600
 
         camera = start_camera("day:0", 5)
@@ -188,5 +209,5 @@ def test_set_while_the_model_loads(tmp_path, ros_domain_id):
         assert all(max(m.data) == 0 for m in masks), "the vocabulary set during the load is not in use"
         assert probe.diag()["state"] == "running"
     finally:
-        code = stop_all(probe, node, camera)
+        code = stop_all(probe, node, camera) if node is not None else 0
     assert code == 0, node.log()
