@@ -137,14 +137,13 @@ class SemlaSegmenter:
         self.predictor = predictor
         self.backend = backend
         self.navigator = navigator
-        self._settings = (settings or SegmenterSettings()).validated()
+        self._settings = settings or SegmenterSettings()
         self._clock = clock
         self._lock = threading.RLock()
         self._library: AdapterLibrary | None = None
         self._stager: WeightStager | None = None
         s = self._settings
-        self._debouncer = DomainShiftDebouncer(s.ema_alpha, math.inf, s.min_consecutive, s.cooldown_s,
-                                               s.warmup_frames)
+        self._debouncer = DomainShiftDebouncer(s, math.inf, trigger="distance")
         self._own_executor = executor is None
         self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
         self._embed_executor = executor if executor is not None else ThreadPoolExecutor(
@@ -329,9 +328,7 @@ class SemlaSegmenter:
             rule = RetrievalRule(lib.centroids, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
                                  s.weight_change)
         trigger = s.trigger if lib is not None else "distance"   # no library: nothing to retrieve from
-        self._debouncer.configure(alpha=s.ema_alpha, threshold=self.threshold, min_consecutive=s.min_consecutive,
-                                  cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames, dwell_s=s.dwell_s,
-                                  trigger=trigger, rule=rule)
+        self._debouncer.configure(s, self.threshold, trigger=trigger, rule=rule)
 
     def _observe(self, image_rgb, stamp, now):
         """Start embedding this frame if due and the navigator is free; feed a finished embedding to the
