@@ -138,6 +138,6 @@ def test_cli_run_writes_table_json_and_figures(setup, tmp_path):
 
 def test_bad_settings_are_clear_errors(setup):
     with pytest.raises(ValueError, match="unknown methods"):
-        ProtocolSettings(methods=("semla", "magic")).validated()
+        ProtocolSettings(methods=("semla", "magic"))
     with pytest.raises(ValueError, match="need a non-empty adapter library"):
         Evaluator(setup["predictor"], None, setup["navigator"], ProtocolSettings(methods=("semla",)))

@@ -13,32 +13,25 @@ semla_ros/evaluation/dataset.py; the demo table in semla_ros/demo/eval_table.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from ..core.settings import METRICS, THRESHOLD_MODES, TRIGGERS, SegmenterSettings
+from ..core.fields import add_options, option_values
+from ..core.settings import SegmenterSettings
 from ..demo.training_table import DEFAULT_SEEDS
 from ..evaluation.protocol import METHODS, ProtocolSettings
 from ..training.loop import LOSSES, LoopSettings
 
 
-# What the protocol replays (the cache size and embedding rate do not apply to it).
-SETTING_FIELDS = [f for f in dataclasses.fields(SegmenterSettings) if f.name not in ("embed_every_n", "adapter_cache_mb")]
-SETTING_CHOICES = {"metric": METRICS, "threshold_mode": THRESHOLD_MODES, "trigger": TRIGGERS}
+# What the protocol replays does not depend on the cache size and embedding rate.
+NOT_REPLAYED = ("embed_every_n", "adapter_cache_mb")
 
 
 def _protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--leave-one-out", dest="leave_one_out", action="store_true", default=True,
-                   help="remove the target domain's own adapter from uniform/semla/debounced (default)")
-    p.add_argument("--no-leave-one-out", dest="leave_one_out", action="store_false")
-    for field in SETTING_FIELDS:   # the segmenter's retrieval and debouncing settings, defaults from one place
-        p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
-                       choices=SETTING_CHOICES.get(field.name))
-    p.add_argument("--rate-hz", type=float, default=ProtocolSettings.rate_hz, help="replay clock of semla-debounced")
-    p.add_argument("--max-images", type=int, default=None, help="per domain, the first N in file order")
+    add_options(p, ProtocolSettings)                             # leave-one-out, rate, image count
+    add_options(p, SegmenterSettings, exclude=NOT_REPLAYED)      # retrieval and the node's debouncing
     p.add_argument("--exclude-from-hmean", nargs="*", default=[], metavar="DOMAIN",
                    help="domains left out of the harmonic mean (e.g. the source domain)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -96,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args) -> ProtocolSettings:
-    segmenter = SegmenterSettings(**{f.name: getattr(args, f.name) for f in SETTING_FIELDS})
-    return ProtocolSettings(methods=tuple(args.methods), leave_one_out=args.leave_one_out, segmenter=segmenter,
-                            rate_hz=args.rate_hz, max_images=args.max_images).validated()
+    segmenter = SegmenterSettings(**option_values(args, SegmenterSettings, exclude=NOT_REPLAYED))
+    return ProtocolSettings(methods=tuple(args.methods), segmenter=segmenter,
+                            **option_values(args, ProtocolSettings))
 
 
 def _pairs(specs, what) -> dict[str, str]:

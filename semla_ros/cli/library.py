@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
                         warmup_steps=args.warmup_steps, seed=args.seed, loss=args.loss)
     settings = TrainSettings(rank=args.rank, alpha=args.alpha, init=args.init, sub_rank=args.sub_rank,
                              sub_scale=args.sub_scale, sub_lr_scale=args.sub_lr_scale, profile=args.profile,
-                             loop=loop).validated()
+                             loop=loop)
     model, navigator = _engine(args)
     bar = tqdm(total=loop.steps, desc=f"train {name} ({settings.init}, {settings.profile})", disable=args.quiet,
                leave=False)

@@ -14,13 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.settings import METRICS, THRESHOLD_MODES
-from ..relabel.bag import STORAGES
+from ..core.fields import add_options, option_values
+from ..core.settings import SegmenterSettings
 from ..relabel.cluster import ClusterSettings
-from ..relabel.job import OUTPUTS, SCOPES, RelabelSettings
-
-SETTINGS = ("top_k", "temperature", "metric", "ema_alpha", "switch_threshold", "threshold_mode", "min_consecutive",
-            "cooldown_s", "warmup_frames")
+from ..relabel.job import RelabelSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,31 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--labels-topic", default=None, help="bags: mono8 ground truth with the images' stamps (for mIoU)")
     i.add_argument("--rate-hz", type=float, default=10.0, help="folders: frame rate of the stamps (debounced replay)")
     j = p.add_argument_group("job")
-    j.add_argument("--batch-size", type=int, default=RelabelSettings.batch_size)
-    j.add_argument("--cluster-scale", type=float, default=ClusterSettings.scale,
-                   help="clustering distance, in units of the library's median centroid spacing")
-    j.add_argument("--min-cluster-size", type=int, default=ClusterSettings.min_size)
-    j.add_argument("--scope", choices=SCOPES, default=RelabelSettings.scope,
-                   help="cluster each recording on its own, or all recordings together")
-    j.add_argument("--output", choices=OUTPUTS, default=RelabelSettings.output,
-                   help="auto: a bag for bag inputs, PNG masks for folders")
-    j.add_argument("--namespace", default=RelabelSettings.namespace, help="topic namespace in the output bag")
-    j.add_argument("--storage", choices=STORAGES, default=RelabelSettings.storage, help="output bag storage")
-    j.add_argument("--no-compare", dest="compare", action="store_false",
-                   help="skip per-image SemLA and the debounced replay on the same frames")
-    j.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_options(j, RelabelSettings)
+    add_options(j, ClusterSettings, prefix="cluster_", aliases={"min_size": "--min-cluster-size"})
     j.add_argument("--restart", action="store_true", help="discard another job's state in --out")
     j.add_argument("--quiet", action="store_true", help="no progress bars")
     s = p.add_argument_group("retrieval and the debounced replay (default: the node's; --demo: the demo node's)")
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--temperature", type=float)
-    s.add_argument("--metric", choices=METRICS)
-    s.add_argument("--ema-alpha", type=float)
-    s.add_argument("--switch-threshold", type=float)
-    s.add_argument("--threshold-mode", choices=THRESHOLD_MODES)
-    s.add_argument("--min-consecutive", type=int)
-    s.add_argument("--cooldown-s", type=float)
-    s.add_argument("--warmup-frames", type=int)
+    add_options(s, SegmenterSettings, defaults=False)
     r = p.add_argument_group("Ray")
     r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run embedding and segmentation on Ray actors: a new local instance, or ADDRESS")
@@ -96,7 +74,7 @@ def engine_spec(args, recordings):
     from ..core.settings import SegmenterSettings
     from ..engine import EngineSpec
 
-    changes = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    changes = option_values(args, SegmenterSettings)
     classes = _classes(args, recordings)
     if args.demo:
         from ..demo import world
@@ -117,6 +95,12 @@ def engine_spec(args, recordings):
     return spec.replace(classes=classes) if classes else spec
 
 
+def relabel_settings(args) -> RelabelSettings:
+    """The job's settings the options describe."""
+    cluster = ClusterSettings(**option_values(args, ClusterSettings, prefix="cluster_"))
+    return RelabelSettings(**option_values(args, RelabelSettings), cluster=cluster)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..engine import EngineConfigError, build_engine
@@ -132,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                           for k, (path, r) in enumerate(zip(args.inputs, recordings))]
         spec = engine_spec(args, recordings)
         build = build_engine(spec).raise_for_errors()
-        settings = RelabelSettings(batch_size=args.batch_size, cluster=ClusterSettings(args.cluster_scale,
-                                                                                       args.min_cluster_size),
-                                   scope=args.scope, output=args.output, namespace=args.namespace,
-                                   storage=args.storage, compare=args.compare, threads=args.threads)
+        settings = relabel_settings(args)
         workers = None
         if args.ray is not None:
             from ..relabel.ray_runner import RayWorkers

@@ -28,15 +28,17 @@ MISSING = dataclasses.MISSING
 
 def setting(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False, live: bool = True, pattern: str | None = None,
-            doc: str | None = None, default_factory: Any = MISSING, option: bool = True) -> Any:
+            pattern_help: str | None = None, doc: str | None = None, default_factory: Any = MISSING,
+            option: bool = True) -> Any:
     """A dataclass field described by its metadata.
 
     low/high: inclusive bounds (low_open / high_open make them exclusive; the ROS layer needs inclusive ones).
-    live: the running node can change it without a restart. pattern: a regular expression a string must match.
+    live: the running node can change it without a restart. pattern: a regular expression a string must match
+    (pattern_help: what it means, for the error message).
     doc: the longer text of config/semla.yaml (default: help). option: False keeps it off the command line.
     """
     metadata = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-                "live": live, "pattern": pattern, "doc": doc or help, "option": option}
+                "live": live, "pattern": pattern, "pattern_help": pattern_help, "doc": doc or help, "option": option}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -57,18 +59,20 @@ class FieldInfo:
     high_open: bool = False
     live: bool = True
     pattern: str | None = None
+    pattern_help: str | None = None
     option: bool = True
 
     def range_text(self) -> str:
+        """'[1, 64]', '(0, inf)', ...: '(' and ')' where the bound is excluded."""
         if self.low is None and self.high is None:
             return ""
-        left = "-inf" if self.low is None else _number(self.low)
-        right = "inf" if self.high is None else _number(self.high)
-        return f"{'(' if self.low_open else '['}{left}, {right}{')' if self.high_open else ']'}"
+        left = "(-inf" if self.low is None else ("(" if self.low_open else "[") + _number(self.low)
+        right = "inf)" if self.high is None else _number(self.high) + (")" if self.high_open else "]")
+        return f"{left}, {right}"
 
 
 def _number(value) -> str:
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e7 else f"{value:g}"
 
 
 def _resolve(hint) -> tuple[type, bool, tuple]:
@@ -103,7 +107,8 @@ def fields(cls) -> tuple[FieldInfo, ...]:
                              help=meta.get("help", ""), doc=meta.get("doc", meta.get("help", "")),
                              low=meta.get("low"), high=meta.get("high"), low_open=meta.get("low_open", False),
                              high_open=meta.get("high_open", False), live=meta.get("live", True),
-                             pattern=meta.get("pattern"), option=meta.get("option", True)))
+                             pattern=meta.get("pattern"), pattern_help=meta.get("pattern_help"),
+                             option=meta.get("option", True)))
     return tuple(out)
 
 
@@ -112,36 +117,33 @@ def field_info(cls, name: str) -> FieldInfo:
 
 
 def check(info: FieldInfo, value: Any) -> str | None:
-    """Why `value` is not acceptable for the field, or None."""
+    """Why `value` is not acceptable for the field ("name: ..."), or None."""
     name = info.name
     if value is None:
-        return None if info.optional else f"{name} must not be None"
+        return None if info.optional else f"{name}: must be given, got None"
     if dataclasses.is_dataclass(info.kind):
-        return None if isinstance(value, info.kind) else f"{name} must be a {info.kind.__name__}, got {value!r}"
+        return None if isinstance(value, info.kind) else f"{name}: expected {info.kind.__name__}, got {value!r}"
     if info.kind is bool:
-        if not isinstance(value, (bool,)) and type(value).__name__ != "bool_":
-            return f"{name} must be true or false, got {value!r}"
-        return None
+        return None if isinstance(value, bool) or type(value).__name__ == "bool_" else \
+            f"{name}: expected bool, got {value!r}"
     if info.kind in (int, float):
         integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        if info.kind is int and not integral:
-            return f"{name} must be an integer, got {value!r}"
-        if info.kind is float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            return f"{name} must be a number, got {value!r}"
+        if (info.kind is int and not integral) or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"{name}: expected {info.kind.__name__}, got {value!r}"
         if not math.isfinite(value):
-            return f"{name} must be finite, got {value!r}"
+            return f"{name}: {value} is not finite"
         too_low = info.low is not None and (value <= info.low if info.low_open else value < info.low)
         too_high = info.high is not None and (value >= info.high if info.high_open else value > info.high)
         if too_low or too_high:
-            return f"{name} must be in {info.range_text()}, got {value!r}"
+            return f"{name}: {value!r} outside {info.range_text()}"
     if info.kind is str and not isinstance(value, str):
-        return f"{name} must be a string, got {value!r}"
+        return f"{name}: expected str, got {value!r}"
     if info.kind is tuple and not isinstance(value, (tuple, list)):
-        return f"{name} must be a sequence, got {value!r}"
+        return f"{name}: expected a list, got {value!r}"
     if info.choices and value not in info.choices:
-        return f"{name} must be one of {', '.join(map(str, info.choices))}, got {value!r}"
+        return f"{name}: {value!r} is not one of {', '.join(map(str, info.choices))}"
     if info.pattern and not re.fullmatch(info.pattern, value):
-        return f"{name}: {value!r} does not match {info.pattern}"
+        return f"{name}: {value!r} is not {info.pattern_help or info.pattern}"
     return None
 
 
@@ -165,11 +167,13 @@ def option_name(name: str, prefix: str = "") -> str:
     return "--" + (prefix + name).replace("_", "-")
 
 
-def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), defaults: bool = True) -> None:
+def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), defaults: bool = True,
+                aliases: dict[str, str] | None = None) -> None:
     """One `--name` option per declared field of `cls` (nested dataclasses and option=False fields left out).
 
-    defaults=False: every option defaults to None (`option_values` then returns only those given), for tools
-    whose defaults come from elsewhere (semla-relabel --demo: the demo node's settings).
+    prefix: put before each name (dest and option). defaults=False: every option defaults to None
+    (`option_values` then returns only those given), for tools whose defaults come from elsewhere
+    (semla-relabel --demo: the demo node's settings). aliases: field -> a further option string.
     """
     for info in fields(cls):
         if not info.option or dataclasses.is_dataclass(info.kind) or info.name in exclude \
@@ -188,7 +192,8 @@ def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), default
             kwargs["type"] = info.kind
         if info.choices:
             kwargs["choices"] = info.choices
-        parser.add_argument(option_name(info.name, prefix), **kwargs)
+        names = [option_name(info.name, prefix)] + ([aliases[info.name]] if aliases and info.name in aliases else [])
+        parser.add_argument(*names, **kwargs)
 
 
 def option_values(args: argparse.Namespace, cls, *, prefix: str = "", only=None, exclude=()) -> dict[str, Any]:

@@ -33,9 +33,9 @@ class SegmenterSettings:
 
     top_k: int = setting(5, low=1, high=64, help="Adapters fused per swap (paper default 5; best 7)",
                          doc="Adapters fused per swap (SemLA default 5; best in the paper 7).")
-    temperature: float = setting(0.05, low=1e-6, high=100.0,
-                                 help="Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
-                                 doc="Softmax temperature over 1/distance (SemLA default 0.05; best in the paper 0.01).")
+    temperature: float = setting(
+        0.05, low=1e-6, high=100.0, help="Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
+        doc="Softmax temperature over 1/distance (SemLA default 0.05; best in the paper 0.01).")
     metric: Metric = setting("euclidean", help="Distance between embedding and adapter centroids",
                              doc="Distance between embedding and adapter centroids: euclidean (SemLA) | cosine.")
     ema_alpha: float = setting(0.2, low=1e-6, high=1.0, help="EMA weight of the newest embedding",

@@ -31,6 +31,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..core import fields
+from ..core.fields import setting
 from ..core.library import AdapterLibrary
 from ..core.retrieval import retrieve, support_score
 from ..core.segmenter import InlineExecutor, SemlaSegmenter
@@ -44,22 +46,18 @@ LIBRARY_METHODS = METHODS[1:]
 
 @dataclass(frozen=True)
 class ProtocolSettings:
-    methods: tuple[str, ...] = METHODS
-    leave_one_out: bool = True
-    segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)   # retrieval + the node's debouncing
-    rate_hz: float = 10.0           # replay clock of semla-debounced
-    max_images: int | None = None   # per domain, first N in file order
+    methods: tuple[str, ...] = setting(METHODS, help="methods to run", option=False)
+    leave_one_out: bool = setting(True, help="remove the target domain's own adapter from uniform/semla/debounced")
+    segmenter: SegmenterSettings = setting(default_factory=SegmenterSettings,
+                                           help="retrieval + the node's debouncing")
+    rate_hz: float = setting(10.0, low=0.0, low_open=True, help="replay clock of semla-debounced")
+    max_images: int | None = setting(None, low=1, help="per domain, the first N in file order")
 
-    def validated(self) -> "ProtocolSettings":
+    def __post_init__(self):
+        fields.validate(self)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
-        self.segmenter.validated()
-        if not self.rate_hz > 0:
-            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images must be >= 1, got {self.max_images}")
-        return self
 
     def to_json(self) -> dict:
         """Flat: the protocol's own fields and the segmenter settings side by side."""
@@ -147,7 +145,7 @@ class Evaluator:
         self.predictor = predictor
         self.library = library
         self.navigator = navigator
-        self.settings = settings.validated()
+        self.settings = settings
         self.adapter_for = dict(adapter_for or {})
         needs_library = [m for m in self.settings.methods if m in LIBRARY_METHODS]
         if needs_library and (library is None or len(library) == 0):

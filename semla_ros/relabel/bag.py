@@ -15,12 +15,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..core.frames import mask_encoding, mask_pixels
 
-STORAGES = ("mcap", "sqlite3")
+Storage = Literal["mcap", "sqlite3"]
+STORAGES: tuple[str, ...] = get_args(Storage)
 
 
 def message_dirs() -> list[Path]:
