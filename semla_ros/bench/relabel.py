@@ -64,11 +64,14 @@ def debounced(build, images, rate_hz=10.0):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from semla_ros.core.fields import add_options
+    from semla_ros.relabel.job import RelabelSettings
+
     parser = argparse.ArgumentParser(prog="semla-bench relabel", description=__doc__.splitlines()[0])
     parser.add_argument("--sequence", default="clear:6,fog:6,night:6,tunnel:6,rain:6",
                         help="demo drive, domain:seconds at 10 Hz")
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions of the three methods")
-    parser.add_argument("--batch-size", type=int, default=16)
+    add_options(parser, RelabelSettings, only=("batch_size",))
     parser.add_argument("--cache-dir", type=Path, default=None, help="demo asset cache (default SEMLA_DEMO_CACHE)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a busy CPU)")
     parser.add_argument("--no-job", action="store_true", help="skip the end-to-end semla-relabel job")

@@ -124,7 +124,7 @@ def check(info: FieldInfo, value: Any) -> str | None:
     if dataclasses.is_dataclass(info.kind):
         return None if isinstance(value, info.kind) else f"{name}: expected {info.kind.__name__}, got {value!r}"
     if info.kind is bool:
-        return None if isinstance(value, bool) or type(value).__name__ == "bool_" else \
+        return None if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_") else \
             f"{name}: expected bool, got {value!r}"
     if info.kind in (int, float):
         integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -167,6 +167,12 @@ def option_name(name: str, prefix: str = "") -> str:
     return "--" + (prefix + name).replace("_", "-")
 
 
+def _options(cls, only, exclude) -> list[FieldInfo]:
+    """The fields that are command-line options (not nested dataclasses, not option=False)."""
+    return [info for info in fields(cls) if info.option and not dataclasses.is_dataclass(info.kind)
+            and info.name not in exclude and (only is None or info.name in only)]
+
+
 def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), defaults: bool = True,
                 aliases: dict[str, str] | None = None) -> None:
     """One `--name` option per declared field of `cls` (nested dataclasses and option=False fields left out).
@@ -175,10 +181,7 @@ def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), default
     (`option_values` then returns only those given), for tools whose defaults come from elsewhere
     (semla-relabel --demo: the demo node's settings). aliases: field -> a further option string.
     """
-    for info in fields(cls):
-        if not info.option or dataclasses.is_dataclass(info.kind) or info.name in exclude \
-                or (only is not None and info.name not in only):
-            continue
+    for info in _options(cls, only, exclude):
         default = info.default if defaults else None
         help_text = info.help + ("" if not info.range_text() else f"; {info.range_text()}")
         if defaults:
@@ -199,9 +202,7 @@ def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), default
 def option_values(args: argparse.Namespace, cls, *, prefix: str = "", only=None, exclude=()) -> dict[str, Any]:
     """The fields of `cls` that `add_options` put on `args` (None values, options not given, left out)."""
     out = {}
-    for info in fields(cls):
-        if info.name in exclude or (only is not None and info.name not in only):
-            continue
+    for info in _options(cls, only, exclude):
         value = getattr(args, prefix + info.name, None)
         if value is not None:
             out[info.name] = tuple(value) if info.kind is tuple else value
