@@ -20,8 +20,8 @@ from semla_ros.engine.spec import EngineSpec
 from semla_ros.evaluation.protocol import ProtocolSettings
 from semla_ros.relabel.cluster import ClusterSettings
 from semla_ros.relabel.job import RelabelSettings
-from semla_ros.training.lora import TrainSettings
 from semla_ros.training.loop import LoopSettings
+from semla_ros.training.lora import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DECLARED = (SegmenterSettings, CoverageSettings, ProtocolSettings, ClusterSettings, RelabelSettings, LoopSettings,
