@@ -139,10 +139,14 @@ def test_semla_relabel_takes_every_segmenter_setting_and_they_reach_the_engine_s
     assert relabel_settings(args) == RelabelSettings(cluster=ClusterSettings(scale=0.7, min_size=4), compare=False)
     default = engine_spec(parser.parse_args(["d", "--out", "o", "--model", "tiny", "--library", "lib"]), [])
     assert default.settings == SegmenterSettings()
+    assert (default.navigator, default.device, default.checkpoint) == ("tower", "cpu", "")   # offline defaults
+    with pytest.raises(ValueError, match="device: 'gpu' is not auto, cpu, cuda or cuda:N"):
+        engine_spec(parser.parse_args(["d", "--out", "o", "--model", "tiny", "--library", "lib", "--device", "gpu"]),
+                    [])
 
 
 def test_semla_eval_and_the_benchmarks_read_their_defaults_from_the_settings():
-    from semla_ros.bench import fusion, library, onnx
+    from semla_ros.bench import fusion, library, onnx, tensorrt
     from semla_ros.cli.evaluate import NOT_REPLAYED, build_parser, settings_from
 
     parser = build_parser()
@@ -153,7 +157,7 @@ def test_semla_eval_and_the_benchmarks_read_their_defaults_from_the_settings():
     assert (settings.leave_one_out, settings.max_images, settings.rate_hz) == (False, 3, ProtocolSettings().rate_hz)
     replayed = {f.name for f in dataclasses.fields(SegmenterSettings)} - set(NOT_REPLAYED)
     assert replayed <= _dests(parser) and not set(NOT_REPLAYED) & _dests(parser)
-    for module in (fusion, library, onnx):
+    for module in (fusion, library, onnx, tensorrt):
         source = Path(module.__file__).read_text()
         assert '"--top-k", type=int, default=' not in source, module.__name__
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..core.fields import add_options, option_values
 from ..core.settings import SegmenterSettings
+from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..demo.training_table import DEFAULT_SEEDS
 from ..evaluation.protocol import METHODS, ProtocolSettings
 from ..training.loop import LOSSES, LoopSettings
@@ -26,6 +27,7 @@ from ..training.loop import LOSSES, LoopSettings
 
 # What the protocol replays does not depend on the cache size and embedding rate.
 NOT_REPLAYED = ("embed_every_n", "adapter_cache_mb")
+ENGINE_OPTIONS = ("checkpoint", "allow_random_weights", "navigator", "device", "sliding_window")
 
 
 def _protocol_args(p: argparse.ArgumentParser) -> None:
@@ -44,15 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, required=True, help="dataset root: classes.txt + <domain>/{images,labels}")
     r.add_argument("--domains", nargs="+", default=None, help="subset / order of domains (default: all, sorted)")
     r.add_argument("--model", required=True, help="registry name or CatSegConfig JSON")
-    r.add_argument("--checkpoint", default=None)
-    r.add_argument("--allow-random-weights", action="store_true")
     r.add_argument("--library", action="append", default=[], metavar="[LABEL=]DIR",
                    help="adapter library; repeat with labels to compare libraries (e.g. std=A rrqr=B)")
     r.add_argument("--adapter-for", action="append", default=[], metavar="DOMAIN=ADAPTER",
                    help="the target adapter of a domain when its name differs from the domain's")
-    r.add_argument("--navigator", default="tower", help="'tower' or 'openclip:ViT-L-14/openai'")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--sliding-window", action="store_true", help="SemLA's sliding-window inference path")
+    add_options(r, EngineSpec, only=ENGINE_OPTIONS, overrides=OFFLINE_DEFAULTS)
     r.add_argument("--out", type=Path, required=True)
     _protocol_args(r)
 
@@ -117,7 +115,7 @@ def _libraries(specs) -> dict[str, Path]:
 
 
 def cmd_run(args) -> int:
-    from ..engine import EngineSpec, build_engine
+    from ..engine import build_engine
     from ..evaluation.dataset import open_dataset
     from ..evaluation.protocol import CachedNavigator
     from ..evaluation.report import evaluate_libraries, write_outputs
@@ -126,9 +124,8 @@ def cmd_run(args) -> int:
     libraries = _libraries(args.library)
     domains = open_dataset(args.data, args.domains)
     classes = tuple(next(iter(domains.values())).classes)
-    spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device,
-                      sliding_window=args.sliding_window, classes=classes, settings=settings.segmenter)
+    spec = EngineSpec(model_config=args.model, classes=classes, settings=settings.segmenter,
+                      **option_values(args, EngineSpec, only=ENGINE_OPTIONS))
     build = build_engine(spec).raise_for_errors()
     navigator = CachedNavigator(build.navigator)
     start = time.monotonic()

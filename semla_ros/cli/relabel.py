@@ -16,8 +16,11 @@ from pathlib import Path
 
 from ..core.fields import add_options, option_values
 from ..core.settings import SegmenterSettings
+from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..relabel.cluster import ClusterSettings
 from ..relabel.job import RelabelSettings
+
+ENGINE_OPTIONS = ("checkpoint", "allow_random_weights", "navigator", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "the demo node's debounce settings); built if missing")
     m.add_argument("--cache-dir", type=Path, default=None, help="--demo: asset cache (default SEMLA_DEMO_CACHE)")
     m.add_argument("--model", help="CAT-Seg config: registry name or CatSegConfig JSON")
-    m.add_argument("--checkpoint", default=None)
-    m.add_argument("--allow-random-weights", action="store_true", help="smoke tests only")
     m.add_argument("--library", default=None, help="adapter library (SemLA loradb layout)")
-    m.add_argument("--navigator", default="tower", help="'tower' or 'openclip:ViT-L-14/openai' (official)")
-    m.add_argument("--device", default="cpu")
+    add_options(m, EngineSpec, only=ENGINE_OPTIONS, overrides=OFFLINE_DEFAULTS)
     m.add_argument("--classes", default=None,
                    help="class names, comma-separated or a classes.txt (default: an input folder's classes.txt)")
     i = p.add_argument_group("inputs")
@@ -71,9 +71,6 @@ def _classes(args, recordings) -> tuple[str, ...] | None:
 
 def engine_spec(args, recordings):
     """The EngineSpec the options describe (--demo: the demo assets, built if missing)."""
-    from ..core.settings import SegmenterSettings
-    from ..engine import EngineSpec
-
     changes = option_values(args, SegmenterSettings)
     classes = _classes(args, recordings)
     if args.demo:
@@ -88,9 +85,8 @@ def engine_spec(args, recordings):
                           classes=classes or tuple(world.CLASS_NAMES), settings=settings)
     if not args.model or not args.library:
         raise ValueError("give --model (and --checkpoint) and --library, or --demo")
-    spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                      allow_random_weights=args.allow_random_weights, library_path=args.library,
-                      navigator=args.navigator, device=args.device,
+    spec = EngineSpec(model_config=args.model, library_path=args.library, **option_values(args, EngineSpec,
+                                                                                          only=ENGINE_OPTIONS),
                       settings=SegmenterSettings().replace(**changes))
     return spec.replace(classes=classes) if classes else spec
 

@@ -174,15 +174,16 @@ def _options(cls, only, exclude) -> list[FieldInfo]:
 
 
 def add_options(parser, cls, *, prefix: str = "", only=None, exclude=(), defaults: bool = True,
-                aliases: dict[str, str] | None = None) -> None:
+                aliases: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> None:
     """One `--name` option per declared field of `cls` (nested dataclasses and option=False fields left out).
 
     prefix: put before each name (dest and option). defaults=False: every option defaults to None
     (`option_values` then returns only those given), for tools whose defaults come from elsewhere
     (semla-relabel --demo: the demo node's settings). aliases: field -> a further option string.
+    overrides: field -> the tool's own default (an offline tool defaults to the CPU and the demo navigator).
     """
     for info in _options(cls, only, exclude):
-        default = info.default if defaults else None
+        default = (overrides or {}).get(info.name, info.default) if defaults else None
         help_text = info.help + ("" if not info.range_text() else f"; {info.range_text()}")
         if defaults:
             help_text += " (default: %(default)s)"

@@ -15,6 +15,10 @@ from ..core import fields
 from ..core.fields import setting
 from ..core.settings import SegmenterSettings
 
+# What the offline command-line tools (semla-relabel, semla-eval run) default to instead: the CPU and the
+# demo's navigator (a real library names its own, e.g. openclip:ViT-L-14/openai).
+OFFLINE_DEFAULTS = {"navigator": "tower", "device": "cpu"}
+
 Backend = Literal[BACKENDS]
 Precision = Literal[PRECISIONS]
 
