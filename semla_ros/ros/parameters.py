@@ -144,6 +144,8 @@ def parameter_name(owner: type, name: str) -> str:
 
 
 def _spec(owner: type, info: FieldInfo) -> Spec:
+    if info.kind in (int, float) and (info.low is None or info.high is None or info.low_open or info.high_open):
+        raise TypeError(f"{owner.__name__}.{info.name}: a ROS parameter needs an inclusive range (low and high)")
     default = list(info.default) if info.kind is tuple else info.default
     return Spec(parameter_name(owner, info.name), default, info.help, read_only=not info.live, low=info.low,
                 high=info.high, choices=tuple(info.choices),
