@@ -32,7 +32,7 @@ from ..core import fields
 from ..core.fields import setting
 from .bag import MaskBagWriter, Storage
 from .cluster import ClusterSettings, cluster_embeddings
-from .recording import safe_name
+from .recording import RecordingError, safe_name
 from .state import FrameTable, JobFolder, write_atomic, write_json
 from .work import (EmbeddedBatch, Fusion, activate_fusion, cluster_fusion, embed_recording, frame_support,
                    segment_batches)
@@ -158,7 +158,12 @@ class RelabelJob:
         if len(set(names)) != len(names) or any(safe_name(n) != n for n in names):
             raise ValueError(f"recording names must be unique plain file names, got {names}")
         self.by_name = {r.name: r for r in self.recordings}
+        empty = [r.path for r in self.recordings if r.count == 0]
+        if empty:
+            raise RecordingError(f"nothing to relabel in {', '.join(map(str, empty))}: no image "
+                                 f"{'message on the topic' if self.recordings[0].kind == 'bag' else 'file'}")
         self.folder = JobFolder(out)
+        self.folder.check_target([r.path for r in self.recordings])
         self.workers = workers or LocalWorkers(build)
         self.restart = restart
         self.log = log
@@ -233,7 +238,14 @@ class RelabelJob:
             bar.update(len(b.indices) + len(b.skipped))
         bar.close()
         self.timings["embed_wall_s"] = time.perf_counter() - start
-        return {r.name: self.folder.frame_table(r.name, self.build.navigator.dim) for r in self.recordings}
+        tables = {r.name: self.folder.frame_table(r.name, self.build.navigator.dim) for r in self.recordings}
+        for rec in self.recordings:
+            table = tables[rec.name]
+            if len(table) == 0:
+                first = f"; first: {table.skipped[0][1]}" if table.skipped else ""
+                raise RecordingError(f"{rec.path}: no readable frame ({len(table.skipped)} unreadable{first}); "
+                                     "nothing relabelled")
+        return tables
 
     def cluster(self, tables: dict[str, FrameTable]) -> list[Cluster]:
         start = time.perf_counter()
