@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.fields import add_options, option_values
+from .ending import run_command
 from ..core.settings import SegmenterSettings
 from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..demo.training_table import DEFAULT_SEEDS
@@ -148,20 +149,19 @@ def cmd_export_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("semla-eval", evaluate, argv)
+
+
+def evaluate(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)   # recorded with the results they produce
-    try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "export-demo":
-            return cmd_export_demo(args)
-        from ..demo.eval_table import run_demo_table
+    args.argv = list(argv)   # recorded with the results they produce
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "export-demo":
+        return cmd_export_demo(args)
+    from ..demo.eval_table import run_demo_table
 
-        return run_demo_table(args, settings_from(args))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    return run_demo_table(args, settings_from(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..core.fields import add_options, option_values
+from .ending import run_command
 from ..core.settings import SegmenterSettings
 from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..relabel.cluster import ClusterSettings
@@ -98,39 +99,40 @@ def relabel_settings(args) -> RelabelSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("semla-relabel", relabel, argv,
+                       interrupted="what was finished is kept; rerun the same command to resume")
+
+
+def relabel(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from ..engine import EngineConfigError, build_engine
+    from ..engine import build_engine
     from ..relabel.job import RelabelJob
-    from ..relabel.recording import RecordingError, open_recording
-    from ..relabel.state import JobMismatch
+    from ..relabel.recording import open_recording
+    from ..relabel.state import JobFolder
 
-    try:
-        recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz) for path in args.inputs]
-        names = [r.name for r in recordings]
-        if len(set(names)) != len(names):
-            recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz, name=f"{r.name}-{k}")
-                          for k, (path, r) in enumerate(zip(args.inputs, recordings))]
-        spec = engine_spec(args, recordings)
-        build = build_engine(spec).raise_for_errors()
-        settings = relabel_settings(args)
-        workers = None
-        if args.ray is not None:
-            from ..relabel.ray_runner import RayWorkers
+    recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz) for path in args.inputs]
+    names = [r.name for r in recordings]
+    if len(set(names)) != len(names):
+        recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz, name=f"{r.name}-{k}")
+                      for k, (path, r) in enumerate(zip(args.inputs, recordings, strict=True))]
+    JobFolder(args.out).check_target([r.path for r in recordings])      # before the model loads
+    spec = engine_spec(args, recordings)
+    build = build_engine(spec).raise_for_errors()
+    settings = relabel_settings(args)
+    workers = None
+    if args.ray is not None:
+        from ..relabel.ray_runner import RayWorkers
 
-            workers = RayWorkers(spec, address=args.ray or None, workers=args.ray_workers,
-                                 cpus_per_worker=args.ray_cpus_per_worker)
-        job = RelabelJob(build, recordings, args.out, settings, workers=workers, restart=args.restart,
-                         progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
-        report = job.run()
-    except (RecordingError, JobMismatch, EngineConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"semla-relabel: {exc}", file=sys.stderr)
-        return 2
+        workers = RayWorkers(spec, address=args.ray or None, workers=args.ray_workers,
+                             cpus_per_worker=args.ray_cpus_per_worker)
+    job = RelabelJob(build, recordings, args.out, settings, workers=workers, restart=args.restart,
+                     progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
+    report = job.run()
     from ..relabel.report import markdown
 
     print(markdown(report))
     print(f"wrote {args.out}/report.md, report.json")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

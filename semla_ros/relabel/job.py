@@ -177,7 +177,7 @@ class RelabelJob:
     def _tqdm(**kwargs):
         from tqdm import tqdm
 
-        return tqdm(leave=False, **kwargs)
+        return tqdm(leave=False, disable=None, **kwargs)   # disable=None: no bar when stderr is no terminal
 
     # ------------------------------------------------------------------ what the job is
     @functools.cached_property
