@@ -29,8 +29,9 @@ import numpy as np
 from .debounce import DomainShiftDebouncer, resolve_threshold
 from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
-from .retrieval import Retrieval, distances, retrieve, scale_free_support, support_score
+from .retrieval import Retrieval, retrieve, support_score
 from .settings import SegmenterSettings
+from .support import Support, frame_support
 from .trigger import RetrievalRule
 
 REASONS = ("startup", "shift", "manual", "reload")
@@ -72,23 +73,6 @@ class ActiveFusion:
     entries: tuple = ()
     weights: tuple[float, ...] = ()
     query: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class Support:
-    """How well the library, and the fusion the model runs, cover the newest embedding (nan: none yet).
-
-    `library` is eq. 15 of retrieval's top-K (as published by SemLA); `active` is eq. 15 of the
-    active fusion's own adapters and weights, for the same embedding (nan while the base model runs).
-    The scale-free ones are multiplied by the library's median centroid spacing: comparable across
-    libraries and navigators (1: the adapters are as far as two typical centroids are apart)."""
-
-    library: float = math.nan
-    scale_free: float = math.nan
-    active: float = math.nan
-    active_scale_free: float = math.nan
-    top_adapter: str = ""      # per-frame retrieval's top-1 for the newest embedding
-    active_is_top: bool = False  # the active fusion's first (heaviest) adapter is that top-1
 
 
 @dataclass
@@ -396,17 +380,12 @@ class SemlaSegmenter:
     def _supports(self) -> Support:
         """The support numbers of the newest embedding, for the library and for the fusion now active."""
         e, r, library, active = self._embedding, self._retrieval, self._library, self._active
-        if e is None or r is None or library is None or len(r.indices) == 0 or r.indices[0] >= len(library):
+        if e is None or r is None or library is None:
             return Support()
-        spacing = library.median_inter_centroid_distance
-        top = library.names[int(r.indices[0])]
-        out = dict(library=r.support, scale_free=scale_free_support(r.weights, r.distances, spacing), top_adapter=top)
-        if active is not None and active.entries:
-            d = distances(e, np.stack([entry.centroid for entry in active.entries]), self._settings.metric)
-            out.update(active=support_score(active.weights, d),
-                       active_scale_free=scale_free_support(active.weights, d, spacing),
-                       active_is_top=active.entries[0].name == top)
-        return Support(**out)
+        entries = active.entries if active is not None else ()
+        return frame_support(e, library, r, self._settings.metric, [entry.name for entry in entries],
+                             active.weights if entries else (),
+                             np.stack([entry.centroid for entry in entries]) if entries else None)
 
     def _prefetch(self, library: AdapterLibrary, rows) -> None:
         """A shift is being confirmed: read the adapters this frame retrieves into the library's cache
