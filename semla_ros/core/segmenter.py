@@ -97,6 +97,18 @@ class FrameResult:
     time_s: float = math.nan   # the frame's time the debouncer used
 
 
+@dataclass(frozen=True)
+class _EmbeddingJob:
+    """A frame handed to the navigator: its embedding is fed to the debouncer at the frame's time, unless
+    time ran back (a new epoch) while it was in flight."""
+
+    future: Future
+    stamp: object
+    time_s: float
+    epoch: int
+    image: np.ndarray
+
+
 @dataclass
 class _Staged:
     """An adaptation ready to swap in (fused is None: its failure)."""
@@ -133,8 +145,8 @@ class SemlaSegmenter:
         self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
         self._embed_executor = executor if executor is not None else ThreadPoolExecutor(
             1, thread_name_prefix="semla-navigator")
-        self._embedding_job: tuple | None = None   # (future, stamp, time, epoch, image) of the frame being embedded
-        self._embedded_frame: tuple = (None, None, math.nan)   # (stamp, image, time) of the newest embedding
+        self._embedding_job: _EmbeddingJob | None = None   # the frame being embedded
+        self._embedded_frame: _EmbeddingJob | None = None  # the frame of the newest embedding
         self._embedding: np.ndarray | None = None  # the newest embedding and its retrieval
         self._retrieval: Retrieval | None = None
         self._epoch = 0                            # bumped when time runs backwards
@@ -288,9 +300,7 @@ class SemlaSegmenter:
                 consecutive=decision.consecutive if decision is not None else 0,
                 active_adapters=len(active.entries) if active is not None else 0,
                 embedded=embedded, fusion=fusion, model_ms=model_ms, supports=self._supports(), time_s=now,
-                embedding=self._embedding if embedded else None,
-                **(dict(zip(("embedded_stamp", "embedded_image", "embedded_time_s"), self._embedded_frame))
-                   if embedded else {}))
+                **(self._embedded_fields() if embedded else {}))
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:
@@ -330,7 +340,7 @@ class SemlaSegmenter:
         due = self._frame % self._settings.embed_every_n == 0 or (self._request and debouncer.ema is None)
         if due and self._embedding_job is None:
             future = self._embed_executor.submit(self.navigator.embed, [image_rgb])
-            self._embedding_job = (future, stamp, now, self._epoch, image_rgb)
+            self._embedding_job = _EmbeddingJob(future, stamp, now, self._epoch, image_rgb)
             decision = self._collect_embedding() or decision   # an inline executor has finished it already
         if self._request is not None and not debouncer.warming_up and debouncer.ema is not None:
             request, self._request = self._request, None   # adapt for the current EMA now
@@ -342,15 +352,20 @@ class SemlaSegmenter:
     def _collect_embedding(self):
         """Feed the embedding in flight to the debouncer if it is ready (dropped if time ran back since)."""
         job = self._embedding_job
-        if job is None or not job[0].done():
+        if job is None or not job.future.done():
             return None
         self._embedding_job = None
-        future, stamp, embedded_time, epoch, image = job
-        embedding = future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
-        if epoch != self._epoch:
+        embedding = job.future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
+        if job.epoch != self._epoch:
             return None
-        self._embedded_frame = (stamp, image, embedded_time)
-        return self._decide(embedding, stamp, embedded_time)
+        self._embedded_frame = job
+        return self._decide(embedding, job.stamp, job.time_s)
+
+    def _embedded_fields(self) -> dict:
+        """FrameResult's fields for the embedding that reached the debouncer on this frame."""
+        job = self._embedded_frame
+        return dict(embedding=self._embedding, embedded_stamp=job.stamp, embedded_image=job.image,
+                    embedded_time_s=job.time_s)
 
     def _decide(self, embedding, stamp, now):
         """One embedding: debouncer update, support, and the adaptation it asks for."""
