@@ -60,7 +60,8 @@ def train_library(model, navigator, train_root: Path, library: Path, settings, l
     """One adapter per training domain into `library` (kept when its metadata says it was trained with
     these settings on this base model). Returns {entry: its metadata + "trained_now"}."""
     from ..evaluation.dataset import open_dataset
-    from ..training.lora import base_model_id, domain_centroid, save_entry, train_adapter
+    from ..training.entries import train_entry
+    from ..training.lora import base_model_id
 
     fingerprint = base_model_id(model)
     done = {}
@@ -72,13 +73,9 @@ def train_library(model, navigator, train_root: Path, library: Path, settings, l
             if same and meta.get("base_model") == fingerprint:
                 done[name] = {**meta, "trained_now": False}
                 continue
-        pairs = list(folder.pairs())
-        images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-        trained = train_adapter(model, folder.classes, images, labels, name, settings)
-        path = save_entry(trained, library, domain_centroid(navigator, images),
-                          {"navigator": navigator.id, "domain": name, "classes": list(folder.classes),
-                           "base_model": fingerprint, "data": str(folder.path)}, overwrite=True)
-        done[name] = {**json.loads((path / "metadata.json").read_text()), "trained_now": True}
-        log(f"  {library.name}/{name}: loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} "
-            f"({trained.seconds:.0f} s)")
+        made = train_entry(folder.path, library, settings, lambda: (model, navigator), name=name, overwrite=True,
+                           show_progress=False)
+        done[name] = {**json.loads((made.path / "metadata.json").read_text()), "trained_now": True}
+        losses = made.trained.losses
+        log(f"  {library.name}/{name}: loss {losses[0]:.4f} -> {losses[-1]:.4f} ({made.trained.seconds:.0f} s)")
     return done
