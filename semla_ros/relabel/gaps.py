@@ -28,6 +28,7 @@ import numpy as np
 from ..core.capture import CLASSES, IMAGES, read_capture
 from ..core.coverage import CoverageSettings
 from ..core.retrieval import distances
+from ..core.support import relative_distance
 from .cluster import ClusterSettings, cluster_embeddings
 
 PSEUDO_NOTE = ("labels/ holds PSEUDO-LABELS: masks predicted by the current model (with this proposal's SemLA "
@@ -61,6 +62,10 @@ def propose(names, embeddings, library, settings: ClusterSettings = ClusterSetti
                          "they come from another navigator")
     spacing = library.median_inter_centroid_distance
     labels = cluster_embeddings(x, spacing, settings)
+
+    def rel(v):
+        return float(v / spacing) if math.isfinite(spacing) and spacing > 0 else math.nan
+
     out = []
     for k in range(int(labels.max()) + 1):
         rows = np.flatnonzero(labels == k)
@@ -68,7 +73,6 @@ def propose(names, embeddings, library, settings: ClusterSettings = ClusterSetti
         d = distances(centroid, library.centroids)
         order = np.argsort(d, kind="stable")[:nearest]
         per_frame = np.array([distances(x[i], library.centroids).min() for i in rows])
-        rel = (lambda v: float(v / spacing) if math.isfinite(spacing) and spacing > 0 else math.nan)
         out.append(Proposal(f"{prefix}-{k:03d}", [names[i] for i in rows], centroid,
                             [(library.names[i], float(d[i]), rel(d[i])) for i in order], rel(per_frame.mean())))
     out.sort(key=lambda p: -len(p.frames))
@@ -109,10 +113,9 @@ def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettin
         rec = item["name"]
         table = folder.frame_table(rec, library.dim)
         total += len(table)
-        spacing = library.median_inter_centroid_distance
         for pos, name in enumerate(table.names):
-            nearest = distances(table.embeddings[pos], library.centroids).min()
-            if math.isfinite(spacing) and nearest / spacing > max_relative_distance:
+            _, relative = relative_distance(table.embeddings[pos], library)
+            if math.isfinite(relative) and relative > max_relative_distance:
                 names.append(f"{rec}/{name}")
                 embeddings.append(table.embeddings[pos])
     proposals = propose(names, np.array(embeddings).reshape(len(names), -1) if names else np.zeros((0, library.dim)),
