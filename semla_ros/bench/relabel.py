@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 
 
-def per_image(build, images):
-    from semla_ros.relabel.compare import PerImageSemla
+def per_image(build, images, rate_hz=10.0):
+    from semla_ros.evaluation.replay import per_image as per_image_settings
+    from semla_ros.relabel.compare import replay_on
 
-    method = PerImageSemla(build)
-    try:
-        return [method.process(image) for image in images], method.fusions
-    finally:
-        method.close()
+    with replay_on(build, per_image_settings(build.spec.settings)) as method:
+        return [method.process(image, i / rate_hz).class_ids for i, image in enumerate(images)], method.fusions
 
 
 def per_cluster(build, images, batch_size, cluster_settings):
@@ -54,13 +52,10 @@ def per_cluster(build, images, batch_size, cluster_settings):
 
 
 def debounced(build, images, rate_hz=10.0):
-    from semla_ros.relabel.compare import DebouncedReplay
+    from semla_ros.relabel.compare import replay_on
 
-    replay = DebouncedReplay(build)
-    try:
-        return [replay.process(image, i / rate_hz) for i, image in enumerate(images)], replay.fusions
-    finally:
-        replay.close()
+    with replay_on(build, build.spec.settings) as replay:
+        return [replay.process(image, i / rate_hz).class_ids for i, image in enumerate(images)], replay.fusions
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,8 @@ import numpy as np
 from . import fields
 from .capture import GapCapture
 from .fields import setting
-from .retrieval import distances, retrieve, scale_free_support
+from .retrieval import retrieve
+from .support import frame_support, relative_distance
 
 # The values of semla_ros/msg/CoverageStatus's status constants.
 COVERED, GAP_SUSPECTED, GAP = 0, 1, 2
@@ -145,11 +146,9 @@ class CoverageMonitor:
         a time going backwards (a bag replayed in a loop) restarts the limit."""
         s = self._settings
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
-        spacing = library.median_inter_centroid_distance
-        nearest = float(distances(e, library.centroids, "euclidean").min())
-        relative = nearest / spacing if math.isfinite(spacing) and spacing > 0 else math.nan
+        nearest, relative = relative_distance(e, library)
         r = retrieve(e, library.centroids, retrieval.top_k, retrieval.temperature, retrieval.metric)
-        support = scale_free_support(r.weights, r.distances, spacing)
+        support = frame_support(e, library, r, retrieval.metric).scale_free
         uncovered = bool((math.isfinite(relative) and relative > s.max_relative_distance)
                          or (s.min_scale_free_support > 0 and math.isfinite(support)
                              and support < s.min_scale_free_support))
