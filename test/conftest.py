@@ -60,3 +60,7 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The real-process fixtures (a node with params, the synthetic camera, a probe), stopped after each test.
+from ros_harness import probe, run_camera, run_node  # noqa: E402,F401
