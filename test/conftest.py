@@ -62,5 +62,6 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-# The real-process fixtures (a node with params, the synthetic camera, a probe), stopped after each test.
-from ros_harness import probe, run_camera, run_node  # noqa: E402,F401
+# The real-process fixtures (a node with params, the synthetic camera, any process, a probe), stopped after
+# each test.
+from ros_harness import probe, run_camera, run_node, run_process  # noqa: E402,F401

@@ -31,11 +31,15 @@ def child_env(**extra: str) -> dict:
     return processes.child_env(**extra)
 
 
+def camera_command(schedule: str, rate: float, *options: str) -> list[str]:
+    """The synthetic camera publishing FRAME_SIZE frames on /t/image."""
+    return processes.synthetic_camera_command(schedule, rate, f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "/t/image",
+                                              *options)
+
+
 def start_camera(schedule: str, rate: float, *options: str, capture: bool = False) -> subprocess.Popen:
     """The synthetic camera process publishing FRAME_SIZE frames on /t/image."""
-    command = processes.synthetic_camera_command(schedule, rate, f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "/t/image",
-                                                 *options)
-    return processes.start(command, capture=capture)
+    return processes.start(camera_command(schedule, rate, *options), capture=capture)
 
 
 class NodeProcess:
@@ -236,18 +240,28 @@ def run_node(tmp_path, ros_domain_id):
 
 
 @pytest.fixture
-def run_camera(ros_domain_id):
-    """Start the synthetic camera: `run_camera(schedule, rate, *options, capture=False)` -> Popen,
+def run_process(ros_domain_id):
+    """Start any process: `run_process(command, log_path=None, capture=False)` -> Popen (processes.start),
     terminated after the test."""
     started: list[subprocess.Popen] = []
 
-    def start(schedule: str, rate: float, *options: str, capture: bool = False) -> subprocess.Popen:
-        camera = start_camera(schedule, rate, *options, capture=capture)
-        started.append(camera)
-        return camera
+    def start(command: list[str], log_path: Path | None = None, capture: bool = False) -> subprocess.Popen:
+        started.append(processes.start(command, log_path, capture=capture))
+        return started[-1]
 
     yield start
-    for camera in started:
-        processes.stop(camera, signal.SIGTERM)
-        if camera.stdout is not None:
-            camera.stdout.close()
+    for process in started:
+        processes.stop(process, signal.SIGTERM)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.fixture
+def run_camera(run_process):
+    """Start the synthetic camera: `run_camera(schedule, rate, *options, capture=False)` -> Popen,
+    terminated after the test."""
+
+    def start(schedule: str, rate: float, *options: str, capture: bool = False) -> subprocess.Popen:
+        return run_process(camera_command(schedule, rate, *options), capture=capture)
+
+    return start
