@@ -55,7 +55,7 @@ class NodeProcess:
         self.log_path = tmp_path / f"{name}.log"
         self.exit_code: int | None = None   # set by stop()
         self.proc = processes.start(processes.node_command(self.params_file, namespace, *ros_args), self.log_path,
-                                    env=child_env(**(env or {})))
+                                    env=child_env(**(env or {})), cwd=REPO)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -29,6 +29,8 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 from ros_harness import (FRAME_SIZE, NodeProcess, Probe, build_test_library, png_bytes,  # noqa: E402
                          tiny_node_params)
 
+pytestmark = pytest.mark.ros   # each test starts the node in its own process
+
 NODE = "/t/semla_segmenter"
 
 

@@ -13,6 +13,8 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from ros_harness import build_test_library, call_trigger, tiny_node_params  # noqa: E402
 
+pytestmark = pytest.mark.ros   # each test starts the node in its own process
+
 
 def _diagnostics_text(probe) -> str:
     return " | ".join(f"{k}={v}" for k, v in probe.diag().items())

@@ -20,6 +20,8 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from ros_harness import build_test_library, tiny_node_params  # noqa: E402
 
+pytestmark = pytest.mark.ros   # each test starts the node in its own process
+
 
 def _call_trigger(probe, name):
     from std_srvs.srv import Trigger

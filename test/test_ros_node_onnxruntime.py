@@ -13,6 +13,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
 from ros_harness import FRAME_SIZE, tiny_node_params  # noqa: E402
 
+pytestmark = pytest.mark.ros   # each test starts the node in its own process
+
 
 @pytest.mark.slow
 def test_node_serves_through_onnxruntime_once_built(tmp_path, probe, run_node, run_camera):

@@ -54,7 +54,7 @@ def demo_camera_command(namespace: str, **parameters) -> list[str]:
 
 
 def start(command: list[str], log_path: Path | None = None, env: dict | None = None, capture: bool = False,
-          cwd: Path | None = REPO) -> subprocess.Popen:
+          cwd: Path | None = None) -> subprocess.Popen:
     """Start `command`; stdout and stderr go to `log_path` (or a pipe with `capture`, else nowhere).
 
     `env` defaults to child_env()."""
