@@ -57,6 +57,7 @@ def test_missing_checkpoint_reported_once_node_stays_up(tmp_path, probe, run_nod
     assert len(lines) == 1 and "ERROR" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_missing_library_runs_base_model_until_reloaded(tmp_path, probe, run_node, run_camera):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image

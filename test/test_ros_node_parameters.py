@@ -21,7 +21,7 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from ros_harness import FRAME_SIZE, build_test_library, tiny_node_params  # noqa: E402
 
-pytestmark = pytest.mark.ros   # each test starts the node in its own process
+pytestmark = [pytest.mark.ros, pytest.mark.slow]   # each test starts the node in its own process
 
 
 def _parameter(name, value):

@@ -27,7 +27,7 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from ros_harness import FRAME_SIZE, build_test_library, tiny_node_params  # noqa: E402
 
-pytestmark = pytest.mark.ros   # each test starts the node in its own process
+pytestmark = [pytest.mark.ros, pytest.mark.slow]   # each test starts the node in its own process
 
 STATIONARY_FRAMES = 3   # processed day frames after the startup swap (+1 for the swap frame itself)
 FRAMES_AFTER_SHIFT = 2  # processed night frames after the shift swap
