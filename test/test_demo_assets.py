@@ -22,6 +22,7 @@ from semla_ros.demo import build_assets as ba
 from semla_ros.evaluation.metrics import confusion_matrix, mean_iou
 from semla_ros.demo import world
 
+pytestmark = pytest.mark.slow   # the module's asset build takes minutes
 DOMAINS = ("clear", "night", "fog", "tunnel")
 SHIFTED = ("night", "fog", "tunnel")
 PARAMS = dataclasses.replace(ba.TEST_PARAMS, domains=DOMAINS)
