@@ -10,7 +10,7 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from ros_harness import FRAME_SIZE, tiny_node_params  # noqa: E402
 
-pytestmark = pytest.mark.ros   # each test starts the node in its own process
+pytestmark = [pytest.mark.ros, pytest.mark.slow]   # each test starts the node in its own process
 
 
 def test_compressed_input(tmp_path, probe, run_node):
