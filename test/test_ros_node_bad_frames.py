@@ -65,7 +65,7 @@ def test_bad_frames_dropped_and_counted(tmp_path, probe, run_node):
                          f"the mask of {msg.header.frame_id}")
 
     send_good(0)
-    for index, (kind, bad) in enumerate(bad_frames.items(), start=1):
+    for index, (_kind, bad) in enumerate(bad_frames.items(), start=1):
         publisher.publish(bad)
         send_good(index)
 

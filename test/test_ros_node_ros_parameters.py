@@ -143,7 +143,7 @@ def test_ros_owned_parameters_live_dump_load_and_restart_from_the_dump(tmp_path,
     probe.wait_running(restarted)
     client = cli._client(probe, NODE)
     reply = cli._result(probe, client.get_parameters(list(dumped)), "get after restart")
-    again = dict(zip(dumped, (parameter_value_to_python(v) for v in reply.values)))
+    again = dict(zip(dumped, (parameter_value_to_python(v) for v in reply.values), strict=True))
     assert again == dumped
     still_publishing("the restart from the dump", restarted)
 

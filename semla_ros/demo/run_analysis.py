@@ -106,7 +106,7 @@ def print_summary(swaps, rows, build_info, timings, out_png, report) -> None:
     print(f"held-out retrieval top-1 (build check): {report['retrieval_top1_accuracy']:.1%}")
     print("\nswaps (t = seconds since the first frame; 'after change' = time since the camera's domain changed):")
     for s in swaps:
-        fused = ", ".join(f"{n}:{w:.2f}" for n, w in zip(s["adapters"], s["weights"]))
+        fused = ", ".join(f"{n}:{w:.2f}" for n, w in zip(s["adapters"], s["weights"], strict=True))
         since = "" if s["since_change_s"] is None else f", {s['since_change_s']:.1f} s after change to {s['domain']}"
         print(f"  t={s['t']:6.1f}s  {s['reason']:8s} [{fused}]  fusion {s['fusion_ms']:.0f} ms{since}")
     if not swaps:
