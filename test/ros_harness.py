@@ -2,7 +2,7 @@
 from this process, and build a small adapter library whose centroids are real navigator
 embeddings of the synthetic camera's domains.
 
-The fixtures at the end (`probe`, `run_node`, `run_camera`; conftest.py makes them available) start
+The fixtures at the end (`probe`, `run_node`, `run_camera`, `run_process`; conftest.py makes them available) start
 these and always stop them, so a test needs no try/finally. Starting, signalling and stopping the
 processes is semla_ros.ros.processes, as for `semla-demo` and `semla-bench node`.
 
