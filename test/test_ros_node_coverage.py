@@ -57,7 +57,9 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, probe, run
     frames = 45   # 9 s at 5 Hz; the camera then stays up without publishing
     probe.spin_until(lambda: frame_log.is_file() and len(frame_log.read_text().splitlines()) >= frames, 60,
                      "the camera to play its whole sequence")
-    probe.spin_for(1.5)
+    # Waits for what the node reports last (its captures), not for a time: frames still in flight count too.
+    probe.spin_until(lambda: statuses[-1].frames_captured == MAX_FRAMES and "capture folder" in " ".join(
+        v for k, v in probe.diag().items() if k.startswith("warn_coverage")), 30, "the last capture reported")
     diag = probe.diag()
     # Coverage thresholds are live; an inconsistent combination is refused with the reason.
     from rcl_interfaces.srv import SetParameters
