@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.semla-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench fixture-check clean
+.PHONY: venv test test-fast demo fixture-check clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): requirements.txt setup.py CMakeLists.txt package.xml msg/*.msg tools/b
 
 test: $(STAMP)
 	$(PY) -m pytest test $(PYTEST_ARGS)
+
+# No process started (marker ros), nothing over 10 s (marker slow): the quick loop while editing.
+test-fast: $(STAMP)
+	$(PY) -m pytest test -m "not ros and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/semla-demo

@@ -60,3 +60,8 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The real-process fixtures (a node with params, the synthetic camera, any process, a probe), stopped after
+# each test.
+from ros_harness import probe, run_camera, run_node, run_process  # noqa: E402,F401

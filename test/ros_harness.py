@@ -2,74 +2,68 @@
 from this process, and build a small adapter library whose centroids are real navigator
 embeddings of the synthetic camera's domains.
 
-Not a test module (no test_ prefix); imported by test_ros_node_*.py.
+The fixtures at the end (`probe`, `run_node`, `run_camera`, `run_process`; conftest.py makes them available) start
+these and always stop them, so a test needs no try/finally. Starting, signalling and stopping the
+processes is semla_ros.ros.processes, as for `semla-demo` and `semla-bench node`.
+
+Not a test module (no test_ prefix); imported by test_ros_node_*.py and conftest.py.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from semla_ros.ros import processes
+
+REPO = processes.REPO
 FRAME_SIZE = (96, 128)  # (H, W) of the synthetic frames in these tests
 TEST_CLASSES = ["road", "sky", "building", "car"]
+HOLD_LOAD_ENV = processes.HOLD_LOAD_ENV
 
 
-def child_env() -> dict:
+def child_env(**extra: str) -> dict:
     """The environment for child processes: this test's ROS_DOMAIN_ID, loopback discovery, repo on path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return processes.child_env(**extra)
+
+
+def camera_command(schedule: str, rate: float, *options: str) -> list[str]:
+    """The synthetic camera publishing FRAME_SIZE frames on /t/image."""
+    return processes.synthetic_camera_command(schedule, rate, f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "/t/image",
+                                              *options)
 
 
 def start_camera(schedule: str, rate: float, *options: str, capture: bool = False) -> subprocess.Popen:
     """The synthetic camera process publishing FRAME_SIZE frames on /t/image."""
-    command = [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", schedule, "--rate", str(rate),
-               "--size", f"{FRAME_SIZE[1]}x{FRAME_SIZE[0]}", "--topic", "/t/image", *options]
-    out = subprocess.PIPE if capture else subprocess.DEVNULL
-    return subprocess.Popen(command, env=child_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+    return processes.start(camera_command(schedule, rate, *options), capture=capture)
 
 
 class NodeProcess:
-    """`python -m semla_ros.ros.node` with a params file, in namespace /<namespace>."""
+    """`python -m semla_ros.ros.node` with a params file, in namespace /<namespace>.
+
+    `env`: extra environment variables for the node (e.g. HOLD_LOAD_ENV)."""
 
     def __init__(self, tmp_path: Path, params: dict, namespace: str = "t", ros_args: tuple[str, ...] = (),
-                 name: str = "node"):
+                 name: str = "node", env: dict | None = None):
         self.namespace = namespace
         self.params_file = tmp_path / f"{name}_params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         self.log_path = tmp_path / f"{name}.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.node", "--ros-args", "--params-file", str(self.params_file),
-             "-r", f"__ns:=/{namespace}", *ros_args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
+        self.exit_code: int | None = None   # set by stop()
+        self.proc = processes.start(processes.node_command(self.params_file, namespace, *ros_args), self.log_path,
+                                    env=child_env(**(env or {})), cwd=REPO)
 
     def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
+        return self.log_path.read_text(errors="replace")
 
     def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> tuple[int, float]:
         """Send `sig`; return (exit code, seconds until the process was gone)."""
-        start = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code, time.monotonic() - start
+        self.exit_code, seconds = processes.stop(self.proc, sig, timeout)
+        return self.exit_code, seconds
 
 
 class Probe:
@@ -163,10 +157,12 @@ def tiny_node_params(**overrides) -> dict:
     return params
 
 
-def start_streaming(probe: Probe, node: NodeProcess, masks: int = 1) -> tuple[list, subprocess.Popen]:
+def start_streaming(probe: Probe, node: NodeProcess, masks: int = 1,
+                    camera=start_camera) -> tuple[list, subprocess.Popen]:
     """Wait for the node to run, start the synthetic camera (day, 5 Hz) and wait for `masks` masks on /t/mask.
 
-    Returns (the growing list of masks, the camera process); diagnostics are watched too.
+    Returns (the growing list of masks, the camera process); diagnostics are watched too. `camera`
+    starts it (the run_camera fixture: stopped after the test).
     """
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -175,17 +171,15 @@ def start_streaming(probe: Probe, node: NodeProcess, masks: int = 1) -> tuple[li
                                                                            reliability=ReliabilityPolicy.RELIABLE))
     probe.watch_diagnostics()
     probe.wait_running(node)
-    camera = start_camera("day:0", 5)
+    process = camera("day:0", 5)
     probe.spin_until(lambda: len(received) >= masks, 60, f"{masks} mask(s) from the node")
-    return received, camera
+    return received, process
 
 
-def stop_all(probe: Probe, node: NodeProcess, *processes) -> int:
+def stop_all(probe: Probe, node: NodeProcess, *cameras) -> int:
     """Terminate the helper processes (cameras), stop the node, close the probe; return the node's exit code."""
-    for process in processes:
-        if process is not None:
-            process.terminate()
-            process.wait(10)
+    for process in cameras:
+        processes.stop(process, signal.SIGTERM)
     code, _ = node.stop()
     probe.close()
     return code
@@ -210,3 +204,64 @@ def png_bytes(width: int, height: int, with_pixels: bool) -> bytes:
                         + [compressor.flush()])
     header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
     return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture
+def probe(ros_domain_id) -> Probe:
+    """A Probe on this test's ROS_DOMAIN_ID, closed after the test."""
+    probe = Probe()
+    yield probe
+    probe.close()
+
+
+@pytest.fixture
+def run_node(tmp_path, ros_domain_id):
+    """Start a node: `run_node(params, **NodeProcess options)` -> NodeProcess.
+
+    Every node is stopped after the test with SIGINT; one the test did not stop itself must then exit 0
+    (a test that stops a node checks the exit code it expects)."""
+    started: list[NodeProcess] = []
+
+    def start(params: dict, **options) -> NodeProcess:
+        node = NodeProcess(tmp_path, params, **options)
+        started.append(node)
+        return node
+
+    yield start
+    unclean = []
+    for node in started:
+        if node.exit_code is None:
+            code, _ = node.stop()
+            if code != 0:
+                unclean.append(f"node {node.log_path.name} exited with {code} on SIGINT:\n{node.log()[-4000:]}")
+    if unclean:
+        pytest.fail("\n".join(unclean))
+
+
+@pytest.fixture
+def run_process(ros_domain_id):
+    """Start any process: `run_process(command, log_path=None, capture=False)` -> Popen (processes.start),
+    terminated after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(command: list[str], log_path: Path | None = None, capture: bool = False) -> subprocess.Popen:
+        started.append(processes.start(command, log_path, capture=capture))
+        return started[-1]
+
+    yield start
+    for process in started:
+        processes.stop(process, signal.SIGTERM)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.fixture
+def run_camera(run_process):
+    """Start the synthetic camera: `run_camera(schedule, rate, *options, capture=False)` -> Popen,
+    terminated after the test."""
+
+    def start(schedule: str, rate: float, *options: str, capture: bool = False) -> subprocess.Popen:
+        return run_process(camera_command(schedule, rate, *options), capture=capture)
+
+    return start

@@ -235,6 +235,7 @@ class ConstantNavigator:
         return np.zeros((len(images), 3), np.float32)
 
 
+@pytest.mark.slow
 def test_segmenter_masks_are_the_announced_fusions(cache, tmp_path):
     """Through SemlaSegmenter: after every fusion, the published mask is PyTorch's mask for that fusion,
     whether the engine or the PyTorch path served it (one adapter also adapts a baked-in weight)."""

@@ -20,6 +20,8 @@ from semla_ros.core.targets import semla_target_modules
 from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.catseg.utils.onnx import export_onnx
 
+pytestmark = pytest.mark.slow   # its module fixtures export the network (>10 s)
+
 CLASSES = ["sky", "road", "building", "tree", "person", "car"]
 
 

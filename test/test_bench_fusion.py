@@ -1,9 +1,12 @@
 """`semla-bench fusion` runs end to end (tiny config) and its fused model equals PEFT's merged adapter."""
 import re
 
+import pytest
+
 from semla_ros.bench.fusion import main
 
 
+@pytest.mark.slow
 def test_bench_fusion_runs_and_matches_peft(capsys):
     assert main(["--config", "tiny", "--top-k", "2", "--swap-reps", "1", "--frame-reps", "1", "--classes", "3"]) == 0
     out = capsys.readouterr().out

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from semla_ros.cli.bench import main
 from semla_ros.demo.build_assets import demo_config
 
 
+@pytest.mark.slow
 def test_bench_onnx_small_model_passes_and_reports(capsys, tmp_path):
     config = tmp_path / "small.json"   # the demo's small CAT-Seg: same code, seconds instead of minutes
     config.write_text(json.dumps(demo_config().to_dict()))

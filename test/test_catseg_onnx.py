@@ -33,6 +33,7 @@ def _export(model, path, **kwargs):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_for_several_view_and_class_counts(small_model, tmp_path):
     session = _export(small_model, tmp_path / "catseg.onnx", num_classes=3)
     for views, classes in ((1, 3), (5, 5), (1, 8)):
@@ -45,6 +46,7 @@ def test_onnx_export_matches_pytorch_for_several_view_and_class_counts(small_mod
         assert np.abs(actual - expected).max() < 1e-4, (views, classes)
 
 
+@pytest.mark.slow
 def test_fp16_export_leaves_the_model_in_fp32(small_model, tmp_path):
     session = _export(small_model, tmp_path / "catseg16.onnx", precision="fp16", num_classes=4)
     assert all(p.dtype == torch.float32 for p in small_model.parameters())

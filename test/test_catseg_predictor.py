@@ -166,6 +166,7 @@ def test_predict_whole_image_small_input(model):
     assert torch.allclose(predictor.postprocess(logits, (50, 70), padded), result.probs, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_predict_batch_equals_predict_per_image(model):
     predictor = CatSegPredictor(model, ["sky", "road"])
     images = np.random.default_rng(4).integers(0, 255, (3, 50, 70, 3), dtype=np.uint8)

@@ -113,6 +113,7 @@ def test_navigator_specs_parse_and_reject():
             NavigatorSpec.parse(bad)
 
 
+@pytest.mark.slow
 def test_local_openai_checkpoint_builds_open_clips_quickgelu_model(tmp_path):
     """`openclip:MODEL/PATH` of an OpenAI-tagged model must be open_clip's own `MODEL` + `openai` settings
     (QuickGELU, OpenAI normalisation), not the plain GELU config (the bug: 0.7 % embedding error)."""

@@ -52,6 +52,7 @@ def fusions(engine, frames, wall_pace: float, use_stamps: bool, settings=Segment
     return out
 
 
+@pytest.mark.slow
 def test_replay_at_half_and_four_times_real_time_gives_the_same_swaps(engine, clear_night_clear):
     slow = fusions(engine, clear_night_clear, 0.5, use_stamps=True)
     fast = fusions(engine, clear_night_clear, 4.0, use_stamps=True)

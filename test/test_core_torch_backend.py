@@ -16,6 +16,7 @@ def image(seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sliding", [False, True])
 def test_predict_through_the_backend_equals_the_predictor(sliding):
     torch.manual_seed(0)

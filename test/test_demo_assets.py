@@ -22,6 +22,7 @@ from semla_ros.demo import build_assets as ba
 from semla_ros.evaluation.metrics import confusion_matrix, mean_iou
 from semla_ros.demo import world
 
+pytestmark = pytest.mark.slow   # the module's asset build takes minutes
 DOMAINS = ("clear", "night", "fog", "tunnel")
 SHIFTED = ("night", "fog", "tunnel")
 PARAMS = dataclasses.replace(ba.TEST_PARAMS, domains=DOMAINS)
@@ -127,6 +128,8 @@ def test_build_is_reproducible(tmp_path):
         assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes(), rel
 
 
+@pytest.mark.ros   # semla-demo: the node and the demo camera in their own processes
+@pytest.mark.slow
 def test_make_demo_end_to_end_swaps_at_the_domain_change(assets, ros_domain_id, tmp_path):
     """The real node and camera as separate processes on a short drive: a shift swap to the
     fog adapter happens inside the fog segment, none while it stays clear; summary + PNG.

@@ -34,6 +34,7 @@ def test_bad_sequence_is_a_clear_error(text, reason):
         DomainSequence.parse(text)
 
 
+@pytest.mark.ros   # the demo camera in its own process
 def test_camera_node_publishes_image_and_exact_ground_truth(ros_domain_id, tmp_path):
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy

@@ -1,6 +1,8 @@
 """`semla-library`: import validates an official loradb, train/add/list/inspect make and read entries."""
 import shutil
 
+import pytest
+
 from eval_world import save_model, small_model
 from semla_ros.cli.library import main
 from semla_ros.core.library import AdapterLibrary
@@ -24,6 +26,7 @@ def test_import_official_loradb(fixture_dir, tmp_path, capsys):
     assert main(["import", str(fixture_dir / "loradb"), "--navigator-dim", "512"]) == 2
 
 
+@pytest.mark.slow
 def test_train_add_list_inspect(tmp_path, capsys):
     model = small_model()
     config, weights = save_model(model, tmp_path / "model")
@@ -68,6 +71,7 @@ def test_inspect_deep_reads_every_factor(fixture_dir, tmp_path, capsys):
     assert "OK fog: 46 modules, |dW|_F mean" in out and "OK rain" in out
 
 
+@pytest.mark.slow
 def test_train_recyclelora_and_fisa_from_the_command_line(tmp_path, capsys):
     import json
 

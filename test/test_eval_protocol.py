@@ -16,6 +16,8 @@ from semla_ros.evaluation.metrics import ConfusionAccumulator
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.evaluation.protocol import LIBRARY_METHODS, METHODS, Evaluator, ProtocolSettings
 
+pytestmark = pytest.mark.slow   # its module fixtures train and evaluate the demo world (~30 s)
+
 IMAGES = 2
 
 

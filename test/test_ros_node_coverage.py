@@ -22,13 +22,15 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
 from relabel_helpers import CLASSES, build_domain_library, demo_model_config  # noqa: E402
-from ros_harness import NodeProcess, Probe, child_env  # noqa: E402
+from ros_harness import child_env  # noqa: E402
+
+from semla_ros.ros.processes import demo_camera_command  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 PERIOD_S, MAX_FRAMES = 0.4, 4
 
 
-def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, ros_domain_id, capsys):
+def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, probe, run_node, run_process, capsys):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from semla_ros.msg import CoverageStatus
@@ -37,49 +39,41 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, ros_domain
     library = tmp_path / "library"
     build_domain_library(library, config, domains=("clear", "fog"))
     capture, frame_log = tmp_path / "capture", tmp_path / "frames.jsonl"
-    node = NodeProcess(tmp_path, dict(
+    node = run_node(dict(
         model_config=str(config), checkpoint="", allow_random_weights=True, device="cpu", classes=list(CLASSES),
         library_path=str(library), navigator="tower", top_k=2, diagnostics_period_s=0.25,
         coverage_max_relative_distance=1.0, coverage_window=4, coverage_suspect_fraction=0.5,
         coverage_gap_fraction=0.75, coverage_capture_dir=str(capture), coverage_capture_period_s=PERIOD_S,
         coverage_capture_max_frames=MAX_FRAMES))
-    probe = Probe()
-    camera = None
-    try:
-        statuses = probe.collect(CoverageStatus, "/t/coverage", QoSProfile(depth=200,
-                                                                          reliability=ReliabilityPolicy.RELIABLE))
-        probe.watch_diagnostics()
-        probe.wait_running(node)
-        assert probe.diag()["level"] == 0, probe.diag()
-        camera = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.demo_camera", "--ros-args", "-r", "__ns:=/t",
-             "-p", "sequence:=clear:3,night:6", "-p", "rate_hz:=5.0", "-p", "loop:=false",
-             "-p", "wait_for_subscribers:=1", "-p", f"frame_log:={frame_log}"],
-            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        probe.spin_until(lambda: any(s.status == CoverageStatus.GAP for s in statuses)
-                         and probe.diag().get("level") == 1, 90, "a GAP status and a diagnostics WARN")
-        frames = 45   # 9 s at 5 Hz; the camera then stays up without publishing
-        probe.spin_until(lambda: frame_log.is_file() and len(frame_log.read_text().splitlines()) >= frames, 60,
-                         "the camera to play its whole sequence")
-        probe.spin_for(1.5)
-        diag = probe.diag()
-        # Coverage thresholds are live; an inconsistent combination is refused with the reason.
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
+    statuses = probe.collect(CoverageStatus, "/t/coverage", QoSProfile(depth=200,
+                                                                      reliability=ReliabilityPolicy.RELIABLE))
+    probe.watch_diagnostics()
+    probe.wait_running(node)
+    assert probe.diag()["level"] == 0, probe.diag()
+    run_process(demo_camera_command("t", sequence="clear:3,night:6", rate_hz=5.0, loop="false",
+                                    wait_for_subscribers=1, frame_log=frame_log))
+    probe.spin_until(lambda: any(s.status == CoverageStatus.GAP for s in statuses)
+                     and probe.diag().get("level") == 1, 90, "a GAP status and a diagnostics WARN")
+    frames = 45   # 9 s at 5 Hz; the camera then stays up without publishing
+    probe.spin_until(lambda: frame_log.is_file() and len(frame_log.read_text().splitlines()) >= frames, 60,
+                     "the camera to play its whole sequence")
+    # Waits for what the node reports last (its captures), not for a time: frames still in flight count too.
+    probe.spin_until(lambda: statuses[-1].frames_captured == MAX_FRAMES and "capture folder" in " ".join(
+        v for k, v in probe.diag().items() if k.startswith("warn_coverage")), 30, "the last capture reported")
+    diag = probe.diag()
+    # Coverage thresholds are live; an inconsistent combination is refused with the reason.
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
 
-        client = probe.node.create_client(SetParameters, "/t/semla_segmenter/set_parameters")
-        probe.spin_until(client.service_is_ready, 10, "the set_parameters service")
-        replies = []
-        for name, value in (("coverage_suspect_fraction", 0.9), ("coverage_window", 6)):
-            future = client.call_async(SetParameters.Request(parameters=[Parameter(name, value=value)
-                                                                         .to_parameter_msg()]))
-            probe.spin_until(future.done, 30, f"the reply to {name}")
-            replies.append(future.result().results[0])
-    finally:
-        if camera is not None and camera.poll() is None:
-            camera.kill()
-        code, _ = node.stop(signal.SIGINT)
-        probe.close()
+    client = probe.node.create_client(SetParameters, "/t/semla_segmenter/set_parameters")
+    probe.spin_until(client.service_is_ready, 10, "the set_parameters service")
+    replies = []
+    for name, value in (("coverage_suspect_fraction", 0.9), ("coverage_window", 6)):
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(name, value=value)
+                                                                     .to_parameter_msg()]))
+        probe.spin_until(future.done, 30, f"the reply to {name}")
+        replies.append(future.result().results[0])
+    code, _ = node.stop(signal.SIGINT)
     assert code == 0, node.log()
     assert not replies[0].successful and "must not exceed gap_fraction 0.75" in replies[0].reason
     assert replies[1].successful, replies[1].reason
@@ -104,7 +98,7 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, ros_domain
     stamps = [tuple(int(x) for x in n.split("_")) for n in names]
     assert all(domain_of[s] == "night" for s in stamps)
     seconds = [sec + nsec * 1e-9 for sec, nsec in stamps]
-    assert all(b - a >= PERIOD_S - 1e-6 for a, b in zip(seconds, seconds[1:]))
+    assert all(b - a >= PERIOD_S - 1e-6 for a, b in zip(seconds, seconds[1:], strict=False))
     assert sorted(p.stem for p in (capture / "embeddings").glob("*.npy")) == names
     records = [json.loads(line) for line in (capture / "captures.jsonl").read_text().splitlines()]
     assert [r["name"] for r in records] == names and all(r["status"] != "covered" for r in records)

@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import NodeProcess, Probe, start_streaming, stop_all, tiny_node_params  # noqa: E402
+from ros_harness import start_streaming, tiny_node_params  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def test_cuda_and_tensorrt_requests_fall_back_with_one_warning_each(tmp_path, ros_domain_id):
+def test_cuda_and_tensorrt_requests_fall_back_with_one_warning_each(tmp_path, probe, run_node, run_camera):
     import torch
     from safetensors.torch import save_file
 
@@ -29,17 +29,13 @@ def test_cuda_and_tensorrt_requests_fall_back_with_one_warning_each(tmp_path, ro
 
     params = tiny_node_params(navigator="tower", device="cuda", backend="tensorrt", checkpoint=str(checkpoint),
                               allow_random_weights=False)
-    node = NodeProcess(tmp_path, params, ros_args=("--log-level", "debug"))
-    probe = Probe()
-    camera = None
-    try:
-        _, camera = start_streaming(probe, node, masks=2)
-        probe.spin_for(1.5)   # past the per-frame debug line's throttle
-        diag = probe.diag()
-        assert diag["level"] == 1 and diag["state"] == "running", diag
-        assert "running on the CPU" in diag["warn_model_0"] and "TensorRT" in diag["warn_backend_0"], diag
-    finally:
-        code = stop_all(probe, node, camera)
+    node = run_node(params, ros_args=("--log-level", "debug"))
+    start_streaming(probe, node, masks=2, camera=run_camera)
+    probe.spin_for(1.5)   # past the per-frame debug line's throttle
+    diag = probe.diag()
+    assert diag["level"] == 1 and diag["state"] == "running", diag
+    assert "running on the CPU" in diag["warn_model_0"] and "TensorRT" in diag["warn_backend_0"], diag
+    code, _ = node.stop()
     log = node.log()
     assert code == 0, log
     lines = log.splitlines()

@@ -27,7 +27,9 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
 from ros_harness import (FRAME_SIZE, NodeProcess, Probe, build_test_library, png_bytes,  # noqa: E402
-                         start_camera, tiny_node_params)
+                         tiny_node_params)
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]   # each test starts the node in its own process
 
 NODE = "/t/semla_segmenter"
 
@@ -242,8 +244,7 @@ def test_use_sim_time_set_live(compressed):
 
 
 # ----------------------------------------------------------------------------------------------- floods
-@pytest.mark.slow
-def test_services_answer_promptly_under_floods(tmp_path, ros_domain_id):
+def test_services_answer_promptly_under_floods(tmp_path, probe, run_node, run_camera):
     """Finding 8 (node side): a reload stuck on a FIFO does not hold any service; floods are answered."""
     from rcl_interfaces.srv import SetParameters
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_parameters
@@ -255,96 +256,85 @@ def test_services_answer_promptly_under_floods(tmp_path, ros_domain_id):
 
     library = tmp_path / "library"
     build_test_library(library)
-    node = NodeProcess(tmp_path, tiny_node_params(navigator="tower", library_path=str(library), warmup_frames=1,
-                                                  top_k=2))
-    probe = Probe()
-    camera = None
-    fifo = None
+    node = run_node(tiny_node_params(navigator="tower", library_path=str(library), warmup_frames=1,
+                                     top_k=2))
+    masks = probe.collect(Image, "/t/mask", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
+    probe.watch_diagnostics()
+    probe.wait_running(node)
+    run_camera("day:0", 10)
+    probe.spin_until(lambda: fusions and probe.diag().get("swaps") == "1", 60, "the startup fusion in use")
+    adapters = sorted(fusions[0].adapter_names)
+    assert adapters and all(name.startswith("day-") for name in adapters)
+
+    # An entry whose adapter_config.json is a FIFO: reading it blocks until someone writes.
+    stuck = library / "stuck-entry"
+    shutil.copytree(library / "day-0", stuck)
+    (stuck / "adapter_config.json").unlink()
+    fifo = stuck / "adapter_config.json"
+    os.mkfifo(fifo)
+
+    # A client's own queues (depth 10 by default) drop the answers of a burst beyond it; a flooding
+    # client needs a deep one, as rclpy's parameter clients have (qos_profile_parameters, depth 1000).
+    adapt = probe.node.create_client(Trigger, f"{NODE}/adapt_now", qos_profile=qos_profile_parameters)
+    reload = probe.node.create_client(Trigger, f"{NODE}/reload_library", qos_profile=qos_profile_parameters)
+    params = probe.node.create_client(SetParameters, f"{NODE}/set_parameters", qos_profile=qos_profile_parameters)
+    for client in (adapt, reload, params):
+        probe.spin_until(client.service_is_ready, 10, f"service {client.srv_name}")
+    start = time.monotonic()
+    first = call(probe, reload, Trigger.Request(), 15, "the answer to the first reload")
+    first_s = time.monotonic() - start
+    assert first.success or "in progress" in first.message, first.message
+
+    flood = time.monotonic()
+    adapts = [adapt.call_async(Trigger.Request()) for _ in range(300)]
+    reloads = [reload.call_async(Trigger.Request()) for _ in range(50)]
+    sets = [params.call_async(SetParameters.Request(parameters=[double("switch_threshold", 0.5 + 0.01 * (i % 2))]))
+            for i in range(300)]
+    seen = len(masks)
+    adapts_s = wait_all(probe, adapts, flood, 30, "~/adapt_now flood")
+    reloads_s = wait_all(probe, reloads, flood, 30, "~/reload_library flood")
+    sets_s = wait_all(probe, sets, flood, 30, "parameter-set flood")
+    print(f"first reload answered in {first_s:.2f} s ({first.message!r}); all answered, from the start of "
+          f"the floods, after {adapts_s:.1f} s (300 adapt_now), {reloads_s:.1f} s (50 reload_library), "
+          f"{sets_s:.1f} s (300 parameter sets)")
+    assert all(f.result().success for f in adapts)
+    assert all(f.result().success or "in progress" in f.result().message for f in reloads)
+    assert all(f.result().results[0].successful for f in sets)
+    probe.spin_until(lambda: len(masks) >= seen + 3, 60, "masks during and after the floods")
+    assert node.proc.poll() is None
+
+    # Unstick the reader (if the library blocked on the FIFO): that reload ends with the entry skipped.
     try:
-        masks = probe.collect(Image, "/t/mask", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
-        probe.watch_diagnostics()
-        probe.wait_running(node)
-        camera = start_camera("day:0", 10)
-        probe.spin_until(lambda: fusions and probe.diag().get("swaps") == "1", 60, "the startup fusion in use")
-        adapters = sorted(fusions[0].adapter_names)
-        assert adapters and all(name.startswith("day-") for name in adapters)
+        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as error:   # ENXIO: nobody is reading it (the library does not block on FIFOs)
+        assert error.errno == errno.ENXIO, error
+    else:
+        os.write(writer, b"{")
+        os.close(writer)
 
-        # An entry whose adapter_config.json is a FIFO: reading it blocks until someone writes.
-        stuck = library / "stuck-entry"
-        shutil.copytree(library / "day-0", stuck)
-        (stuck / "adapter_config.json").unlink()
-        fifo = stuck / "adapter_config.json"
-        os.mkfifo(fifo)
+    def skipped():
+        return [v for k, v in probe.diag().items() if k.startswith("warn_library_") and "stuck-entry" in v]
 
-        # A client's own queues (depth 10 by default) drop the answers of a burst beyond it; a flooding
-        # client needs a deep one, as rclpy's parameter clients have (qos_profile_parameters, depth 1000).
-        adapt = probe.node.create_client(Trigger, f"{NODE}/adapt_now", qos_profile=qos_profile_parameters)
-        reload = probe.node.create_client(Trigger, f"{NODE}/reload_library", qos_profile=qos_profile_parameters)
-        params = probe.node.create_client(SetParameters, f"{NODE}/set_parameters", qos_profile=qos_profile_parameters)
-        for client in (adapt, reload, params):
-            probe.spin_until(client.service_is_ready, 10, f"service {client.srv_name}")
-        start = time.monotonic()
-        first = call(probe, reload, Trigger.Request(), 15, "the answer to the first reload")
-        first_s = time.monotonic() - start
-        assert first.success or "in progress" in first.message, first.message
-
-        flood = time.monotonic()
-        adapts = [adapt.call_async(Trigger.Request()) for _ in range(300)]
-        reloads = [reload.call_async(Trigger.Request()) for _ in range(50)]
-        sets = [params.call_async(SetParameters.Request(parameters=[double("switch_threshold", 0.5 + 0.01 * (i % 2))]))
-                for i in range(300)]
-        seen = len(masks)
-        adapts_s = wait_all(probe, adapts, flood, 30, "~/adapt_now flood")
-        reloads_s = wait_all(probe, reloads, flood, 30, "~/reload_library flood")
-        sets_s = wait_all(probe, sets, flood, 30, "parameter-set flood")
-        print(f"first reload answered in {first_s:.2f} s ({first.message!r}); all answered, from the start of "
-              f"the floods, after {adapts_s:.1f} s (300 adapt_now), {reloads_s:.1f} s (50 reload_library), "
-              f"{sets_s:.1f} s (300 parameter sets)")
-        assert all(f.result().success for f in adapts)
-        assert all(f.result().success or "in progress" in f.result().message for f in reloads)
-        assert all(f.result().results[0].successful for f in sets)
-        probe.spin_until(lambda: len(masks) >= seen + 3, 60, "masks during and after the floods")
-        assert node.proc.poll() is None
-
-        # Unstick the reader (if the library blocked on the FIFO): that reload ends with the entry skipped.
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as error:   # ENXIO: nobody is reading it (the library does not block on FIFOs)
-            assert error.errno == errno.ENXIO, error
-        else:
-            os.write(writer, b"{")
-            os.close(writer)
-
-        def skipped():
-            return [v for k, v in probe.diag().items() if k.startswith("warn_library_") and "stuck-entry" in v]
-
-        probe.spin_until(skipped, 60, "the stuck entry skipped by name in /diagnostics")
-        shutil.rmtree(stuck)
-        swaps = len(fusions)
-        # A reload of the flood may still be reading (its answer said "in progress"), and it may have
-        # listed the folder before it was removed: ask until a reload that started after the removal answers.
-        deadline = time.monotonic() + 60
-        while True:
-            reply = call(probe, reload, Trigger.Request(), 15, "the answer to a reload without the FIFO")
-            if reply.success:
-                break
-            assert "in progress" in reply.message, reply.message
-            assert time.monotonic() < deadline, f"no reload finished in 60 s: {reply.message}"
-            probe.spin_for(0.5)
-        assert "0 skipped" in reply.message, reply.message
-        probe.spin_until(lambda: not skipped(), 60, "a reload without the stuck entry")
-        probe.spin_until(lambda: len(fusions) > swaps and fusions[-1].reason == AdapterFusion.REASON_RELOAD, 60,
-                         "its reload fusion")
-        assert probe.diag()["failed_fusions"] == "0"
-        assert all(sorted(f.adapter_names) == adapters for f in fusions), [f.adapter_names for f in fusions]
-        assert node.proc.poll() is None
-    finally:
-        if fifo is not None and fifo.exists():
-            fifo.unlink()   # a reader still blocked on it stays blocked; the node exits without it
-        if camera is not None:
-            camera.terminate()
-            camera.wait(10)
-        code, _ = node.stop()
-        probe.close()
+    probe.spin_until(skipped, 60, "the stuck entry skipped by name in /diagnostics")
+    shutil.rmtree(stuck)
+    swaps = len(fusions)
+    # A reload of the flood may still be reading (its answer said "in progress"), and it may have
+    # listed the folder before it was removed: ask until a reload that started after the removal answers.
+    deadline = time.monotonic() + 60
+    while True:
+        reply = call(probe, reload, Trigger.Request(), 15, "the answer to a reload without the FIFO")
+        if reply.success:
+            break
+        assert "in progress" in reply.message, reply.message
+        assert time.monotonic() < deadline, f"no reload finished in 60 s: {reply.message}"
+        probe.spin_for(0.5)
+    assert "0 skipped" in reply.message, reply.message
+    probe.spin_until(lambda: not skipped(), 60, "a reload without the stuck entry")
+    probe.spin_until(lambda: len(fusions) > swaps and fusions[-1].reason == AdapterFusion.REASON_RELOAD, 60,
+                     "its reload fusion")
+    assert probe.diag()["failed_fusions"] == "0"
+    assert all(sorted(f.adapter_names) == adapters for f in fusions), [f.adapter_names for f in fusions]
+    assert node.proc.poll() is None
+    code, _ = node.stop()
     assert code == 0, node.log()

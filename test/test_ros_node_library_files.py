@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import (NodeProcess, Probe, stop_all, build_test_library, call_trigger, start_camera,  # noqa: E402
-                         tiny_node_params)
+from ros_harness import build_test_library, call_trigger, tiny_node_params  # noqa: E402
+
+pytestmark = pytest.mark.ros   # each test starts the node in its own process
 
 
 def _diagnostics_text(probe) -> str:
@@ -20,7 +21,7 @@ def _diagnostics_text(probe) -> str:
 
 
 @pytest.mark.slow
-def test_node_survives_a_broken_library(tmp_path, ros_domain_id):
+def test_node_survives_a_broken_library(tmp_path, probe, run_node, run_camera):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
@@ -34,39 +35,35 @@ def test_node_survives_a_broken_library(tmp_path, ros_domain_id):
     os.unlink(library / "day-1" / "metadata.json")
     os.mkdir(library / "day-1" / "metadata.json")
     # nothing cached: every fusion reads its adapters from disk
-    node = NodeProcess(tmp_path, tiny_node_params(navigator="tower", library_path=str(library),
-                                                  adapter_cache_mb=0.0))
-    probe = Probe()
-    camera = None
-    try:
-        masks = probe.collect(Image, "/t/mask", QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
-        fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
-        probe.watch_diagnostics()
-        probe.wait_running(node)
-        text = _diagnostics_text(probe)
-        assert probe.diag()["level"] == 1 and "night-1" in text and "FIFO" in text, text
-        assert "day-1" in text and "metadata.json is a directory" in text, text
-        camera = start_camera("day:0", 5)
-        probe.spin_until(lambda: fusions and len(masks) >= 2, 90, "the startup fusion and masks")
-        active = list(fusions[-1].adapter_names)
-        assert set(active) <= {"day-0", "night-0"} and fusions[-1].reason == AdapterFusion.REASON_STARTUP
+    node = run_node(tiny_node_params(navigator="tower", library_path=str(library),
+                                     adapter_cache_mb=0.0))
+    masks = probe.collect(Image, "/t/mask", QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
+    fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
+    probe.watch_diagnostics()
+    probe.wait_running(node)
+    text = _diagnostics_text(probe)
+    assert probe.diag()["level"] == 1 and "night-1" in text and "FIFO" in text, text
+    assert "day-1" in text and "metadata.json is a directory" in text, text
+    run_camera("day:0", 5)
+    probe.spin_until(lambda: fusions and len(masks) >= 2, 90, "the startup fusion and masks")
+    active = list(fusions[-1].adapter_names)
+    assert set(active) <= {"day-0", "night-0"} and fusions[-1].reason == AdapterFusion.REASON_STARTUP
 
-        for name in ("day-0", "night-0"):      # an operator's copy truncates the files under the node
-            path = library / name / "adapter_model.safetensors"
-            os.truncate(path, os.path.getsize(path) // 3)
-        reply = call_trigger(probe, "/t/semla_segmenter/adapt_now")
-        assert reply.success, reply.message
-        probe.spin_until(lambda: "changed on disk" in _diagnostics_text(probe), 60,
-                         "the truncated adapters named in /diagnostics")
-        reply = call_trigger(probe, "/t/semla_segmenter/reload_library")
-        assert not reply.success and "previous library kept" in reply.message and "unreadable" in reply.message
-        seen = len(masks)
-        probe.spin_until(lambda: len(masks) >= seen + 3, 60, "masks after the library broke")
-        assert node.proc.poll() is None, node.log()
-        assert len(fusions) == 1 and list(fusions[-1].adapter_names) == active    # the active fusion stays
-        assert probe.diag()["active_adapters"].startswith(active[0])
-    finally:
-        code = stop_all(probe, node, camera)
+    for name in ("day-0", "night-0"):      # an operator's copy truncates the files under the node
+        path = library / name / "adapter_model.safetensors"
+        os.truncate(path, os.path.getsize(path) // 3)
+    reply = call_trigger(probe, "/t/semla_segmenter/adapt_now")
+    assert reply.success, reply.message
+    probe.spin_until(lambda: "changed on disk" in _diagnostics_text(probe), 60,
+                     "the truncated adapters named in /diagnostics")
+    reply = call_trigger(probe, "/t/semla_segmenter/reload_library")
+    assert not reply.success and "previous library kept" in reply.message and "unreadable" in reply.message
+    seen = len(masks)
+    probe.spin_until(lambda: len(masks) >= seen + 3, 60, "masks after the library broke")
+    assert node.proc.poll() is None, node.log()
+    assert len(fusions) == 1 and list(fusions[-1].adapter_names) == active    # the active fusion stays
+    assert probe.diag()["active_adapters"].startswith(active[0])
+    code, _ = node.stop()
     assert code == 0, node.log()
     log = node.log()
     assert "adaptation (manual) failed, previous model stays active" in log and "no usable adapter" in log

@@ -11,11 +11,13 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, start_camera, stop_all, tiny_node_params  # noqa: E402
+from ros_harness import FRAME_SIZE, tiny_node_params  # noqa: E402
+
+pytestmark = pytest.mark.ros   # each test starts the node in its own process
 
 
 @pytest.mark.slow
-def test_node_serves_through_onnxruntime_once_built(tmp_path, ros_domain_id):
+def test_node_serves_through_onnxruntime_once_built(tmp_path, probe, run_node, run_camera):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
@@ -23,22 +25,18 @@ def test_node_serves_through_onnxruntime_once_built(tmp_path, ros_domain_id):
 
     config = tmp_path / "small.json"
     config.write_text(json.dumps(demo_config().to_dict()))
-    node = NodeProcess(tmp_path, tiny_node_params(model_config=str(config), navigator="tower", backend="onnxruntime",
-                                                  engine_cache_dir=str(tmp_path / "cache")))
-    probe = Probe()
-    camera = None
-    try:
-        masks = probe.collect(Image, "/t/mask", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        probe.watch_diagnostics()
-        probe.wait_running(node)
-        camera = start_camera("day:0", 5)
-        probe.spin_until(lambda: "engine serving" in node.log(), 120, "the onnxruntime engine to serve")
-        probe.spin_until(lambda: not any(key.startswith("warn_backend") for key in probe.diag()), 10,
-                         "the backend's WARN gone from /diagnostics")
-        seen = len(masks)
-        probe.spin_until(lambda: len(masks) >= seen + 3, 60, "three masks from the engine")
-    finally:
-        code = stop_all(probe, node, camera)
+    node = run_node(tiny_node_params(model_config=str(config), navigator="tower", backend="onnxruntime",
+                                     engine_cache_dir=str(tmp_path / "cache")))
+    masks = probe.collect(Image, "/t/mask", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    probe.watch_diagnostics()
+    probe.wait_running(node)
+    run_camera("day:0", 5)
+    probe.spin_until(lambda: "engine serving" in node.log(), 120, "the onnxruntime engine to serve")
+    probe.spin_until(lambda: not any(key.startswith("warn_backend") for key in probe.diag()), 10,
+                     "the backend's WARN gone from /diagnostics")
+    seen = len(masks)
+    probe.spin_until(lambda: len(masks) >= seen + 3, 60, "three masks from the engine")
+    code, _ = node.stop()
     assert code == 0, node.log()
     log = node.log()
     assert log.count("onnxruntime engine is being built") <= 1, log    # the fallback said at most once (none if

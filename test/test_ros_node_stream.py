@@ -25,7 +25,9 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, start_camera, tiny_node_params  # noqa: E402
+from ros_harness import FRAME_SIZE, build_test_library, tiny_node_params  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]   # each test starts the node in its own process
 
 STATIONARY_FRAMES = 3   # processed day frames after the startup swap (+1 for the swap frame itself)
 FRAMES_AFTER_SHIFT = 2  # processed night frames after the shift swap
@@ -35,7 +37,7 @@ def _key(header):
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
-def test_stream_with_domain_change(tmp_path, ros_domain_id):
+def test_stream_with_domain_change(tmp_path, probe, run_node, run_camera):
     from sensor_msgs.msg import Image
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -45,57 +47,50 @@ def test_stream_with_domain_change(tmp_path, ros_domain_id):
     library = tmp_path / "library"
     built = build_test_library(library)
     assert built["distance"] > 0
-    node = NodeProcess(tmp_path, tiny_node_params(
+    node = run_node(tiny_node_params(
         navigator="tower", library_path=str(library), threshold_mode="relative", switch_threshold=0.3,
         ema_alpha=0.8, min_consecutive=2, cooldown_s=0.0, embed_every_n=1, warmup_frames=1, top_k=2,
         temperature=0.05, trigger="distance", dwell_s=0.0))
-    probe = Probe()
-    camera = None
-    try:
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        images = probe.collect(Image, "/t/image", reliable)
-        masks = probe.collect(Image, "/t/mask", reliable)
-        scores = probe.collect(SupportScore, "/t/support_score", reliable)
-        fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
-        probe.watch_diagnostics()
-        probe.wait_running(node)
-        assert probe.diag()["level"] == 0, probe.diag()  # OK: model, navigator and library all loaded
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    images = probe.collect(Image, "/t/image", reliable)
+    masks = probe.collect(Image, "/t/mask", reliable)
+    scores = probe.collect(SupportScore, "/t/support_score", reliable)
+    fusions = probe.collect(AdapterFusion, "/t/fusion", FUSION_QOS)
+    probe.watch_diagnostics()
+    probe.wait_running(node)
+    assert probe.diag()["level"] == 0, probe.diag()  # OK: model, navigator and library all loaded
 
-        camera = start_camera("day:0,night:0", 10, "--frame-id", "cam_{domain}", "--reliable",
-                              "--min-subscribers", "2", "--wait-subscribers", "30",  # the node and this probe
-                              capture=True)
+    camera = run_camera("day:0,night:0", 10, "--frame-id", "cam_{domain}", "--reliable",
+                          "--min-subscribers", "2", "--wait-subscribers", "30",  # the node and this probe
+                          capture=True)
 
-        def day_masks_after_startup():
-            if not fusions:
-                return 0
-            startup = _key(fusions[0].header)
-            keys = [_key(m.header) for m in masks]
-            return sum(1 for k in keys if k > startup and k[2] == "cam_day")
+    def day_masks_after_startup():
+        if not fusions:
+            return 0
+        startup = _key(fusions[0].header)
+        keys = [_key(m.header) for m in masks]
+        return sum(1 for k in keys if k > startup and k[2] == "cam_day")
 
-        probe.spin_until(lambda: day_masks_after_startup() >= STATIONARY_FRAMES + 1, 120,
-                         f"the startup fusion and {STATIONARY_FRAMES + 1} day masks after its frame")
-        assert len(fusions) == 1, "a fusion happened in the stationary stretch"
-        camera.send_signal(signal.SIGUSR1)  # day -> night
+    probe.spin_until(lambda: day_masks_after_startup() >= STATIONARY_FRAMES + 1, 120,
+                     f"the startup fusion and {STATIONARY_FRAMES + 1} day masks after its frame")
+    assert len(fusions) == 1, "a fusion happened in the stationary stretch"
+    camera.send_signal(signal.SIGUSR1)  # day -> night
 
-        def night_masks_after_shift():
-            if len(fusions) < 2:
-                return 0
-            shift = _key(fusions[1].header)
-            return sum(1 for m in masks if _key(m.header) > shift and m.header.frame_id == "cam_night")
+    def night_masks_after_shift():
+        if len(fusions) < 2:
+            return 0
+        shift = _key(fusions[1].header)
+        return sum(1 for m in masks if _key(m.header) > shift and m.header.frame_id == "cam_night")
 
-        probe.spin_until(lambda: night_masks_after_shift() >= FRAMES_AFTER_SHIFT, 120,
-                         f"the shift fusion and {FRAMES_AFTER_SHIFT} more night masks")
-        camera.send_signal(signal.SIGINT)
-        camera.wait(10)
-        # Everything in flight arrives; frames_processed in diagnostics stops moving.
-        probe.spin_until(lambda: probe.diag().get("frames_processed") == str(len(masks)) == str(len(scores)),
-                         30, "diagnostics, masks and scores to agree")
-        probe.spin_for(1.0)
-    finally:
-        if camera is not None and camera.poll() is None:
-            camera.kill()
-        code, seconds = node.stop(signal.SIGINT)
-        probe.close()
+    probe.spin_until(lambda: night_masks_after_shift() >= FRAMES_AFTER_SHIFT, 120,
+                     f"the shift fusion and {FRAMES_AFTER_SHIFT} more night masks")
+    camera.send_signal(signal.SIGINT)
+    camera.wait(10)
+    # Everything in flight arrives; frames_processed in diagnostics stops moving.
+    probe.spin_until(lambda: probe.diag().get("frames_processed") == str(len(masks)) == str(len(scores)),
+                     30, "diagnostics, masks and scores to agree")
+    probe.spin_for(1.0)
+    code, seconds = node.stop(signal.SIGINT)
     print(f"node exit code {code} after SIGINT in {seconds:.2f} s; {len(images)} frames published, "
           f"{len(masks)} processed, fusions {[f.reason for f in fusions]}")
     assert code == 0, node.log()

@@ -16,6 +16,8 @@ from semla_ros.demo.export import export_demo_world
 from semla_ros.training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
 from semla_ros.training.loop import LoopSettings, semla_loss
 
+pytestmark = pytest.mark.slow   # its module fixtures train adapters (~30 s)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -18,6 +18,8 @@ from semla_ros.training.loop import LoopSettings
 from semla_ros.training.rrqr import rrqr_basis
 from test_training_rrqr import projector
 
+pytestmark = pytest.mark.slow   # its module fixtures train the main and sub adapters (>10 s)
+
 
 @pytest.fixture(scope="module")
 def trained():

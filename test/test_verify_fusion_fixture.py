@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from semla_ros.catseg.build import build_catseg
@@ -12,6 +13,7 @@ from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.verify.fusion_fixture import check_fusion_fixture
 
 
+@pytest.mark.slow
 def test_fusion_fixture_matches_and_leaves_the_base_model(fixture_dir):
     config = json.loads((fixture_dir / "config.json").read_text())
     model = build_catseg(CatSegConfig.from_fixture(config))

@@ -28,18 +28,18 @@ import collections
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from semla_ros.ros import processes
 from semla_ros.ros.dds_profile import with_large_image_transport
 
-REPO = Path(__file__).resolve().parents[2]
 # Debouncing that follows every change of the synthetic domains within about a second (as in the node's
 # stream test): threshold 0.3 of the library's median centroid spacing, no cooldown.
 CYCLE_SETTINGS = dict(threshold_mode="relative", switch_threshold=0.3, ema_alpha=0.8, min_consecutive=2,
@@ -79,7 +79,7 @@ def swaps_at_changes(masks: list[tuple[float, str]], fusions: list[tuple[float, 
     changes = [(t, d) for i, (t, d) in enumerate(masks) if i > 0 and d != masks[i - 1][1]]
     bounds = [t for t, _ in changes[1:]] + [float("inf")]
     results, used = [], set()
-    for (start, domain), end in zip(changes, bounds):
+    for (start, domain), end in zip(changes, bounds, strict=False):
         match = next((i for i, (t, reason, _, names) in enumerate(fusions)
                       if start <= t < end and names and all(n.startswith(f"{domain}-") for n in names)), None)
         if match is None:
@@ -113,7 +113,7 @@ def _linear_slope(times: list[float], values: list[float]) -> float:
     return float(np.polyfit(np.asarray(times), np.asarray(values), 1)[0])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semla-bench node", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=120.0, help="soak seconds (default 120)")
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
@@ -127,31 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(a synthetic library for them is built unless --library is given)")
     parser.add_argument("--dwell", type=float, default=20.0, help="seconds per domain with --cycle")
     parser.add_argument("--reload-every", type=float, default=0.0, help="call ~/reload_library every S seconds")
-    args = parser.parse_args(argv)
+    return parser
 
-    os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    with_large_image_transport()  # 640x480 rgb8 frames exceed Fast DDS's default SHM segment
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    width, height = (int(v) for v in args.size.lower().split("x"))
 
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from std_srvs.srv import Trigger
-
-    from semla_ros.msg import AdapterFusion
-    from semla_ros.ros.node import FUSION_QOS
-
-    encode_ms, mask_bytes = _encode_timing(width, height)
-    print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}  input {width}x{height} rgb8 at {args.rate:g} Hz, "
-          f"model {args.model_config} on {args.device}, soak {args.duration:g} s")
-    print(f"encode   mask_to_image {width}x{height} mono8 ({mask_bytes / 1e3:.0f} kB): {encode_ms:.3f} ms")
-
-    workdir = Path(tempfile.mkdtemp(prefix="semla_bench_node_"))
+def _node_setup(args, workdir: Path, width: int, height: int) -> tuple[Path, list[str], str]:
+    """The node's params file, the cycled domains and the camera's schedule (with --cycle: a synthetic library
+    for those domains unless --library is given, and debouncing that follows every change)."""
     params = dict(model_config=args.model_config, checkpoint=args.checkpoint,
                   allow_random_weights=not args.checkpoint, library_path=args.library,
                   navigator=args.navigator, device=args.device, diagnostics_period_s=1.0)
@@ -168,112 +149,129 @@ def main(argv: list[str] | None = None) -> int:
         schedule = ",".join(f"{d}:{args.dwell:g}" for _ in range(cycles) for d in domains)
         print(f"cycle    {' -> '.join(domains)}, {args.dwell:g} s each; library {params['library_path']}"
               + (f"; ~/reload_library every {args.reload_every:g} s" if args.reload_every else ""))
-    (workdir / "params.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-    node_log = open(workdir / "node.log", "w")
-    node = subprocess.Popen([sys.executable, "-m", "semla_ros.ros.node", "--ros-args", "--params-file",
-                             str(workdir / "params.yaml"), "-r", "__ns:=/bench"],
-                            stdout=node_log, stderr=subprocess.STDOUT, env=env)
-    camera = None
-    rclpy.init()
-    probe = rclpy.create_node("bench_probe")
-    executor = SingleThreadedExecutor()
-    executor.add_node(probe)
-    ages: list[tuple[float, float]] = []   # (time since soak start, age of the published mask in s)
-    mask_domains: list[tuple[float, str]] = []   # (time, frame_id = the camera's domain) with --cycle
-    fusions: list[tuple[float, str, str, tuple[str, ...]]] = []   # (time, reason, frame_id, adapters)
-    reloads: list[tuple[float, bool, str]] = []   # (seconds to the answer, success, message)
-    diagnostics: list = []
+    params_file = workdir / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    return params_file, domains, schedule
 
-    def on_mask(msg):
-        now = probe.get_clock().now().nanoseconds * 1e-9
+
+@dataclass
+class Heard:
+    """What the probe heard from the node under /bench."""
+
+    ages: list = field(default_factory=list)   # (time, age of the published mask in s)
+    mask_domains: list = field(default_factory=list)   # (time, frame_id = the camera's domain) with --cycle
+    fusions: list = field(default_factory=list)   # (time, reason, frame_id, adapters)
+    reloads: list = field(default_factory=list)   # (seconds to the answer, success, message)
+    diagnostics: list = field(default_factory=list)
+
+    def diag(self) -> dict[str, str]:
+        return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values} if self.diagnostics else {}
+
+
+class BenchProbe:
+    """The rclpy side: subscriptions to the node's masks, fusions and /diagnostics, and ~/reload_library calls
+    every `reload_every` s once armed."""
+
+    def __init__(self, reload_every: float):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_srvs.srv import Trigger
+
+        from semla_ros.msg import AdapterFusion
+        from semla_ros.ros.node import FUSION_QOS
+
+        self.heard = Heard()
+        self.reload_every = reload_every
+        self.next_reload = float("inf")
+        self._reload_call: list = []   # (start, future) of the reload in flight
+        rclpy.init()
+        self.node = rclpy.create_node("bench_probe")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.node.create_subscription(Image, "/bench/mask", self._on_mask,
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(AdapterFusion, "/bench/fusion", self._on_fusion, FUSION_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.heard.diagnostics.append, 10)
+        self._reload_client = self.node.create_client(Trigger, "/bench/semla_segmenter/reload_library")
+        self._trigger = Trigger
+
+    def _on_mask(self, msg) -> None:
+        now = self.node.get_clock().now().nanoseconds * 1e-9
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        ages.append((time.monotonic(), now - stamp))
-        mask_domains.append((time.monotonic(), msg.header.frame_id))
+        self.heard.ages.append((time.monotonic(), now - stamp))
+        self.heard.mask_domains.append((time.monotonic(), msg.header.frame_id))
 
-    def on_fusion(msg):
-        fusions.append((time.monotonic(), msg.reason, msg.header.frame_id, tuple(msg.adapter_names)))
+    def _on_fusion(self, msg) -> None:
+        self.heard.fusions.append((time.monotonic(), msg.reason, msg.header.frame_id, tuple(msg.adapter_names)))
 
-    probe.create_subscription(Image, "/bench/mask", on_mask, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    probe.create_subscription(AdapterFusion, "/bench/fusion", on_fusion, FUSION_QOS)
-    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
-    reload_client = probe.create_client(Trigger, "/bench/semla_segmenter/reload_library")
-    reload_call: list = []   # (start, future) of the reload in flight
-
-    def diag() -> dict[str, str]:
-        return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
-
-    next_reload = [float("inf")]
-
-    def spin(seconds: float) -> None:
+    def spin(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
+            self.executor.spin_once(timeout_sec=0.05)
             now = time.monotonic()
-            if reload_call and reload_call[0][1].done():
-                started, future = reload_call.pop()
+            if self._reload_call and self._reload_call[0][1].done():
+                started, future = self._reload_call.pop()
                 reply = future.result()
-                reloads.append((now - started, reply.success, reply.message))
-            if now >= next_reload[0] and not reload_call:
-                reload_call.append((now, reload_client.call_async(Trigger.Request())))
-                next_reload[0] = now + args.reload_every
+                self.heard.reloads.append((now - started, reply.success, reply.message))
+            if now >= self.next_reload and not self._reload_call:
+                self._reload_call.append((now, self._reload_client.call_async(self._trigger.Request())))
+                self.next_reload = now + self.reload_every
 
-    try:
-        deadline = time.monotonic() + 180
-        while diag().get("state") != "running":
-            if node.poll() is not None or time.monotonic() > deadline:
-                print("node did not come up:\n" + (workdir / "node.log").read_text())
-                return 1
-            spin(0.2)
-        camera = subprocess.Popen(
-            [sys.executable, "-m", "semla_ros.ros.synthetic_camera", "--schedule", schedule, "--rate",
-             str(args.rate), "--size", args.size, "--topic", "/bench/image", "--frame-id", "{domain}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        start = time.monotonic()
-        if args.reload_every > 0:
-            next_reload[0] = start + args.reload_every
-        samples = []  # (t, rss MB, ages in the window, fds, threads)
-        step = min(max(1.0, args.duration / 10), 30.0)
-        print(f"{'t s':>6} {'rss MB':>8} {'fds':>4} {'thr':>4} {'masks':>6} {'age mean s':>10} {'age max s':>9} "
-              f"{'model s':>7} {'processed':>9} {'stale':>6} {'in Hz':>6} {'out Hz':>6} {'swaps':>5}")
-        last_index = 0
-        while time.monotonic() - start < args.duration:
-            spin(min(step, args.duration - (time.monotonic() - start)))
-            t = time.monotonic() - start
-            window = [age for _, age in ages[last_index:]]
-            last_index = len(ages)
-            d = diag()
-            rss = _rss_mb(node.pid)
-            fds, threads = _count(node.pid)
-            samples.append((t, rss, window, fds, threads))
-            print(f"{t:6.0f} {rss:8.1f} {fds:4d} {threads:4d} {len(ages):6d} "
-                  f"{statistics.fmean(window) if window else float('nan'):10.2f} "
-                  f"{max(window) if window else float('nan'):9.2f} "
-                  f"{float(d.get('model_ms_mean', 'nan')) / 1e3:7.2f} {d.get('frames_processed', '?'):>9} "
-                  f"{d.get('frames_dropped_stale', '?'):>6} {d.get('input_rate_hz', '?'):>6} "
-                  f"{d.get('output_rate_hz', '?'):>6} {d.get('swaps', '?'):>5}", flush=True)
-            if node.poll() is not None:
-                print(f"node exited with {node.returncode}:\n" + (workdir / "node.log").read_text()[-4000:])
-                return 1
-        camera.send_signal(signal.SIGINT)
-        camera.wait(10)
-        spin(1.5)
-        d = diag()
-    finally:
-        if camera is not None and camera.poll() is None:
-            camera.kill()
-        stop = time.monotonic()
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-        try:
-            node.wait(10)
-        except subprocess.TimeoutExpired:
-            node.kill()
-        shutdown_s = time.monotonic() - stop
-        executor.shutdown()
-        probe.destroy_node()
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
         rclpy.try_shutdown()
-        node_log.close()
 
+
+def _wait_running(probe: BenchProbe, node, node_log: Path, timeout: float = 180.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while probe.heard.diag().get("state") != "running":
+        if node.poll() is not None or time.monotonic() > deadline:
+            print("node did not come up:\n" + node_log.read_text())
+            return False
+        probe.spin(0.2)
+    return True
+
+
+def _soak(args, probe: BenchProbe, node, node_log: Path) -> tuple[list, float] | None:
+    """Sample the node every ~10 % of the run (at most 30 s apart) and print a row each; returns (samples
+    [(t, rss MB, ages in the window, fds, threads)], the start time), or None if the node exited."""
+    heard = probe.heard
+    start = time.monotonic()
+    if args.reload_every > 0:
+        probe.next_reload = start + args.reload_every
+    samples = []
+    step = min(max(1.0, args.duration / 10), 30.0)
+    print(f"{'t s':>6} {'rss MB':>8} {'fds':>4} {'thr':>4} {'masks':>6} {'age mean s':>10} {'age max s':>9} "
+          f"{'model s':>7} {'processed':>9} {'stale':>6} {'in Hz':>6} {'out Hz':>6} {'swaps':>5}")
+    last_index = 0
+    while time.monotonic() - start < args.duration:
+        probe.spin(min(step, args.duration - (time.monotonic() - start)))
+        t = time.monotonic() - start
+        window = [age for _, age in heard.ages[last_index:]]
+        last_index = len(heard.ages)
+        d = heard.diag()
+        rss = _rss_mb(node.pid)
+        fds, threads = _count(node.pid)
+        samples.append((t, rss, window, fds, threads))
+        print(f"{t:6.0f} {rss:8.1f} {fds:4d} {threads:4d} {len(heard.ages):6d} "
+              f"{statistics.fmean(window) if window else float('nan'):10.2f} "
+              f"{max(window) if window else float('nan'):9.2f} "
+              f"{float(d.get('model_ms_mean', 'nan')) / 1e3:7.2f} {d.get('frames_processed', '?'):>9} "
+              f"{d.get('frames_dropped_stale', '?'):>6} {d.get('input_rate_hz', '?'):>6} "
+              f"{d.get('output_rate_hz', '?'):>6} {d.get('swaps', '?'):>5}", flush=True)
+        if node.poll() is not None:
+            print(f"node exited with {node.returncode}:\n" + node_log.read_text()[-4000:])
+            return None
+    return samples, start
+
+
+def _print_node_means(d: dict) -> None:
     def mean_since_start(name: str) -> float:
         return float(d.get(f"{name}_mean_since_start", "nan"))
 
@@ -288,47 +286,99 @@ def main(argv: list[str] | None = None) -> int:
           f"mask+score encode+publish {mean_since_start('publish_ms'):.2f}")
     print(f"node     receipt->publish {latency:.1f} ms; minus model: {latency - model:.1f} ms "
           f"(of which mailbox wait {queue:.1f}); node overhead without the wait: {latency - model - queue:.2f} ms")
+
+
+def _print_trends(args, samples: list, ages: list) -> None:
     usable = [sample for sample in samples if sample[0] >= 0.2 * args.duration]  # after warm-up
-    if len(usable) >= 2:
-        times = [sample[0] for sample in usable]
-        rss_slope = _linear_slope(times, [sample[1] for sample in usable]) * 60
-        age_points = [(t, statistics.fmean(w)) for t, _, w, _, _ in usable if w]
-        age_slope = _linear_slope([t for t, _ in age_points], [a for _, a in age_points]) * 60
-        rss_values = [sample[1] for sample in usable]
-        print(f"soak     RSS after warm-up (t >= {0.2 * args.duration:.0f} s): first {rss_values[0]:.1f}, "
-              f"min {min(rss_values):.1f}, max {max(rss_values):.1f}, last {rss_values[-1]:.1f} MB; "
-              f"linear trend {rss_slope:+.2f} MB/min over {len(usable)} samples")
-        for name, index in (("open fds", 3), ("threads", 4)):
-            values = [sample[index] for sample in usable]
-            print(f"soak     {name} after warm-up: first {values[0]}, min {min(values)}, max {max(values)}, "
-                  f"last {values[-1]}; linear trend {_linear_slope(times, values) * 60:+.3f} /min")
-        print(f"soak     mask age: trend {age_slope:+.3f} s/min, max {max(a for _, a in ages):.2f} s "
-              f"(a queue would grow by ~{args.rate:.0f} frames/s; age stays ~ model time + one frame)")
+    if len(usable) < 2:
+        return
+    times = [sample[0] for sample in usable]
+    rss_slope = _linear_slope(times, [sample[1] for sample in usable]) * 60
+    age_points = [(t, statistics.fmean(w)) for t, _, w, _, _ in usable if w]
+    age_slope = _linear_slope([t for t, _ in age_points], [a for _, a in age_points]) * 60
+    rss_values = [sample[1] for sample in usable]
+    print(f"soak     RSS after warm-up (t >= {0.2 * args.duration:.0f} s): first {rss_values[0]:.1f}, "
+          f"min {min(rss_values):.1f}, max {max(rss_values):.1f}, last {rss_values[-1]:.1f} MB; "
+          f"linear trend {rss_slope:+.2f} MB/min over {len(usable)} samples")
+    for name, index in (("open fds", 3), ("threads", 4)):
+        values = [sample[index] for sample in usable]
+        print(f"soak     {name} after warm-up: first {values[0]}, min {min(values)}, max {max(values)}, "
+              f"last {values[-1]}; linear trend {_linear_slope(times, values) * 60:+.3f} /min")
+    print(f"soak     mask age: trend {age_slope:+.3f} s/min, max {max(a for _, a in ages):.2f} s "
+          f"(a queue would grow by ~{args.rate:.0f} frames/s; age stays ~ model time + one frame)")
+
+
+def _print_swaps(domains: list[str], heard: Heard, start: float) -> None:
+    fusions = heard.fusions
+    changes, unexpected = swaps_at_changes([(t, d) for t, d in heard.mask_domains if d in domains], fusions)
+    followed = [c for c in changes if c[2] is not None]
+    delays = [c[2] for c in followed]
+    by_reason = collections.Counter(f[1] for f in fusions)
+    by_reason_followed = collections.Counter(c[3] for c in followed)
+    print(f"swaps    {len(fusions)} fusions {dict(by_reason)}; {len(changes)} domain changes, "
+          f"{len(followed)} followed by a swap to the new domain's adapters {dict(by_reason_followed)}")
+    if delays:
+        print(f"swaps    delay after the new domain's first mask: mean {statistics.fmean(delays):.2f} s, "
+              f"max {max(delays):.2f} s")
+    missed = [f"{d} at {t - start:.0f} s" for t, d, delay, _ in changes if delay is None]
+    print(f"swaps    changes without a swap: {', '.join(missed) if missed else 'none'}; shift swaps with no "
+          f"change: {len(unexpected)}")
+    for t, _reason, frame, names in unexpected:   # e.g. a reload that fused half-way through a change
+        previous = max((f for f in fusions if f[0] < t), key=lambda f: f[0], default=None)
+        print(f"swaps      at {t - start:.0f} s on a '{frame}' frame: {', '.join(names)}"
+              + (f" (previous swap {t - previous[0]:.1f} s before: {previous[1]}, {', '.join(previous[3])})"
+                 if previous else ""))
+
+
+def _print_reloads(reloads: list) -> None:
+    answers = collections.Counter("loaded" if ok else ("in progress" if "in progress" in m else "failed")
+                                  for _, ok, m in reloads)
+    slowest = max((r[0] for r in reloads), default=float("nan"))
+    print(f"reload   {len(reloads)} ~/reload_library answers ({dict(answers)}), slowest {slowest:.2f} s"
+          + (f"; last: {reloads[-1][2]}" if reloads else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with_large_image_transport()  # 640x480 rgb8 frames exceed Fast DDS's default SHM segment
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    encode_ms, mask_bytes = _encode_timing(width, height)
+    print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}  input {width}x{height} rgb8 at {args.rate:g} Hz, "
+          f"model {args.model_config} on {args.device}, soak {args.duration:g} s")
+    print(f"encode   mask_to_image {width}x{height} mono8 ({mask_bytes / 1e3:.0f} kB): {encode_ms:.3f} ms")
+
+    workdir = Path(tempfile.mkdtemp(prefix="semla_bench_node_"))
+    params_file, domains, schedule = _node_setup(args, workdir, width, height)
+    node_log = workdir / "node.log"
+    node = processes.start(processes.node_command(params_file, "bench"), node_log)
+    camera = None
+    probe = BenchProbe(args.reload_every)
+    try:
+        if not _wait_running(probe, node, node_log):
+            return 1
+        camera = processes.start(processes.synthetic_camera_command(
+            schedule, args.rate, args.size, "/bench/image", "--frame-id", "{domain}"))
+        soaked = _soak(args, probe, node, node_log)
+        if soaked is None:
+            return 1
+        samples, start = soaked
+        processes.stop(camera)
+        probe.spin(1.5)
+        d = probe.heard.diag()
+    finally:
+        processes.stop(camera, signal.SIGKILL)
+        _, shutdown_s = processes.stop(node)
+        probe.close()
+
+    _print_node_means(d)
+    _print_trends(args, samples, probe.heard.ages)
     if domains:
-        changes, unexpected = swaps_at_changes([(t, d) for t, d in mask_domains if d in domains], fusions)
-        followed = [c for c in changes if c[2] is not None]
-        delays = [c[2] for c in followed]
-        by_reason = collections.Counter(f[1] for f in fusions)
-        by_reason_followed = collections.Counter(c[3] for c in followed)
-        print(f"swaps    {len(fusions)} fusions {dict(by_reason)}; {len(changes)} domain changes, "
-              f"{len(followed)} followed by a swap to the new domain's adapters {dict(by_reason_followed)}")
-        if delays:
-            print(f"swaps    delay after the new domain's first mask: mean {statistics.fmean(delays):.2f} s, "
-                  f"max {max(delays):.2f} s")
-        missed = [f"{d} at {t - start:.0f} s" for t, d, delay, _ in changes if delay is None]
-        print(f"swaps    changes without a swap: {', '.join(missed) if missed else 'none'}; shift swaps with no "
-              f"change: {len(unexpected)}")
-        for t, reason, frame, names in unexpected:   # e.g. a reload that fused half-way through a change
-            previous = max((f for f in fusions if f[0] < t), key=lambda f: f[0], default=None)
-            print(f"swaps      at {t - start:.0f} s on a '{frame}' frame: {', '.join(names)}"
-                  + (f" (previous swap {t - previous[0]:.1f} s before: {previous[1]}, {', '.join(previous[3])})"
-                     if previous else ""))
+        _print_swaps(domains, probe.heard, start)
     if args.reload_every > 0:
-        answers = collections.Counter("loaded" if ok else ("in progress" if "in progress" in m else "failed")
-                                      for _, ok, m in reloads)
-        slowest = max((r[0] for r in reloads), default=float("nan"))
-        print(f"reload   {len(reloads)} ~/reload_library answers ({dict(answers)}), slowest {slowest:.2f} s"
-              + (f"; last: {reloads[-1][2]}" if reloads else ""))
+        _print_reloads(probe.heard.reloads)
     print(f"shutdown SIGINT -> exit {shutdown_s:.2f} s (exit code {node.returncode})")
     return 0
 

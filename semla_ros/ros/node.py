@@ -45,6 +45,7 @@ from semla_ros.ros.image_conversion import (BadFrame, compressed_to_rgb, image_t
 from semla_ros.ros.log_bridge import route_python_logging
 from semla_ros.ros.mailbox import LatestFrameMailbox
 from semla_ros.ros.overlay import blend, palette
+from semla_ros.ros.processes import HOLD_LOAD_ENV, HOLD_LOAD_LOG
 
 NODE_NAME = "semla_segmenter"
 LOG_THROTTLE_S = 5.0
@@ -191,6 +192,11 @@ class SemlaSegmenterNode(Node):
         if problems:
             self._state = "not running: invalid parameters"
             return
+        hold = os.environ.get(HOLD_LOAD_ENV)
+        if hold:   # tests only (processes.HOLD_LOAD_ENV): a deterministic "during the load"
+            self.get_logger().info(f"{HOLD_LOAD_LOG}: {hold}")
+            while not os.path.exists(hold) and not self._mailbox.closed:
+                time.sleep(0.05)
         try:
             build = build_engine(parameters.engine_spec(self._values()))
         except Exception as error:  # an unexpected failure must still leave the node up and reporting
