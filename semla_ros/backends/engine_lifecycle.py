@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..catseg.checkpoint import state_dict_digest
+from ..catseg.modeling.catseg import CATSeg
 from ..catseg.utils.onnx import EXPORTER, OPSET, export_class_limit, export_code_digest, export_onnx
 from ..core.targets import semla_target_modules
 from .base import Backend
@@ -299,7 +300,7 @@ class EngineBackend(Backend):
         return OnnxKey(model_digest=state_dict_digest(model), precision=self.precision, opset=self.opset,
                        exporter=EXPORTER, export_code=export_code_digest(), torch_version=torch.__version__)
 
-    def export(self, model: torch.nn.Module) -> tuple[Path, OnnxKey]:
+    def export(self, model: CATSeg) -> tuple[Path, OnnxKey]:
         """The ONNX export of `model` from the cache, or exported now and cached."""
         key = self.onnx_key(model)
         path = self.onnx_cache.find(key, ONNX_FILE)

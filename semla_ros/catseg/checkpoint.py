@@ -9,12 +9,15 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 import torch
 from torch import nn
 
+from .modeling.catseg import CATSeg
+
 log = logging.getLogger(__name__)
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 
 CLIP_PREFIX = "sem_seg_head.predictor.clip_model."
 CHECKPOINT_SOURCES = (
@@ -116,7 +119,7 @@ def clip_state_dict_to_catseg(clip_state: Mapping[str, torch.Tensor]) -> dict[st
             if key not in skip and not key.endswith(".attn_mask")}
 
 
-def load_clip_state_dict(model: nn.Module, clip_state: Mapping[str, torch.Tensor]) -> None:
+def load_clip_state_dict(model: CATSeg, clip_state: Mapping[str, torch.Tensor]) -> None:
     """Load CLIP weights into the CLIP part of `model`; every CLIP parameter must be covered, shapes must agree."""
     relative = {key[len(CLIP_PREFIX):]: value for key, value in clip_state_dict_to_catseg(clip_state).items()}
     try:
@@ -132,13 +135,13 @@ def load_clip_state_dict(model: nn.Module, clip_state: Mapping[str, torch.Tensor
     model.sem_seg_head.predictor.clip_model.load_state_dict(relative, strict=True)
 
 
-def _meta_twin(model: nn.Module) -> nn.Module:
+def _meta_twin(model: _ModuleT) -> _ModuleT:
     """The same architecture without storage, to validate a state dict before touching the real model."""
     with torch.device("meta"):
         return type(model)(model.config)
 
 
-def load_open_clip_weights(model: nn.Module, name: str = "ViT-B-16", pretrained: str = "openai",
+def load_open_clip_weights(model: CATSeg, name: str = "ViT-B-16", pretrained: str = "openai",
                            cache_dir: str | None = None) -> nn.Module:
     """Start from plain CLIP: copy open_clip's `name`/`pretrained` weights (a tag, fetched by open_clip into its
     cache on a networked machine, or a local checkpoint path) into the CLIP towers of `model`.

@@ -14,6 +14,22 @@ OPENAI_CLIP_STD_255 = (68.5005327, 66.6321579, 70.3231630)
 OFFICIAL_PROMPT_TEMPLATE = "A photo of a {} in the scene"
 
 
+def _int_pair(values: Any, what: str) -> tuple[int, int]:
+    """Two ints from a fixture's list, or a clear error naming the field."""
+    items = tuple(int(v) for v in values)
+    if len(items) != 2:
+        raise ValueError(f"{what} needs exactly 2 values, got {items}")
+    return items[0], items[1]
+
+
+def _float_triple(values: Any, what: str) -> tuple[float, float, float]:
+    """Three floats (one per RGB channel) from a fixture's list, or a clear error naming the field."""
+    items = tuple(float(v) for v in values)
+    if len(items) != 3:
+        raise ValueError(f"{what} needs exactly 3 values, got {items}")
+    return items[0], items[1], items[2]
+
+
 @dataclass(frozen=True)
 class VisionConfig:
     """CLIP ViT image tower. `pretrain_resolution` sets the stored positional-embedding grid."""
@@ -188,15 +204,16 @@ class CatSegConfig:
                 num_heads=int(agg["num_heads"]),
                 num_layers=int(agg["num_layers"]),
                 window_size=int(agg["window_size"]),
-                pooling_size=tuple(int(p) for p in agg["pooling_sizes"]),
-                feature_resolution=tuple(int(r) for r in agg["feature_resolution"]),
+                pooling_size=_int_pair(agg["pooling_sizes"], "aggregator.pooling_sizes"),
+                feature_resolution=_int_pair(agg["feature_resolution"], "aggregator.feature_resolution"),
                 pad_len=int(agg["pad_len"]),
                 attention_type=str(agg["attention_type"]),
                 text_guidance_proj_dim=int(agg["text_guidance_proj_dim"]),
                 appearance_guidance_proj_dim=int(agg["appearance_guidance_proj_dim"]),
-                decoder_dims=tuple(int(d) for d in dec["decoder_dims"]),
-                decoder_guidance_dims=tuple(int(d) for d in dec["decoder_guidance_dims"]),
-                decoder_guidance_proj_dims=tuple(int(d) for d in dec["decoder_guidance_proj_dims"]),
+                decoder_dims=_int_pair(dec["decoder_dims"], "decoder.decoder_dims"),
+                decoder_guidance_dims=_int_pair(dec["decoder_guidance_dims"], "decoder.decoder_guidance_dims"),
+                decoder_guidance_proj_dims=_int_pair(dec["decoder_guidance_proj_dims"],
+                                                    "decoder.decoder_guidance_proj_dims"),
                 prompt_channel=int(agg.get("prompt_channel", 1)),
                 swin_mlp_ratio=int(agg.get("swin_mlp", {}).get("ratio", 4)),
                 class_mlp_ratio=int(agg.get("class_mlp", {}).get("ratio", 4)),
@@ -204,11 +221,11 @@ class CatSegConfig:
             inference=InferenceConfig(
                 clip_resolution=int(whole["resize"]["to"][0]),
                 size_divisibility=int(whole["size_divisibility"]),
-                pixel_mean=tuple(float(m) for m in clip["pixel_mean"]),
-                pixel_std=tuple(float(s) for s in clip["pixel_std"]),
+                pixel_mean=_float_triple(clip["pixel_mean"], "clip.pixel_mean"),
+                pixel_std=_float_triple(clip["pixel_std"], "clip.pixel_std"),
                 sliding_kernel=int(sliding["kernel"]),
                 sliding_overlap=float(sliding["overlap"]),
-                sliding_out_res=tuple(int(r) for r in sliding["out_res"]),
+                sliding_out_res=_int_pair(sliding["out_res"], "inference.sliding_window.out_res"),
             ),
             prompt_template=str(config_json["text"]["prompt_template"]),
         )

@@ -50,7 +50,7 @@ class CatSegPredictor:
         self.official_postprocess = bool(official_postprocess)
         self._lock = threading.RLock()
         self._class_names: tuple[str, ...] = ()
-        self._tokens: torch.Tensor | None = None
+        self._tokens: torch.Tensor  # set by set_classes below
         self._text_cache: torch.Tensor | None = None
         inf = self.config.inference
         self._mean = torch.tensor(inf.pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -91,7 +91,10 @@ class CatSegPredictor:
         """
         with self._lock, torch.no_grad():
             for module, value in weights.items():
-                self.model.get_submodule(module).weight.copy_(value)
+                weight = self.model.get_submodule(module).weight
+                if not isinstance(weight, torch.Tensor):
+                    raise TypeError(f"{module}.weight is not a tensor (got {type(weight).__name__})")
+                weight.copy_(value)
             self._text_cache = None
             if text_embeddings is not None and tuple(class_names or ()) == self._class_names:
                 expected = (len(self._class_names), self.config.embed_dim)

@@ -103,8 +103,9 @@ def fields(cls) -> tuple[FieldInfo, ...]:
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else MISSING)
         meta = dict(f.metadata)
+        help_text: str = meta.get("help", "")
         out.append(FieldInfo(name=f.name, kind=kind, optional=optional, default=default, choices=choices,
-                             help=meta.get("help", ""), doc=meta.get("doc", meta.get("help", "")),
+                             help=help_text, doc=meta.get("doc", help_text),
                              low=meta.get("low"), high=meta.get("high"), low_open=meta.get("low_open", False),
                              high_open=meta.get("high_open", False), live=meta.get("live", True),
                              pattern=meta.get("pattern"), pattern_help=meta.get("pattern_help"),
@@ -132,8 +133,9 @@ def check(info: FieldInfo, value: Any) -> str | None:
             return f"{name}: expected {info.kind.__name__}, got {value!r}"
         if not math.isfinite(value):
             return f"{name}: {value} is not finite"
-        too_low = info.low is not None and (value <= info.low if info.low_open else value < info.low)
-        too_high = info.high is not None and (value >= info.high if info.high_open else value > info.high)
+        number = float(value)
+        too_low = info.low is not None and (number <= info.low if info.low_open else number < info.low)
+        too_high = info.high is not None and (number >= info.high if info.high_open else number > info.high)
         if too_low or too_high:
             return f"{name}: {value!r} outside {info.range_text()}"
     if info.kind is str and not isinstance(value, str):
@@ -149,7 +151,8 @@ def check(info: FieldInfo, value: Any) -> str | None:
 
 def validate(instance) -> None:
     """ValueError naming the first field whose value breaks its declaration (type, range, choices, pattern)."""
-    for info in fields(type(instance)):
+    kind: type = type(instance)  # a `type` annotation: mypy sees type[Any] as not Hashable (python/mypy#11470)
+    for info in fields(kind):
         reason = check(info, getattr(instance, info.name))
         if reason:
             raise ValueError(reason)

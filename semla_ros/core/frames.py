@@ -60,8 +60,8 @@ def image_pixels(msg, max_pixels: int = NO_LIMIT) -> np.ndarray:
         raise BadFrame("unsupported_encoding", f"'{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     check_size(height, width, max_pixels)
-    dtype, channels, _ = LAYOUTS[encoding]
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    scalar, channels, _ = LAYOUTS[encoding]
+    dtype = np.dtype(scalar).newbyteorder(">" if msg.is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise BadFrame("bad_step", f"step {step} < width*bytes_per_pixel {row_bytes} for {encoding}")

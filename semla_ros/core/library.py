@@ -65,7 +65,7 @@ MAX_LORA_SCALING = 1000.0
 # The median centroid spacing is computed over all pairs up to this many entries, beyond over all
 # pairs among this many entries drawn with a fixed seed (a relative threshold needs no more).
 MEDIAN_SAMPLE = 1024
-_EMPTY = MappingProxyType({})
+_EMPTY: Mapping[str, object] = MappingProxyType({})
 T = TypeVar("T")
 
 
@@ -92,11 +92,12 @@ class AdapterEntry:
 
     __slots__ = ("name", "scaling", "centroid", "_metadata", "official_layout", "rank", "_path", "dropped",
                  "modules", "_factors", "_file")
+    _metadata: Mapping[str, object] | bytes | None   # bytes: metadata.json as read, parsed when asked for
 
     def __init__(self, name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None,
                  scaling: float, centroid, metadata: Mapping[str, object] | bytes, official_layout: bool, rank: int = 0,
-                 path: Path | None = None, dropped: tuple[str, ...] = (), *, modules: tuple[str, ...] | None = None,
-                 file: _FactorFile | None = None):
+                 path: str | os.PathLike[str] | None = None, dropped: tuple[str, ...] = (), *,
+                 modules: tuple[str, ...] | None = None, file: _FactorFile | None = None):
         if (factors is None) == (file is None):
             raise ValueError("an entry needs either its factors or the file to read them from")
         self.name = name
@@ -113,7 +114,11 @@ class AdapterEntry:
         self._path = None if path is None else str(path)
         self.dropped = tuple(dropped)           # factors present on disk but not fused (why: see loader)
         self._factors = None if factors is None else MappingProxyType(dict(factors))
-        self.modules = tuple(modules if modules is not None else self._factors)   # target modules, in order
+        if modules is None:
+            if self._factors is None:
+                raise ValueError("an entry read from a file needs the names of its modules")
+            modules = tuple(self._factors)
+        self.modules = tuple(modules)   # target modules, in order
         self._file = file
 
     @property
@@ -135,14 +140,14 @@ class AdapterEntry:
     @property
     def cached(self) -> bool:
         """Factors in memory now (held, or in the cache) - using them reads no file."""
-        return self._factors is not None or self._cache_key() in self._file.cache
+        return self._factors is not None or self._cache_key() in self._source().cache
 
     @property
     def factors(self) -> Mapping[str, tuple[torch.Tensor, torch.Tensor]]:
         """module -> (A, B), float32; read and validated on first use for an entry opened from disk."""
         if self._factors is not None:
             return self._factors
-        return self._file.cache.get(self._cache_key(), self._read)
+        return self._source().cache.get(self._cache_key(), self._read)
 
     def load(self) -> "AdapterEntry":
         """This entry with its factors held in memory (itself when it holds them already)."""
@@ -153,11 +158,19 @@ class AdapterEntry:
         held.centroid = self.centroid
         return held
 
-    def _cache_key(self):
-        return self._file.path, self._file.identity
+    def _source(self) -> _FactorFile:
+        """The file a lazy entry reads its factors from (an entry made from factors in memory has none)."""
+        if self._file is None:
+            raise RuntimeError(f"adapter entry {self.name!r} holds its factors in memory and has no file to read")
+        return self._file
+
+    def _cache_key(self) -> tuple[str, FileIdentity]:
+        source = self._source()
+        return source.path, source.identity
 
     def _read(self) -> tuple[Mapping[str, tuple[torch.Tensor, torch.Tensor]], int]:
-        factors = _load_factors(self._file.path, self._file.identity, self.rank, self.modules)
+        source = self._source()
+        factors = _load_factors(source.path, source.identity, self.rank, self.modules)
         return MappingProxyType(factors), sum(a.nbytes + b.nbytes for a, b in factors.values())
 
     def __repr__(self) -> str:
@@ -211,7 +224,8 @@ def _pair(items: Mapping[str, T], shape: Callable[[T], tuple], r: int, filename:
     return pairs
 
 
-def _load_factors(path: Path, identity: FileIdentity, r: int, modules) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _load_factors(path: str | os.PathLike[str], identity: FileIdentity, r: int,
+                  modules) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The factors of `modules` from the file version `identity`, float32, finite."""
     filename = os.path.basename(path)
     pairs = _pair(read_safetensors(path, identity), lambda t: tuple(t.shape), r, filename)
@@ -249,7 +263,7 @@ def _layout(header: tuple, r: int, official: bool) -> tuple[tuple[str, ...], tup
     like the header itself, so the thousands of entries of a fleet's library share one copy of each."""
     pairs = _pair(dict(header), lambda info: info.shape, r, WEIGHTS_FILE)
     shapes = tuple((m, a.shape, b.shape) for m, (a, b) in pairs.items())
-    dropped = ()
+    dropped: tuple[str, ...] = ()
     if official:
         dropped = tuple(m for m, _, _ in shapes if OFFICIAL_INERT_TARGET.search(m))
         shapes = tuple(s for s in shapes if s[0] not in dropped)
@@ -334,7 +348,8 @@ class AdapterLibrary:
     """An immutable snapshot of the usable entries of a library directory."""
 
     def __init__(self, root: Path | None, entries, skipped=(), *, navigator_dim=None, navigator_id=None,
-                 model=None, fingerprint: str = "", cache: FactorCache | None = None, centroids: np.ndarray | None = None):
+                 model=None, fingerprint: str = "", cache: FactorCache | None = None,
+                 centroids: np.ndarray | None = None):
         """`centroids`: the entries' centroids as the rows of one (N,D) float32 matrix, when the caller
         holds them so (`open` does); otherwise they are stacked here."""
         self._root = None if root is None else Path(root)
@@ -374,8 +389,12 @@ class AdapterLibrary:
         except OSError as exc:
             raise OSError(f"adapter library directory {root} cannot be listed ({exc.strerror})") from None
         cache = cache if cache is not None else FactorCache(DEFAULTS.adapter_cache_mb)
-        entries, skipped, candidates = [], [], []
-        rows, in_rows = None, True   # the centroids, written into one matrix as entries load (no copies left behind)
+        entries: list[AdapterEntry] = []
+        skipped: list[tuple[str, str]] = []
+        candidates: list[str] = []
+        # the centroids, written into one matrix as entries load (no copies left behind)
+        rows: np.ndarray | None = None
+        in_rows = True
         for name, path in children:
             try:
                 if not stat.S_ISDIR(os.stat(path).st_mode):
@@ -406,9 +425,9 @@ class AdapterLibrary:
             for e in [e for e in entries if e.centroid.shape[0] != common]:
                 entries.remove(e)
                 skipped.append((e.name, f"centroid has dimension {e.centroid.shape[0]}, the library uses {common}"))
-        in_rows = in_rows and rows is not None
+        centroids = rows[:len(entries)] if in_rows and rows is not None else None
         return cls(root, entries, skipped, navigator_dim=navigator_dim, navigator_id=navigator_id, model=model,
-                   fingerprint=_fingerprint(candidates), cache=cache, centroids=rows[:len(entries)] if in_rows else None)
+                   fingerprint=_fingerprint(candidates), cache=cache, centroids=centroids)
 
     def reload(self, root=None) -> "AdapterLibrary":
         """A fresh snapshot of the (same or given) directory with the same validation and cache."""
@@ -613,8 +632,9 @@ def write_entry(root, name: str, factors: Mapping[str, tuple[torch.Tensor, torch
             tensors[f"{KEY_PREFIX}{module}.lora_A.weight"] = a.detach().float().contiguous().cpu()
             tensors[f"{KEY_PREFIX}{module}.lora_B.weight"] = b.detach().float().contiguous().cpu()
         save_file(tensors, str(directory / WEIGHTS_FILE))
+        # the keyword is CENTROID_KEY, spelled out: a ** dict could also fill savez's allow_pickle
         np.savez(directory / statistics_file(name),
-                 **{CENTROID_KEY: np.asarray(centroid, dtype=np.float32).reshape(1, -1)})
+                 train_average_embedding=np.asarray(centroid, dtype=np.float32).reshape(1, -1))
         if metadata is not None:
             (directory / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2))
         if target.exists():

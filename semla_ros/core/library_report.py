@@ -96,6 +96,8 @@ def import_lines(source: Path, lib: AdapterLibrary, into: Path | None, overwrite
                     lines.append(f"  kept existing {dest} (use --overwrite)")
                     continue
                 shutil.rmtree(dest)
+            if e.path is None:
+                raise ValueError(f"entry {e.name!r} was not opened from a directory, there is nothing to copy")
             shutil.copytree(e.path, dest)
         lines.append(f"copied {len(lib)} entries into {into} (official layout kept)")
     return lines

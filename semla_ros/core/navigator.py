@@ -93,6 +93,8 @@ def build_navigator(spec: str | NavigatorSpec, model=None, *, device="cpu", norm
         if model is None:
             raise ValueError("navigator 'tower' needs the CAT-Seg model whose image tower it copies")
         return TowerNavigator(model, normalize=normalize, device=device)
+    if spec.model is None:
+        raise ValueError(f"navigator {spec!r} names no open_clip model (expected openclip:MODEL/...)")
     tag = spec.tag
     if spec.path is not None and tag is None:
         import open_clip
@@ -155,16 +157,16 @@ class OpenClipNavigator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         tag = pretrained
-        weights = None
+        weights: str | None = None
         if checkpoint is None and pretrained is not None and (os.sep in str(pretrained) or Path(pretrained).suffix):
             checkpoint, tag = pretrained, None
         if checkpoint is not None:
-            weights = Path(checkpoint).expanduser()
-            if not weights.is_file():
+            checkpoint_file = Path(checkpoint).expanduser()
+            if not checkpoint_file.is_file():
                 raise FileNotFoundError(
-                    f"navigator checkpoint {weights} does not exist; give an open_clip checkpoint file for "
+                    f"navigator checkpoint {checkpoint_file} does not exist; give an open_clip checkpoint file for "
                     f"{model_name} (e.g. open_clip_model.safetensors from the model's Hugging Face repo)")
-            weights = str(weights)
+            weights = str(checkpoint_file)
         elif tag is not None:
             weights = _cached_pretrained_file(model_name, tag)
         tag_cfg = open_clip.get_pretrained_cfg(model_name, tag) if tag else {}

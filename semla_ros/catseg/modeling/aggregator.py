@@ -84,12 +84,12 @@ class Aggregator(nn.Module):
         corr = cost_volume(image_features, text_embeddings)
         embed = self.embed_cost(corr)
         appearance = self.guidance_projection(image_features)
-        decoder_guidance = [proj(g) for proj, g in zip(self.decoder_guidance_projection, decoder_guidance)]
+        projected_guidance = [proj(g) for proj, g in zip(self.decoder_guidance_projection, decoder_guidance)]
         text = text_embeddings.mean(dim=-2)
         text = self.text_guidance_projection(text / text.norm(dim=-1, keepdim=True))
         for layer in self.layers:
             embed = layer(embed, appearance, text)
-        logits = self.decode(embed, decoder_guidance)
+        logits = self.decode(embed, projected_guidance)
         if selected is not None:
             out = torch.full((batch, classes, *logits.shape[2:]), -100.0, dtype=logits.dtype, device=logits.device)
             logits = out.scatter(1, selected[..., None, None].expand(-1, -1, *logits.shape[2:]), logits)

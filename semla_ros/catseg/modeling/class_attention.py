@@ -104,15 +104,17 @@ class ClassAggregation(nn.Module):
         if pad and isinstance(self.attention.attention, LinearAttention):
             # Padding tokens only feed the key/value sums (their outputs are dropped) and are identical at every
             # pixel: add them analytically instead of running 256 - T extra tokens per pixel.
-            pad_guidance = self.padding_guidance.reshape(-1) if guidance is not None else None
-            padding = (self.norm1(self.padding_tokens.reshape(-1)), pad_guidance, pad)
+            pad_guidance = (_present(self.padding_guidance, "padding_guidance").reshape(-1)
+                            if guidance is not None else None)
+            padding = (self.norm1(_present(self.padding_tokens, "padding_tokens").reshape(-1)), pad_guidance, pad)
             seq = seq + self.attention(self.norm1(seq), guidance, padding)
         else:
             if pad:
-                seq = torch.cat([seq, self.padding_tokens.reshape(1, 1, channels).expand(seq.shape[0], pad,
-                                                                                       channels)], dim=1)
+                tokens = _present(self.padding_tokens, "padding_tokens")
+                seq = torch.cat([seq, tokens.reshape(1, 1, channels).expand(seq.shape[0], pad, channels)], dim=1)
                 if guidance is not None:
-                    extra = self.padding_guidance.reshape(1, 1, -1).expand(seq.shape[0], pad, guidance.shape[-1])
+                    extra = _present(self.padding_guidance, "padding_guidance").reshape(1, 1, -1).expand(
+                        seq.shape[0], pad, guidance.shape[-1])
                     guidance = torch.cat([guidance, extra], dim=1)
             seq = seq + self.attention(self.norm1(seq), guidance)
             seq = seq[:, :classes]
@@ -134,3 +136,11 @@ class ClassAggregation(nn.Module):
                               self.pooling_size)
         ph, pw = pooled.shape[-2:]
         return pooled.reshape(batch, classes, channels, ph, pw).permute(0, 2, 1, 3, 4)
+
+
+def _present(parameter: nn.Parameter | None, what: str) -> nn.Parameter:
+    """A padding parameter the forward pass needs; None only when the layer was built without padding."""
+    if parameter is None:
+        raise RuntimeError(f"class aggregation needs its {what}, but the layer was built without it "
+                           "(pad_len 0 or no guidance dim)")
+    return parameter

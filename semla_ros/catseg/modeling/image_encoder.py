@@ -91,7 +91,10 @@ class ClipImageEncoder(nn.Module):
             x = block(x)
             if index in self.tap_blocks:
                 taps.append(x)
-        x = blocks[-1].forward_dense(x)
+        last = blocks[-1]
+        if not isinstance(last, ResidualAttentionBlock):
+            raise TypeError(f"the last visual block must be a ResidualAttentionBlock, got {type(last).__name__}")
+        x = last.forward_dense(x)
         dense = self.ln_post(x) @ self.proj
         return DenseImageFeatures(
             dense=_tokens_to_map(dense, grid_h, grid_w),

@@ -85,10 +85,13 @@ class SwinMlp(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-LN window attention with guidance, optional cyclic shift, then MLP. Tokens (B, H*W, C)."""
 
+    attn_mask: torch.Tensor | None  # a persistent buffer when shifted, else a plain None attribute
+
     def __init__(self, dim: int, guidance_dim: int, resolution: tuple[int, int], heads: int, window: int,
                  shift: int, mlp_ratio: int = 4) -> None:
         super().__init__()
-        self.resolution = tuple(resolution)
+        height, width = resolution
+        self.resolution: tuple[int, int] = (height, width)
         self.window = window
         self.shift = shift
         if min(self.resolution) <= window:  # official: no partition (and no shift) when one window covers it all
@@ -100,7 +103,7 @@ class SwinBlock(nn.Module):
         self.mlp = SwinMlp(dim, dim * mlp_ratio)
         if self.shift > 0:
             # persistent, as in the official module: the checkpoints carry it
-            self.register_buffer("attn_mask", shifted_window_mask(*self.resolution, self.window, self.shift))
+            self.register_buffer("attn_mask", shifted_window_mask(height, width, self.window, self.shift))
         else:
             self.attn_mask = None
 

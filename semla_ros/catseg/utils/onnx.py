@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..modeling.catseg import CATSeg
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 INPUT_NAMES = ("image", "text_embeddings")
 OUTPUT_NAME = "logits"
@@ -46,7 +48,7 @@ def export_class_limit(config) -> int | None:
     return pad_len if pad_len > 0 else None
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, precision: str = "fp32", num_classes: int | None = None,
+def export_onnx(model: CATSeg, path: str | os.PathLike, precision: str = "fp32", num_classes: int | None = None,
                 num_views: int = 1, opset: int = OPSET) -> None:
     """Write `model`'s forward as ONNX: image (V, 3, S, S) + text_embeddings (T, E) -> logits (V, T, 4h, 4w).
 
