@@ -221,19 +221,22 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         return self._state_machine.current_state[1]
 
     def _create_publishers(self) -> None:
-        out_qos = qos_profile(self._value("output_qos"), self._value("output_qos_depth"))
-
-        def publisher(msg_type, topic, qos, overrides=QOS_OVERRIDES):
+        def publisher(msg_type, topic, qos=None):
+            """qos None: the output_qos parameters, open to qos_overrides (a profile of its own each: rclpy
+            writes the overrides into the profile it is given)."""
+            overrides = QOS_OVERRIDES if qos is None else None
+            if qos is None:
+                qos = qos_profile(self._value("output_qos"), self._value("output_qos_depth"))
             created = self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=overrides)
             self._publishers.append(created)
             return created
 
-        self._mask_pub = publisher(Image, "mask", out_qos)
-        self._support_pub = publisher(SupportScore, "support_score", out_qos)
-        self._overlay_pub = publisher(Image, "overlay", out_qos)
-        self._coverage_pub = publisher(CoverageStatus, "coverage", out_qos)
-        self._fusion_pub = publisher(AdapterFusion, "fusion", FUSION_QOS, None)
-        self._class_map_pub = publisher(ClassMap, "class_map", CLASS_MAP_QOS, None)
+        self._mask_pub = publisher(Image, "mask")
+        self._support_pub = publisher(SupportScore, "support_score")
+        self._overlay_pub = publisher(Image, "overlay")
+        self._coverage_pub = publisher(CoverageStatus, "coverage")
+        self._fusion_pub = publisher(AdapterFusion, "fusion", FUSION_QOS)
+        self._class_map_pub = publisher(ClassMap, "class_map", CLASS_MAP_QOS)
 
     def _destroy_publishers(self) -> None:
         while self._publishers:
