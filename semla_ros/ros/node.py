@@ -14,6 +14,7 @@ and keeps the model, `cleanup` frees it. `semla_segmenter` is this node driven t
 """
 from __future__ import annotations
 
+import functools
 import gc
 import queue
 import sys
@@ -100,6 +101,24 @@ CLASS_MAP_QOS = FUSION_QOS   # late subscribers get the vocabulary in force
 FRAME_LOG_THROTTLE_S = 1.0
 
 
+def transition(method):
+    """A lifecycle transition callback, logged; rclpy turns an exception in one into ERROR without a word,
+    so it is recorded first (log and /diagnostics, as any callback's)."""
+    @functools.wraps(method)
+    def run(self, state: LifecycleState) -> TransitionCallbackReturn:
+        name = method.__name__.removeprefix("on_")
+        self.get_logger().info(f"lifecycle: {name} (from {state.label})")
+        try:
+            result = method(self, state)
+        except Exception as error:
+            self._guard.record(name, error)
+            return TransitionCallbackReturn.ERROR
+        if result != SUCCESS:
+            self.get_logger().error(f"lifecycle: {name} failed ({self._state})")
+        return result
+    return run
+
+
 class SemlaSegmenterNode(LifecycleNodeMixin, Node):
     """The managed node; `autostart` drives it to active once the executor spins."""
 
@@ -156,6 +175,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self.trigger_activate()
 
     # ------------------------------------------------------------------ lifecycle transitions
+    @transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Publishers, then the engine; FAILURE (reason in the log and /diagnostics) when it cannot run."""
         if self._problems:
@@ -180,6 +200,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._state = "inactive"
         return SUCCESS
 
+    @transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable the publishers, then subscribe to the camera."""
         result = super().on_activate(state)
@@ -192,18 +213,21 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._state = "running"
         return result
 
+    @transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop consuming frames; the model, the library and the inference thread stay."""
         self._unsubscribe()
         self._state = "inactive"
         return super().on_deactivate(state)
 
+    @transition
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Free the model: the inference thread ends, the segmenter closes, the publishers go."""
         self._release()
         self._state = "unconfigured"
         return SUCCESS
 
+    @transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unsubscribe()
         self._release()
