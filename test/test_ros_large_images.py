@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from semla_ros.ros.dds_profile import LARGE_IMAGE_PROFILE, PROFILE_VARIABLE, with_large_image_transport
+from semla_ros.ros.dds_profile import (BUILTIN_TRANSPORTS_VARIABLE, LARGE_IMAGE_PROFILE, PROFILE_VARIABLE,
+                                       with_large_image_transport)
 
 pytestmark = pytest.mark.ros
 
@@ -44,6 +45,8 @@ def test_profile_is_valid_xml_and_never_overrides_a_users_choice():
     env = {PROFILE_VARIABLE: "/etc/my_profile.xml"}
     assert with_large_image_transport(env)[PROFILE_VARIABLE] == "/etc/my_profile.xml"
     assert with_large_image_transport({})[PROFILE_VARIABLE] == str(LARGE_IMAGE_PROFILE)
+    builtin = {BUILTIN_TRANSPORTS_VARIABLE: "LARGE_DATA"}   # the user's Fast DDS transport choice stands
+    assert with_large_image_transport(dict(builtin)) == builtin
 
 
 def test_full_size_rgb8_frames_arrive_with_sensor_qos(ros_domain_id):
