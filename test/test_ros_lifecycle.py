@@ -79,6 +79,12 @@ def _diag_after(probe: Probe, lifecycle_state: str) -> dict:
     return probe.diag()
 
 
+def _wait_gone(probe: Probe, kind: str, topic: str) -> None:
+    """Until the graph no longer lists the node's endpoint (its removal reaches the probe asynchronously)."""
+    probe.spin_until(lambda: not getattr(probe.node, f"get_{kind}_info_by_topic")(topic), 30,
+                     f"the {kind[:-1]} on {topic} to go")
+
+
 def test_managed_node_through_its_transitions(ros_domain_id, tmp_path):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -106,7 +112,7 @@ def test_managed_node_through_its_transitions(ros_domain_id, tmp_path):
         received = int(_diag_after(probe, "inactive")["frames_received"])
         probe.spin_for(2.0)   # the camera publishes 10 frames meanwhile
         assert int(_diag_after(probe, "inactive")["frames_received"]) == received
-        assert not probe.node.get_subscriptions_info_by_topic("/t/image")
+        _wait_gone(probe, "subscriptions", "/t/image")
 
         count = len(masks)
         assert lifecycle.set("activate")
@@ -116,7 +122,7 @@ def test_managed_node_through_its_transitions(ros_domain_id, tmp_path):
         assert lifecycle.set("deactivate") and lifecycle.set("cleanup") and lifecycle.state() == "unconfigured"
         reply = call_trigger(probe, f"{NODE}/adapt_now")
         assert not reply.success and "not running (unconfigured)" in reply.message
-        assert not probe.node.get_publishers_info_by_topic("/t/mask")
+        _wait_gone(probe, "publishers", "/t/mask")
 
         assert lifecycle.set("configure") and lifecycle.set("activate")
         assert node.log().count("segmenter ready") == 2

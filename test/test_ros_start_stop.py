@@ -106,3 +106,22 @@ def test_demo_camera_survives_a_double_sigint(ros_domain_id):
             proc.wait()
     assert code == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_the_model_loads_exits_0_without_traceback(sig, ros_domain_id):
+    """Signalled once configure (the model build, on a thread of its own) has started."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "semla_segmenter"), "--ros-args", "-p",
+                             "model_config:=tiny", "-p", "allow_random_weights:=true", "-p", "device:=cpu"],
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_line(proc.stdout, "lifecycle: configure", 60)
+        proc.send_signal(sig)
+        code = proc.wait(30)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out

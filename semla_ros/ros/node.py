@@ -140,7 +140,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._segmenter = None
         self._thread: threading.Thread | None = None
         self._sub = None
-        self._publishers: list = []
+        self._outputs: list = []   # our lifecycle publishers (not `_publishers`: rclpy's own list)
         self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._coverage: CoverageMonitor | None = None
         self._coverage_state = None
@@ -149,6 +149,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._unusable_logged: set[str] = set()
         self._state = "unconfigured"
+        self._closing = threading.Event()   # set by close(): a configure in progress gives up
         self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
         for problem in problems:
             self.get_logger().error(f"invalid parameter {problem}")
@@ -189,7 +190,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self._state = "not running: invalid qos_overrides"
             self._destroy_publishers()
             return FAILURE
-        segmenter = self._build_segmenter()
+        segmenter = self._build_until_closed()
         if segmenter is None:
             self._destroy_publishers()
             return FAILURE
@@ -252,7 +253,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             if qos is None:
                 qos = qos_profile(self._value("output_qos"), self._value("output_qos_depth"))
             created = self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=overrides)
-            self._publishers.append(created)
+            self._outputs.append(created)
             return created
 
         self._mask_pub = publisher(Image, "mask")
@@ -263,8 +264,9 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._class_map_pub = publisher(ClassMap, "class_map", CLASS_MAP_QOS)
 
     def _destroy_publishers(self) -> None:
-        while self._publishers:
-            self.destroy_lifecycle_publisher(self._publishers.pop())
+        publishers, self._outputs = self._outputs, []
+        for publisher in publishers:
+            self.destroy_lifecycle_publisher(publisher)
 
     def _subscribe(self):
         in_qos = qos_profile(self._value("input_qos"), self._value("input_qos_depth"))
@@ -337,6 +339,20 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3, clock_s))
 
     # ------------------------------------------------------------------ inference thread
+    def _build_until_closed(self):
+        """The build on a thread of its own, waited for until the node closes: the executor's shutdown
+        waits for its running callbacks, and a model build can take a minute."""
+        built: list = []
+        worker = threading.Thread(target=lambda: built.append(self._build_segmenter()), name="semla-build",
+                                  daemon=True)
+        worker.start()
+        while worker.is_alive() and not self._closing.is_set():
+            worker.join(0.1)
+        if self._closing.is_set():
+            self._state = "closing"
+            return None
+        return built[0] if built else None
+
     def _build_segmenter(self):
         """Build the engine from the parameters in force (torch and the engine are imported here, not at
         start); report each source's notes. Returns the segmenter, or None with the reason reported."""
@@ -673,6 +689,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
         """Stop consuming frames and free the model; bounded so shutdown stays < 2 s."""
+        self._closing.set()
         self._unsubscribe()
         self._release()
 
