@@ -61,22 +61,21 @@ def test_help_after_ros_args_is_not_ours():
     assert not wants_help(["prog", "--ros-args", "--help"])   # rcl's own --ros-args options are not ours
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_while_importing_torch_exits_0_without_traceback(sig, ros_domain_id, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", IMPORT_WATCH, "torch", str(SCRIPTS / "semla_segmenter"),
-                             "--ros-args", "-p", "model_config:=tiny", "-p", "allow_random_weights:=true"],
-                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _signalled(command: list[str], wait_for: str, *signals) -> None:
+    """Start `command`, wait for `wait_for` on its output, send `signals`: exit code 0 and no traceback."""
+    proc = subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert proc.stderr.readline().strip() == "IMPORTING torch"
-        proc.send_signal(sig)
-        code = proc.wait(60)
-        out, err = proc.communicate()
+        _wait_for_line(proc.stdout, wait_for, 60)
+        for sig in signals:
+            proc.send_signal(sig)
+        code = proc.wait(30)
+        out = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert code == 0, (out, err)
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert code == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
 
 
 def _wait_for_line(stream, text: str, timeout: float) -> None:
@@ -90,38 +89,22 @@ def _wait_for_line(stream, text: str, timeout: float) -> None:
     raise AssertionError(f"no {text!r} within {timeout:.0f} s")
 
 
-def test_demo_camera_survives_a_double_sigint(ros_domain_id):
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "semla_demo_camera"), "--ros-args", "-p", "rate_hz:=20.0",
-                             "-p", "height:=48", "-p", "width:=64"],
-                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for_line(proc.stdout, "playing", 60)
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGINT)   # launch forwards a second one while the node is torn down
-        code = proc.wait(30)
-        out = proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert code == 0, out
-    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+TINY = ["--ros-args", "-p", "model_config:=tiny", "-p", "allow_random_weights:=true", "-p", "device:=cpu"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_importing_torch_exits_0_without_traceback(sig, ros_domain_id):
+    _signalled([sys.executable, "-c", IMPORT_WATCH, "torch", str(SCRIPTS / "semla_segmenter"), *TINY],
+               "IMPORTING torch", sig)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_while_the_model_loads_exits_0_without_traceback(sig, ros_domain_id):
     """Signalled once configure (the model build, on a thread of its own) has started."""
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "semla_segmenter"), "--ros-args", "-p",
-                             "model_config:=tiny", "-p", "allow_random_weights:=true", "-p", "device:=cpu"],
-                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for_line(proc.stdout, "lifecycle: configure", 60)
-        proc.send_signal(sig)
-        code = proc.wait(30)
-        out = proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert code == 0, out
-    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    _signalled([sys.executable, str(SCRIPTS / "semla_segmenter"), *TINY], "lifecycle: configure", sig)
+
+
+def test_demo_camera_survives_a_double_sigint(ros_domain_id):
+    """Launch forwards a second SIGINT while the node is torn down."""
+    _signalled([sys.executable, str(SCRIPTS / "semla_demo_camera"), "--ros-args", "-p", "rate_hz:=20.0",
+                "-p", "height:=48", "-p", "width:=64"], "playing", signal.SIGINT, signal.SIGINT)
