@@ -490,7 +490,8 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
     def _coverage_monitor(self, build) -> CoverageMonitor | None:
         try:
             monitor = CoverageMonitor(parameters.coverage_settings(self._values()),
-                                      classes=build.predictor.class_names, navigator_id=getattr(build.navigator, "id", None))
+                                      classes=build.predictor.class_names,
+                                      navigator_id=getattr(build.navigator, "id", None))
         except (ValueError, OSError) as error:
             self._report("coverage", [("error", f"coverage monitor off: {error}")])
             return None
@@ -517,7 +518,8 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             relative_distance=float(report.relative_distance), scale_free_support=float(report.scale_free_support),
             uncovered_fraction=float(report.uncovered_fraction), frames_captured=report.frames_captured,
             capture_dir=report.capture_dir))
-        self._stats.set_engine(coverage=report.status_name, coverage_uncovered_fraction=f"{report.uncovered_fraction:.2f}",
+        self._stats.set_engine(coverage=report.status_name,
+                               coverage_uncovered_fraction=f"{report.uncovered_fraction:.2f}",
                                coverage_frames_captured=report.frames_captured)
         state = (report.status == GAP, report.capture_full)
         if state != self._coverage_state:   # a WARN while a gap lasts (and while the capture folder is full)
@@ -529,7 +531,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
     def _describe_active(active) -> str:
         if active is None or not active.adapters:
             return "none (base model)"
-        return ", ".join(f"{n}:{w:.3f}" for n, w in zip(active.adapters, active.weights))
+        return ", ".join(f"{n}:{w:.3f}" for n, w in zip(active.adapters, active.weights, strict=True))
 
     @staticmethod
     def _support_message(result, header) -> SupportScore:
@@ -554,7 +556,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             distances=[float(d) for d in event.distances], support_score=float(event.support),
             reason=event.reason, fusion_ms=float(event.duration_ms), swap_count=int(event.swap_count)))
         self.get_logger().info(f"swap {event.swap_count} ({event.reason}, {event.duration_ms:.0f} ms): "
-                               + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights)))
+                               + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights, strict=True)))
 
     def _report_unusable_adapters(self, library) -> None:
         """Entries found unusable when first read (by a fusion or a read-ahead): each logged once, all
