@@ -92,12 +92,12 @@ def test_capture_is_rate_limited_size_bounded_and_ready_to_label(tmp_path):
 
 def test_settings_are_validated_and_change_live(tmp_path):
     with pytest.raises(ValueError, match="suspect_fraction 0.9 must not exceed gap_fraction 0.8"):
-        CoverageSettings(suspect_fraction=0.9).validated()
+        CoverageSettings(suspect_fraction=0.9)
     with pytest.raises(ValueError, match="window"):
-        CoverageSettings(window=0).validated()
+        CoverageSettings(window=0)
     with pytest.raises(ValueError, match="max_relative_distance"):
-        CoverageSettings(max_relative_distance=-1.0).validated()
-    with pytest.raises(ValueError, match="unknown coverage settings"):
+        CoverageSettings(max_relative_distance=-1.0)
+    with pytest.raises(ValueError, match="unknown CoverageSettings"):
         CoverageSettings().replace(windw=3)
     library, monitor = _library(), CoverageMonitor(CoverageSettings(window=10))
     for _ in range(10):

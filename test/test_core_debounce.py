@@ -10,12 +10,14 @@ from semla_ros.core.settings import SegmenterSettings
 DEFAULTS = SegmenterSettings()
 
 
-def make(**changes):
-    """A distance-rule debouncer with the segmenter's defaults (threshold 1.0 absolute, one warm-up frame)
-    and `changes`."""
-    kw = dict(alpha=DEFAULTS.ema_alpha, threshold=1.0, min_consecutive=DEFAULTS.min_consecutive,
-              cooldown_s=DEFAULTS.cooldown_s, warmup_frames=1)
-    return DomainShiftDebouncer(**(kw | changes))
+def settings(alpha=DEFAULTS.ema_alpha, **changes):
+    """The segmenter's defaults with the distance trigger, no dwell, one warm-up frame, and `changes`."""
+    return DEFAULTS.replace(**(dict(trigger="distance", dwell_s=0.0, warmup_frames=1, ema_alpha=alpha) | changes))
+
+
+def make(threshold=1.0, **changes):
+    """A distance-rule debouncer (threshold 1.0 absolute) with `settings(**changes)`."""
+    return DomainShiftDebouncer(settings(**changes), threshold)
 
 
 def start(debouncer, query, now):
@@ -115,12 +117,15 @@ def test_warmup_sets_ema_directly_and_then_asks_for_startup():
 
 def test_live_reconfiguration_and_bad_values():
     deb = make()
-    deb.configure(threshold=2.5, min_consecutive=4)
+    deb.configure(settings(min_consecutive=4), 2.5)
     assert deb.threshold == 2.5 and deb.min_consecutive == 4
-    for bad in (dict(alpha=0.0), dict(alpha=1.5), dict(threshold=-1), dict(min_consecutive=0),
-                dict(min_consecutive=1.5), dict(cooldown_s=-1), dict(warmup_frames=0)):
-        with pytest.raises(ValueError):
-            deb.configure(**bad)
+    for bad in (dict(alpha=0.0), dict(alpha=1.5), dict(min_consecutive=0), dict(min_consecutive=1.5),
+                dict(cooldown_s=-1), dict(warmup_frames=0)):
+        with pytest.raises(ValueError):                  # the settings refuse it before the debouncer sees it
+            deb.configure(settings(**bad), 1.0)
+    for threshold in (-1.0, 0.0):
+        with pytest.raises(ValueError, match="threshold"):
+            deb.configure(settings(), threshold)
     assert deb.threshold == 2.5 and deb.alpha == DEFAULTS.ema_alpha  # a rejected change changes nothing
     deb.update(np.zeros(3), 0.0)
     with pytest.raises(ValueError, match="dimension"):

@@ -10,6 +10,7 @@ import pytest
 
 from semla_ros.core.debounce import DomainShiftDebouncer
 from semla_ros.core.retrieval import retrieve
+from semla_ros.core.settings import SegmenterSettings
 from semla_ros.core.trigger import DistanceRule, RetrievalRule, weight_distance
 
 DIM, FPS = 8, 10.0
@@ -24,8 +25,9 @@ A, B, C, D = CENTROIDS
 def debouncer(trigger="retrieval", *, alpha=0.2, min_consecutive=3, cooldown_s=2.0, dwell_s=2.0, margin=0.05,
               warmup_frames=5, threshold=0.5, top_k=2):
     rule = RetrievalRule(CENTROIDS, top_k, 0.05, "euclidean", margin, 0.5) if trigger == "retrieval" else None
-    return DomainShiftDebouncer(alpha, threshold, min_consecutive, cooldown_s, warmup_frames, dwell_s=dwell_s,
-                                trigger=trigger, rule=rule)
+    settings = SegmenterSettings(ema_alpha=alpha, min_consecutive=min_consecutive, cooldown_s=cooldown_s,
+                                 dwell_s=dwell_s, warmup_frames=warmup_frames, trigger=trigger)
+    return DomainShiftDebouncer(settings, threshold, rule=rule)
 
 
 def run(deb, stream, times=None):
@@ -143,11 +145,13 @@ def test_time_running_backwards_restarts_cleanly():
 
 def test_retrieval_trigger_needs_its_rule_and_validates():
     with pytest.raises(ValueError, match="rule"):
-        DomainShiftDebouncer(0.2, 1.0, 3, 2.0, 1, trigger="retrieval")
+        DomainShiftDebouncer(SegmenterSettings(trigger="retrieval"), 1.0)
     with pytest.raises(ValueError, match="trigger"):
-        DomainShiftDebouncer(0.2, 1.0, 3, 2.0, 1, trigger="cusum")
+        DomainShiftDebouncer(SegmenterSettings(), 1.0, trigger="cusum")
+    with pytest.raises(ValueError, match="trigger"):
+        SegmenterSettings(trigger="cusum")
     with pytest.raises(ValueError, match="dwell"):
-        DomainShiftDebouncer(0.2, 1.0, 3, 2.0, 1, dwell_s=-1.0)
+        SegmenterSettings(dwell_s=-1.0)
     deb = debouncer()
-    deb.configure(trigger="distance")
+    deb.configure(deb.settings, 0.5, trigger="distance")
     assert deb.trigger == "distance" and math.isclose(deb.threshold, 0.5)

@@ -138,6 +138,29 @@ def test_cli_run_writes_table_json_and_figures(setup, tmp_path):
 
 def test_bad_settings_are_clear_errors(setup):
     with pytest.raises(ValueError, match="unknown methods"):
-        ProtocolSettings(methods=("semla", "magic")).validated()
+        ProtocolSettings(methods=("semla", "magic"))
     with pytest.raises(ValueError, match="need a non-empty adapter library"):
         Evaluator(setup["predictor"], None, setup["navigator"], ProtocolSettings(methods=("semla",)))
+
+
+def test_per_image_replay_fuses_every_frame_for_its_own_embedding(setup):
+    """Per-image SemLA is the segmenter's `trigger: frame`, whatever the settings it starts from say about
+    warm-up, embedding stride or trigger: each frame swaps in the top-K retrieved for its own embedding."""
+    from semla_ros.core.retrieval import retrieve
+    from semla_ros.evaluation.replay import SegmenterReplay, per_image
+
+    library, navigator, model = setup["library"], setup["navigator"], setup["model"]
+    settings = per_image(SegmenterSettings(top_k=2, warmup_frames=5, embed_every_n=3, trigger="distance"))
+    images = [image for folder in setup["data"].values() for image, _ in folder.pairs()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with SegmenterReplay(setup["predictor"], library, navigator, settings) as replay:
+            for i, image in enumerate(images):
+                out = replay.process(image, i / 10.0, stamp=i)
+                r = retrieve(navigator.embed([image])[0], library.centroids, 2, settings.temperature, settings.metric)
+                assert out.fusion is not None and out.fusion.ok and out.fusion.stamp == i
+                assert out.fusion.adapters == [library.names[j] for j in r.indices]
+                np.testing.assert_allclose(out.fusion.weights, r.weights, rtol=1e-9)
+            assert replay.fusions == len(images) > 1
+    finally:
+        model.load_state_dict(before)

@@ -43,9 +43,9 @@ def test_degenerate_inputs_and_bad_settings():
     assert cluster_embeddings(np.zeros((0, 3)), 1.0).tolist() == []
     identical = np.ones((12, 3))
     assert set(cluster_embeddings(identical, 1.0, ClusterSettings(min_size=2))) == {0}
-    with pytest.raises(ValueError, match="scale"):
-        cluster_embeddings(x, 1.0, ClusterSettings(scale=0))
-    with pytest.raises(ValueError, match="minimum cluster size"):
-        cluster_embeddings(x, 1.0, ClusterSettings(min_size=0))
+    with pytest.raises(ValueError, match=r"scale: 0 outside \(0, inf\)"):
+        ClusterSettings(scale=0)
+    with pytest.raises(ValueError, match=r"min_size: 0 outside \[1, inf\)"):
+        ClusterSettings(min_size=0)
     with pytest.raises(ValueError, match=r"\(N,D\)"):
         cluster_embeddings(x[0], 1.0)

@@ -127,3 +127,25 @@ def test_declare_reports_bad_overrides_and_keeps_defaults():
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_config_file_is_the_rendering_of_the_declared_settings():
+    text = (REPO / "config" / "semla.yaml").read_text()
+    assert parameters.with_rendered_parameters(text) == text, \
+        "config/semla.yaml is stale: python -m semla_ros.ros.parameters --write-config config/semla.yaml"
+    assert text.count(parameters.BEGIN) == 1 and text.count(parameters.END) == 1
+
+
+def test_rendering_owns_only_the_block_between_the_markers(tmp_path):
+    before, after = "# hand-written head\n", "    # hand-written tail\n    qos_overrides:\n      /x: {}\n"
+    stale = f"{before}{parameters.BEGIN}\n    top_k: 99\n{parameters.END}\n{after}"
+    path = tmp_path / "semla.yaml"
+    path.write_text(stale)
+    assert parameters.main(["--check-config", str(path)]) == 1
+    assert parameters.main(["--write-config", str(path)]) == 0
+    text = path.read_text()
+    assert text == before + parameters.render_parameters() + after
+    assert yaml.safe_load(text)["/**"]["ros__parameters"]["qos_overrides"] == {"/x": {}}
+    assert parameters.main(["--check-config", str(path)]) == 0
+    with pytest.raises(ValueError, match="no generated block"):
+        parameters.with_rendered_parameters("top_k: 5\n")

@@ -100,6 +100,6 @@ def test_guidance_starts_as_the_class_directions_and_the_entry_is_plain(setup, t
 
 def test_fisa_with_another_init_is_refused():
     with pytest.raises(ValueError, match="fisa"):
-        TrainSettings(profile="fisa", init="recyclelora").validated()
+        TrainSettings(profile="fisa", init="recyclelora")
     with pytest.raises(ValueError, match="profile"):
-        TrainSettings(profile="semla-lite").validated()
+        TrainSettings(profile="semla-lite")

@@ -87,6 +87,6 @@ def test_rrqr_training_runs_and_settings_are_validated(trained):
     norms = a.norm(dim=1)
     assert torch.allclose(norms, torch.full_like(norms, (1 / 3) ** 0.5), atol=1e-3)  # one tiny step from the init
     with pytest.raises(ValueError, match="init"):
-        TrainSettings(init="pissa").validated()
+        TrainSettings(init="pissa")
     with pytest.raises(ValueError, match="labels"):
         train_adapter(model, folder.classes, [pairs[0][0]], [], "x")

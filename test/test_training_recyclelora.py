@@ -123,6 +123,6 @@ def test_old_and_new_entries_share_one_library_and_fuse(trained, tmp_path, fixtu
 
 def test_bad_recyclelora_settings_are_refused():
     with pytest.raises(ValueError, match="sub rank"):
-        TrainSettings(init="recyclelora", rank=4, sub_rank=4).validated()
+        TrainSettings(init="recyclelora", rank=4, sub_rank=4)
     with pytest.raises(ValueError, match="sub_scale"):
-        TrainSettings(init="recyclelora", sub_scale=0).validated()
+        TrainSettings(init="recyclelora", sub_scale=0)

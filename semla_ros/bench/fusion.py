@@ -18,6 +18,9 @@ import time
 import numpy as np
 import torch
 
+from ..core.fields import add_options
+from ..core.settings import SegmenterSettings
+
 
 def _timed(fn, reps: int, sync, warmup: int = 0) -> list[float]:
     for _ in range(warmup):
@@ -39,7 +42,7 @@ def _fmt(times: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semla-bench fusion", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="vitb16_384")
-    parser.add_argument("--top-k", type=int, default=5)
+    add_options(parser, SegmenterSettings, only=("top_k",))   # the node's default K
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--classes", type=int, default=8, help="vocabulary size T of the frame benchmark")
     parser.add_argument("--swap-reps", type=int, default=5)

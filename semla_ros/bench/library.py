@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.fields import add_options
+from ..core.settings import SegmenterSettings
+
 DIM = 768           # the official navigator's embedding (CLIP ViT-L/14)
-TEMPERATURE = 0.05
 
 
 def rss_mb() -> float:
@@ -147,28 +149,28 @@ def measure(args) -> dict:
     fast, exact, same = [], [], True
     for i, q in enumerate(queries):
         t = time.perf_counter()
-        r = retrieve(q, lib.index, args.top_k, TEMPERATURE)
+        r = retrieve(q, lib.index, args.top_k, args.temperature)
         fast.append(time.perf_counter() - t)
         if i < args.exact_queries:
             t = time.perf_counter()
-            full = retrieve(q, centroids, args.top_k, TEMPERATURE)
+            full = retrieve(q, centroids, args.top_k, args.temperature)
             exact.append(time.perf_counter() - t)
             same &= np.array_equal(r.indices, full.indices) and np.array_equal(r.weights, full.weights)
 
     stager = WeightStager(model, lib.target_modules)
     cold, warm, read = [], [], []
     with torch.no_grad():
-        warmup = lib.select(queries[-1], args.top_k, TEMPERATURE, check=stager.check_adapter)   # staging buffers
+        warmup = lib.select(queries[-1], args.top_k, args.temperature, check=stager.check_adapter)   # staging buffers
         predictor.load_weights(stager.stage_fusion(warmup.entries, warmup.retrieval.weights).weights)
         del warmup
         for q in queries[: args.swaps]:
             if args.mode == "lazy":      # cold: nothing cached, the files' pages not in the OS cache either
                 lib.cache.clear()
-                for row in retrieve(q, lib.index, args.top_k, TEMPERATURE).indices:
+                for row in retrieve(q, lib.index, args.top_k, args.temperature).indices:
                     _drop_page_cache(lib.entries[row].path / "adapter_model.safetensors")
             for times in ((cold, warm) if args.mode == "lazy" else (warm,)):
                 t = time.perf_counter()
-                selection = lib.select(q, args.top_k, TEMPERATURE, check=stager.check_adapter)
+                selection = lib.select(q, args.top_k, args.temperature, check=stager.check_adapter)
                 t_read = time.perf_counter() - t
                 predictor.load_weights(stager.stage_fusion(selection.entries, selection.retrieval.weights).weights)
                 times.append(time.perf_counter() - t)
@@ -187,7 +189,8 @@ def _child(args, library: Path, mode: str) -> dict:
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "semla_ros.bench.library", "--child", "--mode", mode, "--library", str(library),
-           "--config", args.config, "--top-k", str(args.top_k), "--queries", str(args.queries),
+           "--config", args.config, "--top-k", str(args.top_k), "--temperature", repr(args.temperature),
+           "--queries", str(args.queries),
            "--exact-queries", str(args.exact_queries), "--swaps", str(args.swaps), "--threads", str(args.threads)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=64, help="distinct adapter files on disk")
     parser.add_argument("--config", default="vitb16_384")
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--top-k", type=int, default=5)
+    add_options(parser, SegmenterSettings, only=("top_k", "temperature"))   # the node's defaults
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=30)
     parser.add_argument("--swaps", type=int, default=3)

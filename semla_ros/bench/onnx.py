@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.fields import add_options
+from ..core.settings import SegmenterSettings
+
 
 def _ms(fn) -> tuple[float, object]:
     start = time.perf_counter()
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="vitb16_384")
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--repeats", type=int, default=3, help="frames per backend, interleaved")
-    parser.add_argument("--top-k", type=int, default=5, help="adapters in the fusion that is swapped in")
+    add_options(parser, SegmenterSettings, only=("top_k",))   # adapters in the fusion that is swapped in
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| allowed")
     parser.add_argument("--cache-dir", default=None, help="ONNX cache (default: a fresh temp dir, so the export is timed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")

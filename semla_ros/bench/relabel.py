@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 
 
-def per_image(build, images):
-    from semla_ros.relabel.compare import PerImageSemla
+def per_image(build, images, rate_hz=10.0):
+    from semla_ros.evaluation.replay import per_image as per_image_settings
+    from semla_ros.relabel.compare import replay_on
 
-    method = PerImageSemla(build)
-    try:
-        return [method.process(image) for image in images], method.fusions
-    finally:
-        method.close()
+    with replay_on(build, per_image_settings(build.spec.settings)) as method:
+        return [method.process(image, i / rate_hz).class_ids for i, image in enumerate(images)], method.fusions
 
 
 def per_cluster(build, images, batch_size, cluster_settings):
@@ -54,21 +52,21 @@ def per_cluster(build, images, batch_size, cluster_settings):
 
 
 def debounced(build, images, rate_hz=10.0):
-    from semla_ros.relabel.compare import DebouncedReplay
+    from semla_ros.relabel.compare import replay_on
 
-    replay = DebouncedReplay(build)
-    try:
-        return [replay.process(image, i / rate_hz) for i, image in enumerate(images)], replay.fusions
-    finally:
-        replay.close()
+    with replay_on(build, build.spec.settings) as replay:
+        return [replay.process(image, i / rate_hz).class_ids for i, image in enumerate(images)], replay.fusions
 
 
 def main(argv: list[str] | None = None) -> int:
+    from semla_ros.core.fields import add_options
+    from semla_ros.relabel.job import RelabelSettings
+
     parser = argparse.ArgumentParser(prog="semla-bench relabel", description=__doc__.splitlines()[0])
     parser.add_argument("--sequence", default="clear:6,fog:6,night:6,tunnel:6,rain:6",
                         help="demo drive, domain:seconds at 10 Hz")
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions of the three methods")
-    parser.add_argument("--batch-size", type=int, default=16)
+    add_options(parser, RelabelSettings, only=("batch_size",))
     parser.add_argument("--cache-dir", type=Path, default=None, help="demo asset cache (default SEMLA_DEMO_CACHE)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady on a busy CPU)")
     parser.add_argument("--no-job", action="store_true", help="skip the end-to-end semla-relabel job")

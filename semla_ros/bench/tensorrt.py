@@ -19,6 +19,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from ..core.fields import add_options
+from ..core.settings import SegmenterSettings
 
 TOLERANCES = {"fp32": 1e-3, "fp16": 5e-2}   # max |logit difference| vs PyTorch fp32 (TF32 off for fp32 engines)
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semla-bench tensorrt", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="vitb16_384")
     parser.add_argument("--classes", type=int, default=19)
-    parser.add_argument("--top-k", type=int, default=5)
+    add_options(parser, SegmenterSettings, only=("top_k",))   # the node's default K
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--precisions", default="fp32,fp16")
     parser.add_argument("--cache-dir", default=None, help="engine cache (default: a fresh temp dir, so builds are timed)")

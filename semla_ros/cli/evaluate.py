@@ -13,32 +13,28 @@ semla_ros/evaluation/dataset.py; the demo table in semla_ros/demo/eval_table.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from ..core.settings import METRICS, THRESHOLD_MODES, TRIGGERS, SegmenterSettings
+from ..core.fields import add_options, option_values
+from .ending import run_command
+from ..core.settings import SegmenterSettings
+from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..demo.training_table import DEFAULT_SEEDS
 from ..evaluation.protocol import METHODS, ProtocolSettings
 from ..training.loop import LOSSES, LoopSettings
 
 
-# What the protocol replays (the cache size and embedding rate do not apply to it).
-SETTING_FIELDS = [f for f in dataclasses.fields(SegmenterSettings) if f.name not in ("embed_every_n", "adapter_cache_mb")]
-SETTING_CHOICES = {"metric": METRICS, "threshold_mode": THRESHOLD_MODES, "trigger": TRIGGERS}
+# What the protocol replays does not depend on the cache size and embedding rate.
+NOT_REPLAYED = ("embed_every_n", "adapter_cache_mb")
+ENGINE_OPTIONS = ("checkpoint", "allow_random_weights", "navigator", "device", "sliding_window")
 
 
 def _protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--leave-one-out", dest="leave_one_out", action="store_true", default=True,
-                   help="remove the target domain's own adapter from uniform/semla/debounced (default)")
-    p.add_argument("--no-leave-one-out", dest="leave_one_out", action="store_false")
-    for field in SETTING_FIELDS:   # the segmenter's retrieval and debouncing settings, defaults from one place
-        p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
-                       choices=SETTING_CHOICES.get(field.name))
-    p.add_argument("--rate-hz", type=float, default=ProtocolSettings.rate_hz, help="replay clock of semla-debounced")
-    p.add_argument("--max-images", type=int, default=None, help="per domain, the first N in file order")
+    add_options(p, ProtocolSettings)                             # leave-one-out, rate, image count
+    add_options(p, SegmenterSettings, exclude=NOT_REPLAYED)      # retrieval and the node's debouncing
     p.add_argument("--exclude-from-hmean", nargs="*", default=[], metavar="DOMAIN",
                    help="domains left out of the harmonic mean (e.g. the source domain)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,15 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, required=True, help="dataset root: classes.txt + <domain>/{images,labels}")
     r.add_argument("--domains", nargs="+", default=None, help="subset / order of domains (default: all, sorted)")
     r.add_argument("--model", required=True, help="registry name or CatSegConfig JSON")
-    r.add_argument("--checkpoint", default=None)
-    r.add_argument("--allow-random-weights", action="store_true")
     r.add_argument("--library", action="append", default=[], metavar="[LABEL=]DIR",
                    help="adapter library; repeat with labels to compare libraries (e.g. std=A rrqr=B)")
     r.add_argument("--adapter-for", action="append", default=[], metavar="DOMAIN=ADAPTER",
                    help="the target adapter of a domain when its name differs from the domain's")
-    r.add_argument("--navigator", default="tower", help="'tower' or 'openclip:ViT-L-14/openai'")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--sliding-window", action="store_true", help="SemLA's sliding-window inference path")
+    add_options(r, EngineSpec, only=ENGINE_OPTIONS, overrides=OFFLINE_DEFAULTS)
     r.add_argument("--out", type=Path, required=True)
     _protocol_args(r)
 
@@ -96,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args) -> ProtocolSettings:
-    segmenter = SegmenterSettings(**{f.name: getattr(args, f.name) for f in SETTING_FIELDS})
-    return ProtocolSettings(methods=tuple(args.methods), leave_one_out=args.leave_one_out, segmenter=segmenter,
-                            rate_hz=args.rate_hz, max_images=args.max_images).validated()
+    segmenter = SegmenterSettings(**option_values(args, SegmenterSettings, exclude=NOT_REPLAYED))
+    return ProtocolSettings(methods=tuple(args.methods), segmenter=segmenter,
+                            **option_values(args, ProtocolSettings))
 
 
 def _pairs(specs, what) -> dict[str, str]:
@@ -124,7 +116,7 @@ def _libraries(specs) -> dict[str, Path]:
 
 
 def cmd_run(args) -> int:
-    from ..engine import EngineSpec, build_engine
+    from ..engine import build_engine
     from ..evaluation.dataset import open_dataset
     from ..evaluation.protocol import CachedNavigator
     from ..evaluation.report import evaluate_libraries, write_outputs
@@ -133,9 +125,8 @@ def cmd_run(args) -> int:
     libraries = _libraries(args.library)
     domains = open_dataset(args.data, args.domains)
     classes = tuple(next(iter(domains.values())).classes)
-    spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device,
-                      sliding_window=args.sliding_window, classes=classes, settings=settings.segmenter)
+    spec = EngineSpec(model_config=args.model, classes=classes, settings=settings.segmenter,
+                      **option_values(args, EngineSpec, only=ENGINE_OPTIONS))
     build = build_engine(spec).raise_for_errors()
     navigator = CachedNavigator(build.navigator)
     start = time.monotonic()
@@ -158,20 +149,19 @@ def cmd_export_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("semla-eval", evaluate, argv)
+
+
+def evaluate(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)   # recorded with the results they produce
-    try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "export-demo":
-            return cmd_export_demo(args)
-        from ..demo.eval_table import run_demo_table
+    args.argv = list(argv)   # recorded with the results they produce
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "export-demo":
+        return cmd_export_demo(args)
+    from ..demo.eval_table import run_demo_table
 
-        return run_demo_table(args, settings_from(args))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    return run_demo_table(args, settings_from(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,6 +12,12 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .ending import run_command
+
+    return run_command("semla-fixture-check", check, argv)
+
+
+def check(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="semla-fixture-check", description=__doc__.splitlines()[0])
     parser.add_argument("fixture_dir", type=Path, help="fixture directory (config.json, model.safetensors, ...)")
     args = parser.parse_args(argv)
@@ -22,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     fixture_dir = args.fixture_dir
     missing = missing_fixture_files(fixture_dir)
     if missing:
-        print(f"error: {fixture_dir} is not a CAT-Seg fixture (missing {', '.join(missing)})", file=sys.stderr)
-        return 2
+        raise ValueError(f"{fixture_dir} is not a CAT-Seg fixture (missing {', '.join(missing)}); give a fixture "
+                         "folder such as ../shared/fixtures/catseg_official_A")
     print(f"fixture {fixture_dir}")
     run = check_catseg_fixture(fixture_dir)
     rows = list(run.rows)

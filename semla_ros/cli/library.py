@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from ..core.library import CONFIG_FILE, WEIGHTS_FILE, AdapterLibrary, load_entry
-from ..training.lora import INITS, PROFILES, TrainSettings
+from ..core import library_report
+from ..core.library import AdapterLibrary
 from ..training.loop import LOSSES, LoopSettings
+from ..training.lora import INITS, PROFILES, TrainSettings
 
 TRAIN, LOOP = TrainSettings(), LoopSettings()
 
@@ -123,201 +120,93 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _spec(args, **extra):
+    """The engine the command line asks for (model, checkpoint, navigator, device)."""
+    from ..engine import EngineSpec
+
+    return EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
+                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device,
+                      **extra)
+
+
 def _engine(args):
     """(model, navigator) from the command line, through the engine builder; raises on any error."""
-    from ..engine import EngineSpec, build_engine
+    from ..engine import build_engine
 
-    spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device)
-    build = build_engine(spec).raise_for_errors()
+    build = build_engine(_spec(args)).raise_for_errors()
     return build.predictor.model, build.navigator
 
 
+def _print(lines) -> None:
+    print("\n".join(lines))
+
+
 def cmd_train(args) -> int:
-    from tqdm import tqdm
+    from ..training.entries import train_entry
 
-    from ..evaluation.dataset import open_domain
-    from ..training.lora import TrainSettings, base_model_id, domain_centroid, save_entry, train_adapter
-    from ..training.loop import LoopSettings
-
-    folder = open_domain(args.domain_dir)
-    name = args.name or folder.name
-    if (args.library / name).exists() and not args.overwrite:
-        print(f"error: entry {args.library / name} exists (use --overwrite)", file=sys.stderr)
-        return 2
-    samples = folder.samples[: args.max_images] if args.max_images else folder.samples
-    pairs = list(folder.pairs())[: len(samples)]
-    images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
     loop = LoopSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                         warmup_steps=args.warmup_steps, seed=args.seed, loss=args.loss)
     settings = TrainSettings(rank=args.rank, alpha=args.alpha, init=args.init, sub_rank=args.sub_rank,
-                             sub_scale=args.sub_scale, sub_lr_scale=args.sub_lr_scale, profile=args.profile,
-                             loop=loop).validated()
-    model, navigator = _engine(args)
-    bar = tqdm(total=loop.steps, desc=f"train {name} ({settings.init}, {settings.profile})", disable=args.quiet,
-               leave=False)
-
-    def progress(step, loss):
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-
-    trained = train_adapter(model, folder.classes, images, labels, name, settings, progress=progress,
-                            device=args.device)
-    bar.close()
-    centroid = domain_centroid(navigator, images)
-    path = save_entry(trained, args.library, centroid, {
-        "navigator": navigator.id, "domain": folder.name, "classes": list(folder.classes),
-        "data": str(folder.path), "base_model": base_model_id(model)}, overwrite=args.overwrite)
-    entry = load_entry(path, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
-    print(f"wrote {path}: {len(entry.modules)} target modules, r={entry.rank}, scaling {entry.scaling:g}, "
-          f"{trained.trainable_parameters} trainable parameters, "
-          f"loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} in {trained.seconds:.0f} s")
+                             sub_scale=args.sub_scale, sub_lr_scale=args.sub_lr_scale, profile=args.profile, loop=loop)
+    made = train_entry(args.domain_dir, args.library, settings, lambda: _engine(args), name=args.name,
+                       max_images=args.max_images, overwrite=args.overwrite, device=args.device,
+                       show_progress=not args.quiet)
+    print(made.summary())
     return 0
 
 
 def cmd_add(args) -> int:
-    from ..core.library import InvalidEntryError, read_adapter, write_entry
-    from ..evaluation.dataset import open_domain
-    from ..training.lora import base_model_id, domain_centroid
+    from ..training.entries import UnusableAdapter, add_entry
 
-    src = args.adapter_dir
-    for f in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (src / f).is_file():
-            hint = " (convert adapter_model.bin with safetensors first)" if f == WEIGHTS_FILE and \
-                (src / "adapter_model.bin").is_file() else ""
-            print(f"error: {src / f} not found{hint}", file=sys.stderr)
-            return 2
-    name = args.name or src.name
-    target = args.library / name
-    if target.exists() and not args.overwrite:
-        print(f"error: entry {target} exists (use --overwrite)", file=sys.stderr)
-        return 2
     try:
-        factors, alpha, rslora = read_adapter(src)
-    except InvalidEntryError as exc:
-        print(f"error: {src} is not a usable LoRA adapter: {exc}", file=sys.stderr)
+        made = add_entry(args.adapter_dir, args.image_dir, args.library, lambda: _engine(args), name=args.name,
+                         overwrite=args.overwrite)
+    except UnusableAdapter as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    folder = open_domain(args.image_dir, require_labels=False)
-    model, navigator = _engine(args)
-    images = list(folder.images())
-    centroid = domain_centroid(navigator, images)
-    with tempfile.TemporaryDirectory(dir=args.library.parent if args.library.parent.exists() else None) as tmp:
-        # Validated where it is written, under its final name, before it enters the library.
-        staged = write_entry(tmp, name, factors, centroid, lora_alpha=alpha, use_rslora=rslora, metadata={
-            "name": name, "navigator": navigator.id, "embedding_dim": int(centroid.size),
-            "source_adapter": str(src), "centroid_images": len(images), "data": str(folder.path),
-            "base_model": base_model_id(model)})
-        try:
-            entry = load_entry(staged, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
-        except InvalidEntryError as exc:
-            print(f"error: {src} is not a usable adapter for this model: {exc}", file=sys.stderr)
-            return 1
-    write_entry(args.library, name, factors, centroid, lora_alpha=alpha, use_rslora=rslora,
-                metadata=dict(entry.metadata), overwrite=args.overwrite)
-    print(f"added {target}: {len(entry.modules)} target modules, r={entry.rank}, centroid of {len(images)} images")
+    print(made.summary())
     return 0
-
-
-def _describe(lib: AdapterLibrary) -> dict:
-    entries = []
-    for e in lib.entries:
-        entries.append({"name": e.name, "rank": e.rank, "scaling": e.scaling, "modules": len(e.modules),
-                        "dropped_inert_qkv": len(e.dropped), "centroid_dim": int(e.centroid.shape[0]),
-                        "centroid_norm": float(np.linalg.norm(e.centroid)), "official_layout": e.official_layout,
-                        "navigator": e.metadata.get("navigator"), "init": e.metadata.get("init"),
-                        "profile": e.metadata.get("profile"),
-                        "trainable_parameters": e.metadata.get("trainable_parameters")})
-    return {"root": str(lib.root), "entries": entries, "skipped": [{"name": n, "reason": r} for n, r in lib.skipped],
-            "median_inter_centroid_distance": lib.median_inter_centroid_distance}
 
 
 def cmd_list(args) -> int:
     lib = AdapterLibrary.open(args.library)
-    info = _describe(lib)
     if args.json:
-        print(json.dumps(info, indent=2))
-        return 0 if lib.entries else 1
-    print(f"{lib.root}: {len(lib)} entries, {len(lib.skipped)} skipped")
-    print(f"  {'name':16s} {'r':>3s} {'scale':>6s} {'modules':>7s} {'dim':>5s}  layout    navigator")
-    for e in info["entries"]:
-        layout = "official" if e["official_layout"] else "ours"
-        print(f"  {e['name']:16s} {e['rank']:3d} {e['scaling']:6g} {e['modules']:7d} {e['centroid_dim']:5d}  "
-              f"{layout:8s}  {e['navigator'] or '(unknown: official centroid)'}")
-    for n, r in lib.skipped:
-        print(f"  SKIPPED {n}: {r}")
+        print(json.dumps(library_report.describe(lib), indent=2))
+    else:
+        _print(library_report.list_lines(lib))
     return 0 if lib.entries else 1
 
 
-TABLE_MAX = 20   # entries up to which inspect prints the full distance table
-
-
 def cmd_inspect(args) -> int:
-    from ..evaluation import figures
-
     lib = AdapterLibrary.open(args.library)
     if not lib.entries:
         print(f"error: no usable entry in {args.library} (skipped: {lib.skipped})", file=sys.stderr)
         return 1
-    c = lib.centroids
-    names = lib.names
-    print(f"{lib.root}: {len(lib)} entries, centroid dim {lib.dim}, median inter-centroid distance "
-          f"{lib.median_inter_centroid_distance:.4g}")
-    for n, r in lib.skipped:
-        print(f"  SKIPPED {n}: {r}")
-    if len(lib) <= TABLE_MAX:
-        d = np.linalg.norm(c[:, None] - c[None], axis=-1)
-        width = max(8, max(len(n) for n in names) + 1)
-        print(" " * width + "".join(f"{n[:9]:>10s}" for n in names))
-        for n, row in zip(names, d):
-            print(f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row))
-    else:
-        print(f"  (distance table omitted above {TABLE_MAX} entries; --map draws the centroids)")
-    bad = _deep_check(lib, args) if args.deep else 0
+    _print(library_report.distance_lines(lib))
+    bad = library_report.deep_check(lib, _engine(args)[0] if args.model else None) if args.deep else 0
     if args.map is not None:
-        samples = {}
-        if args.images:
-            if not args.model:
-                print("error: --images needs --model (and --checkpoint) to embed them", file=sys.stderr)
-                return 2
-            from ..evaluation.dataset import open_domain
-
-            _, navigator = _engine(args)
-            for spec in args.images:
-                label, _, path = spec.partition("=")
-                folder = open_domain(path or label, require_labels=False)
-                samples[label if path else folder.name] = navigator.embed(list(folder.images()))
-        args.map.parent.mkdir(parents=True, exist_ok=True)
-        figures.centroid_map(list(names), c, args.map, samples, title=f"{lib.root.name}: centroids (PCA)")
+        if args.images and not args.model:
+            print("error: --images needs --model (and --checkpoint) to embed them", file=sys.stderr)
+            return 2
+        _centroid_map(lib, args)
         print(f"wrote {args.map}")
     return 1 if bad else 0
 
 
-def _deep_check(lib: AdapterLibrary, args) -> int:
-    """Read every entry's factors, one at a time (nothing kept); print |dW| or why it is unusable.
-    Returns the number of unusable entries."""
-    from ..core.fusion import WeightStager, fuse_deltas
+def _centroid_map(lib: AdapterLibrary, args) -> None:
+    """The centroids in 2-D (PCA), with the embeddings of `--images LABEL=DIR` folders as dots."""
+    from ..evaluation import figures
+    from ..evaluation.dataset import open_domain
 
-    stager = None
-    if args.model:
-        model, _ = _engine(args)
-        stager = WeightStager(model, lib.target_modules)
-    lib.cache.resize(0)
-    bad = 0
-    for e in lib.entries:
-        try:
-            held = e.load()
-            if stager is not None:
-                stager.check_adapter(held)
-        except ValueError as exc:     # InvalidEntryError included
-            bad += 1
-            print(f"  BAD {e.name}: {exc}")
-            continue
-        norms = [float(d.norm()) for d in fuse_deltas([held], [1.0]).values()]
-        print(f"  OK {e.name}: {len(norms)} modules, |dW|_F mean {np.mean(norms):.4g} max {np.max(norms):.4g}"
-              + (f", {len(e.dropped)} inert q/k/v factors dropped (official layout)" if e.dropped else ""))
-    print(f"deep check: {len(lib) - bad} of {len(lib)} entries usable"
-          + ("" if stager is not None else " (give --model to also check them against the model's weights)"))
-    return bad
+    samples = {}
+    if args.images:
+        _, navigator = _engine(args)
+        for spec in args.images:
+            label, _, path = spec.partition("=")
+            folder = open_domain(path or label, require_labels=False)
+            samples[label if path else folder.name] = navigator.embed(list(folder.images()))
+    args.map.parent.mkdir(parents=True, exist_ok=True)
+    figures.centroid_map(list(lib.names), lib.centroids, args.map, samples, title=f"{lib.root.name}: centroids (PCA)")
 
 
 def cmd_import(args) -> int:
@@ -327,25 +216,7 @@ def cmd_import(args) -> int:
 
         model = load_catseg(args.model, args.checkpoint, allow_random_weights=args.checkpoint is None)
     lib = AdapterLibrary.open(args.loradb, navigator_dim=args.navigator_dim, model=model)
-    print(f"{args.loradb}: {len(lib)} valid entries, {len(lib.skipped)} invalid")
-    for e in lib.entries:
-        print(f"  OK {e.name}: r={e.rank} scaling {e.scaling:g}, {len(e.modules)} modules fused"
-              + (f" ({len(e.dropped)} inert CLIP q/k/v factors dropped, as in official SemLA)" if e.dropped else "")
-              + f", centroid dim {e.centroid.shape[0]}")
-    for n, r in lib.skipped:
-        print(f"  INVALID {n}: {r}")
-    if args.into is not None and lib.entries:
-        args.into.mkdir(parents=True, exist_ok=True)
-        for e in lib.entries:
-            dest = args.into / e.name
-            if dest.exists():
-                if not args.overwrite:
-                    print(f"  kept existing {dest} (use --overwrite)")
-                    continue
-                shutil.rmtree(dest)
-            # Official files only, unchanged: adding metadata.json would change how the entry is read.
-            shutil.copytree(e.path, dest)
-        print(f"copied {len(lib)} entries into {args.into} (official layout kept)")
+    _print(library_report.import_lines(args.loradb, lib, args.into, args.overwrite))
     if not lib.entries:
         return 2
     return 1 if lib.skipped else 0
@@ -353,8 +224,8 @@ def cmd_import(args) -> int:
 
 def cmd_gaps(args) -> int:
     from ..core.coverage import CoverageSettings
-    from ..relabel import gaps
     from ..relabel.cluster import ClusterSettings
+    from ..relabel.gaps import find_gaps
 
     lib = AdapterLibrary.open(args.library)
     if not lib.entries:
@@ -362,53 +233,12 @@ def cmd_gaps(args) -> int:
         return 1
     cluster = ClusterSettings(args.cluster_scale or ClusterSettings.scale,
                               args.min_cluster_size or ClusterSettings.min_size)
-    is_job = (args.source / "job.json").is_file()
-    if is_job:
-        proposals, info = gaps.from_relabel_job(args.source, lib, cluster,
-                                                args.max_relative_distance or CoverageSettings.max_relative_distance)
-    else:
-        proposals, info = gaps.from_capture(args.source, lib, cluster)
-    written = []
-    if args.out is not None and proposals:
-        pseudo = None
-        if is_job:
-            classes = json.loads((args.source / "job.json").read_text())["engine"]["classes"]
-            if args.pseudo_labels:
-                pseudo = lambda p, files: gaps.job_masks(args.source, p.frames)  # noqa: E731
-        else:
-            from ..evaluation.dataset import read_classes
-
-            classes_file = args.source / "classes.txt"
-            classes = read_classes(classes_file) if classes_file.is_file() else []
-            if args.pseudo_labels:
-                if not args.model:
-                    print("error: --pseudo-labels on a capture folder needs --model (and --checkpoint)", file=sys.stderr)
-                    return 2
-                from ..engine import EngineSpec, build_engine
-
-                spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                                  allow_random_weights=args.allow_random_weights, library_path=str(args.library),
-                                  navigator=args.navigator, device=args.device, classes=tuple(classes))
-                pseudo = gaps.model_pseudo_labels(build_engine(spec).raise_for_errors(), args.source)
-        if not classes:
-            print(f"error: no classes.txt in {args.source}: cannot write trainable folders", file=sys.stderr)
-            return 2
-        written = gaps.export_proposals(proposals, args.source, args.out, classes, pseudo)
+    report = find_gaps(args.source, lib, cluster, args.max_relative_distance or CoverageSettings.max_relative_distance,
+                       args.out, args.pseudo_labels, _spec(args) if args.model else None)
     if args.json:
-        print(json.dumps({**info, "proposals": [p.to_json() for p in proposals],
-                          "written": [str(w) for w in written]}, indent=2))
-        return 0
-    what = (f"{info['uncovered']} of {info['frames']} frames uncovered" if is_job
-            else f"{info['frames']} captured frames")
-    print(f"{args.source}: {what}; {len(proposals)} proposed entr{'y' if len(proposals) == 1 else 'ies'} "
-          f"(library {lib.root}, median centroid spacing {lib.median_inter_centroid_distance:.4g})")
-    for p in proposals:
-        near = ", ".join(f"{n} {r:.2f}x" for n, _, r in p.nearest)
-        print(f"  {p.name}: {len(p.frames)} frames, {p.mean_relative_distance:.2f}x the spacing from the nearest "
-              f"adapter on average; nearest to its centroid: {near}")
-    for w in written:
-        labels = "PSEUDO-labels in labels/" if (w / "PSEUDO_LABELS.txt").is_file() else "add labels/ to train"
-        print(f"  wrote {w} ({labels}); then: semla-library train {w} --library LIB --model ... --checkpoint ...")
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print(report.lines())
     return 0
 
 

@@ -14,13 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.settings import METRICS, THRESHOLD_MODES
-from ..relabel.bag import STORAGES
+from ..core.fields import add_options, option_values
+from .ending import run_command
+from ..core.settings import SegmenterSettings
+from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..relabel.cluster import ClusterSettings
-from ..relabel.job import OUTPUTS, SCOPES, RelabelSettings
+from ..relabel.job import RelabelSettings
 
-SETTINGS = ("top_k", "temperature", "metric", "ema_alpha", "switch_threshold", "threshold_mode", "min_consecutive",
-            "cooldown_s", "warmup_frames")
+ENGINE_OPTIONS = ("checkpoint", "allow_random_weights", "navigator", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "the demo node's debounce settings); built if missing")
     m.add_argument("--cache-dir", type=Path, default=None, help="--demo: asset cache (default SEMLA_DEMO_CACHE)")
     m.add_argument("--model", help="CAT-Seg config: registry name or CatSegConfig JSON")
-    m.add_argument("--checkpoint", default=None)
-    m.add_argument("--allow-random-weights", action="store_true", help="smoke tests only")
     m.add_argument("--library", default=None, help="adapter library (SemLA loradb layout)")
-    m.add_argument("--navigator", default="tower", help="'tower' or 'openclip:ViT-L-14/openai' (official)")
-    m.add_argument("--device", default="cpu")
+    add_options(m, EngineSpec, only=ENGINE_OPTIONS, overrides=OFFLINE_DEFAULTS)
     m.add_argument("--classes", default=None,
                    help="class names, comma-separated or a classes.txt (default: an input folder's classes.txt)")
     i = p.add_argument_group("inputs")
@@ -44,31 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--labels-topic", default=None, help="bags: mono8 ground truth with the images' stamps (for mIoU)")
     i.add_argument("--rate-hz", type=float, default=10.0, help="folders: frame rate of the stamps (debounced replay)")
     j = p.add_argument_group("job")
-    j.add_argument("--batch-size", type=int, default=RelabelSettings.batch_size)
-    j.add_argument("--cluster-scale", type=float, default=ClusterSettings.scale,
-                   help="clustering distance, in units of the library's median centroid spacing")
-    j.add_argument("--min-cluster-size", type=int, default=ClusterSettings.min_size)
-    j.add_argument("--scope", choices=SCOPES, default=RelabelSettings.scope,
-                   help="cluster each recording on its own, or all recordings together")
-    j.add_argument("--output", choices=OUTPUTS, default=RelabelSettings.output,
-                   help="auto: a bag for bag inputs, PNG masks for folders")
-    j.add_argument("--namespace", default=RelabelSettings.namespace, help="topic namespace in the output bag")
-    j.add_argument("--storage", choices=STORAGES, default=RelabelSettings.storage, help="output bag storage")
-    j.add_argument("--no-compare", dest="compare", action="store_false",
-                   help="skip per-image SemLA and the debounced replay on the same frames")
-    j.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_options(j, RelabelSettings)
+    add_options(j, ClusterSettings, prefix="cluster_", aliases={"min_size": "--min-cluster-size"})
     j.add_argument("--restart", action="store_true", help="discard another job's state in --out")
     j.add_argument("--quiet", action="store_true", help="no progress bars")
     s = p.add_argument_group("retrieval and the debounced replay (default: the node's; --demo: the demo node's)")
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--temperature", type=float)
-    s.add_argument("--metric", choices=METRICS)
-    s.add_argument("--ema-alpha", type=float)
-    s.add_argument("--switch-threshold", type=float)
-    s.add_argument("--threshold-mode", choices=THRESHOLD_MODES)
-    s.add_argument("--min-consecutive", type=int)
-    s.add_argument("--cooldown-s", type=float)
-    s.add_argument("--warmup-frames", type=int)
+    add_options(s, SegmenterSettings, defaults=False)
     r = p.add_argument_group("Ray")
     r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run embedding and segmentation on Ray actors: a new local instance, or ADDRESS")
@@ -93,10 +72,7 @@ def _classes(args, recordings) -> tuple[str, ...] | None:
 
 def engine_spec(args, recordings):
     """The EngineSpec the options describe (--demo: the demo assets, built if missing)."""
-    from ..core.settings import SegmenterSettings
-    from ..engine import EngineSpec
-
-    changes = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    changes = option_values(args, SegmenterSettings)
     classes = _classes(args, recordings)
     if args.demo:
         from ..demo import world
@@ -110,50 +86,53 @@ def engine_spec(args, recordings):
                           classes=classes or tuple(world.CLASS_NAMES), settings=settings)
     if not args.model or not args.library:
         raise ValueError("give --model (and --checkpoint) and --library, or --demo")
-    spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                      allow_random_weights=args.allow_random_weights, library_path=args.library,
-                      navigator=args.navigator, device=args.device,
+    spec = EngineSpec(model_config=args.model, library_path=args.library, **option_values(args, EngineSpec,
+                                                                                          only=ENGINE_OPTIONS),
                       settings=SegmenterSettings().replace(**changes))
     return spec.replace(classes=classes) if classes else spec
 
 
+def relabel_settings(args) -> RelabelSettings:
+    """The job's settings the options describe."""
+    cluster = ClusterSettings(**option_values(args, ClusterSettings, prefix="cluster_"))
+    return RelabelSettings(**option_values(args, RelabelSettings), cluster=cluster)
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_command("semla-relabel", relabel, argv,
+                       interrupted="what was finished is kept; rerun the same command to resume")
+
+
+def relabel(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from ..engine import EngineConfigError, build_engine
+    from ..engine import build_engine
     from ..relabel.job import RelabelJob
-    from ..relabel.recording import RecordingError, open_recording
-    from ..relabel.state import JobMismatch
+    from ..relabel.recording import open_recording
+    from ..relabel.state import JobFolder
 
-    try:
-        recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz) for path in args.inputs]
-        names = [r.name for r in recordings]
-        if len(set(names)) != len(names):
-            recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz, name=f"{r.name}-{k}")
-                          for k, (path, r) in enumerate(zip(args.inputs, recordings))]
-        spec = engine_spec(args, recordings)
-        build = build_engine(spec).raise_for_errors()
-        settings = RelabelSettings(batch_size=args.batch_size, cluster=ClusterSettings(args.cluster_scale,
-                                                                                       args.min_cluster_size),
-                                   scope=args.scope, output=args.output, namespace=args.namespace,
-                                   storage=args.storage, compare=args.compare, threads=args.threads)
-        workers = None
-        if args.ray is not None:
-            from ..relabel.ray_runner import RayWorkers
+    recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz) for path in args.inputs]
+    names = [r.name for r in recordings]
+    if len(set(names)) != len(names):
+        recordings = [open_recording(path, args.topic, args.labels_topic, args.rate_hz, name=f"{r.name}-{k}")
+                      for k, (path, r) in enumerate(zip(args.inputs, recordings, strict=True))]
+    JobFolder(args.out).check_target([r.path for r in recordings])      # before the model loads
+    spec = engine_spec(args, recordings)
+    build = build_engine(spec).raise_for_errors()
+    settings = relabel_settings(args)
+    workers = None
+    if args.ray is not None:
+        from ..relabel.ray_runner import RayWorkers
 
-            workers = RayWorkers(spec, address=args.ray or None, workers=args.ray_workers,
-                                 cpus_per_worker=args.ray_cpus_per_worker)
-        job = RelabelJob(build, recordings, args.out, settings, workers=workers, restart=args.restart,
-                         progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
-        report = job.run()
-    except (RecordingError, JobMismatch, EngineConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"semla-relabel: {exc}", file=sys.stderr)
-        return 2
+        workers = RayWorkers(spec, address=args.ray or None, workers=args.ray_workers,
+                             cpus_per_worker=args.ray_cpus_per_worker)
+    job = RelabelJob(build, recordings, args.out, settings, workers=workers, restart=args.restart,
+                     progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
+    report = job.run()
     from ..relabel.report import markdown
 
     print(markdown(report))
     print(f"wrote {args.out}/report.md, report.json")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

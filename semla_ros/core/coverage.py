@@ -17,7 +17,6 @@ turned into an adapter (`semla-library gaps`, then `semla-library train`).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections import deque
@@ -26,8 +25,11 @@ from typing import Callable
 
 import numpy as np
 
+from . import fields
 from .capture import GapCapture
-from .retrieval import distances, retrieve, scale_free_support
+from .fields import setting
+from .retrieval import retrieve
+from .support import frame_support, relative_distance
 
 # The values of semla_ros/msg/CoverageStatus's status constants.
 COVERED, GAP_SUSPECTED, GAP = 0, 1, 2
@@ -38,44 +40,38 @@ STATUS_NAMES = ("covered", "gap_suspected", "gap")
 class CoverageSettings:
     """When a frame counts as uncovered, when a gap is sustained, what is captured (the one set of defaults)."""
 
-    max_relative_distance: float = 0.5    # uncovered above this nearest-centroid distance / median centroid spacing
-    min_scale_free_support: float = 0.0   # uncovered below this scale-free support as well (0: test off)
-    window: int = 20                      # embedded frames the fractions are taken over
-    suspect_fraction: float = 0.5         # uncovered share of the window for GAP_SUSPECTED
-    gap_fraction: float = 0.8             # uncovered share of a full window for GAP
-    capture_dir: str = ""                 # where uncovered frames are saved ('' = no capture)
-    capture_period_s: float = 1.0         # at most one captured frame per this many seconds
-    capture_max_frames: int = 200         # the capture folder never holds more frames than this
+    max_relative_distance: float = setting(
+        0.5, low=1e-6, high=1e6,
+        help="A frame is uncovered when its distance to the nearest adapter centroid exceeds this times the "
+             "library's median centroid spacing")
+    min_scale_free_support: float = setting(
+        0.0, low=0.0, high=1e6, help="A frame is also uncovered when its scale-free support is below this (0 = off)",
+        doc="Also uncovered below this scale-free support (eq. 15 x spacing); 0 switches this test off.")
+    window: int = setting(20, low=1, high=10000, help="Embedded frames the uncovered share is taken over")
+    suspect_fraction: float = setting(0.5, low=1e-6, high=1.0,
+                                      help="Uncovered share of the window for GAP_SUSPECTED (<= gap_fraction)")
+    gap_fraction: float = setting(0.8, low=1e-6, high=1.0,
+                                  help="Uncovered share of a full window for GAP (diagnostics WARN)")
+    capture_dir: str = setting(
+        "", live=False,
+        help="Save uncovered frames and their embeddings here while a gap is suspected, ready to label ('' = off)",
+        doc="While a gap is suspected, uncovered frames are saved here (images/<stamp>.png, embeddings/<stamp>.npy, "
+            "captures.jsonl, classes.txt) ready to label; \"\" = no capture. `semla-library gaps <dir>` proposes "
+            "library entries from them.")
+    capture_period_s: float = setting(1.0, low=0.0, high=86400.0,
+                                      help="At most one captured frame per this many seconds")
+    capture_max_frames: int = setting(
+        200, low=0, high=10_000_000,
+        help="The capture folder never holds more frames than this (earlier runs' frames count)")
 
-    def replace(self, **changes) -> "CoverageSettings":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown coverage settings: {sorted(unknown)}")
-        return dataclasses.replace(self, **changes).validated()
-
-    def validated(self) -> "CoverageSettings":
-        def number(name, low, high=math.inf, low_open=False):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) \
-                    or v < low or (low_open and v == low) or v > high:
-                raise ValueError(f"{name} must be a number in {'(' if low_open else '['}{low}, {high}], got {v!r}")
-
-        number("max_relative_distance", 0.0, low_open=True)
-        number("min_scale_free_support", 0.0)
-        if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
-        number("suspect_fraction", 0.0, 1.0, low_open=True)
-        number("gap_fraction", 0.0, 1.0, low_open=True)
+    def __post_init__(self):
+        fields.validate(self)
         if self.suspect_fraction > self.gap_fraction:
             raise ValueError(f"suspect_fraction {self.suspect_fraction} must not exceed "
                              f"gap_fraction {self.gap_fraction}")
-        number("capture_period_s", 0.0)
-        if isinstance(self.capture_max_frames, bool) or not isinstance(self.capture_max_frames, (int, np.integer)) \
-                or self.capture_max_frames < 0:
-            raise ValueError(f"capture_max_frames must be an integer >= 0, got {self.capture_max_frames!r}")
-        if not isinstance(self.capture_dir, str):
-            raise ValueError(f"capture_dir must be a path string, got {self.capture_dir!r}")
-        return self
+
+    def replace(self, **changes) -> "CoverageSettings":
+        return fields.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ class CoverageMonitor:
 
     def __init__(self, settings: CoverageSettings | None = None, *, classes=(), navigator_id: str | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self._settings = (settings or CoverageSettings()).validated()
+        self._settings = settings or CoverageSettings()
         self._clock = clock
         self._classes = tuple(classes)
         self._navigator_id = navigator_id
@@ -150,11 +146,9 @@ class CoverageMonitor:
         a time going backwards (a bag replayed in a loop) restarts the limit."""
         s = self._settings
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
-        spacing = library.median_inter_centroid_distance
-        nearest = float(distances(e, library.centroids, "euclidean").min())
-        relative = nearest / spacing if math.isfinite(spacing) and spacing > 0 else math.nan
+        nearest, relative = relative_distance(e, library)
         r = retrieve(e, library.centroids, retrieval.top_k, retrieval.temperature, retrieval.metric)
-        support = scale_free_support(r.weights, r.distances, spacing)
+        support = frame_support(e, library, r, retrieval.metric).scale_free
         uncovered = bool((math.isfinite(relative) and relative > s.max_relative_distance)
                          or (s.min_scale_free_support > 0 and math.isfinite(support)
                              and support < s.min_scale_free_support))

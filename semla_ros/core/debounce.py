@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import THRESHOLD_MODES, TRIGGERS
+from .settings import THRESHOLD_MODES, TRIGGERS, SegmenterSettings
 from .trigger import DistanceRule
 
 
@@ -75,49 +75,30 @@ def _vector(embedding) -> np.ndarray | None:
 
 
 class DomainShiftDebouncer:
-    """`rule` decides when the EMA is over (None: distance to the reference over `threshold`)."""
+    """Debounces with a `SegmenterSettings` (validated where it was made) and an absolute `threshold` (the
+    distance rule's, resolved from switch_threshold by `resolve_threshold`). `trigger` overrides the settings'
+    one (the segmenter runs "distance" without a library); `rule` decides when the EMA is over for the
+    retrieval trigger (the distance trigger builds its own)."""
 
-    def __init__(self, alpha: float, threshold: float, min_consecutive: int, cooldown_s: float,
-                 warmup_frames: int, *, dwell_s: float = 0.0, trigger: str = "distance", rule=None):
-        self.alpha = self.threshold = self.cooldown_s = self.dwell_s = None
-        self.min_consecutive = self.warmup_frames = None
-        self.trigger, self.rule = "distance", None
-        self.configure(alpha=alpha, threshold=threshold, min_consecutive=min_consecutive,
-                       cooldown_s=cooldown_s, warmup_frames=warmup_frames, dwell_s=dwell_s, trigger=trigger, rule=rule)
+    def __init__(self, settings: SegmenterSettings, threshold: float, *, trigger: str | None = None, rule=None):
+        self.configure(settings, threshold, trigger=trigger, rule=rule)
         self.reset()
 
-    def configure(self, *, alpha=None, threshold=None, min_consecutive=None, cooldown_s=None,
-                  warmup_frames=None, dwell_s=None, trigger=None, rule=None) -> None:
-        """Change parameters live (validated all together before any is applied). An infinite
-        threshold means no shift can be confirmed by distance (a library with one entry). `rule`
-        replaces the over-rule of the retrieval trigger (the distance trigger builds its own)."""
-        alpha = self.alpha if alpha is None else float(alpha)
-        threshold = self.threshold if threshold is None else float(threshold)
-        min_consecutive = self.min_consecutive if min_consecutive is None else min_consecutive
-        cooldown_s = self.cooldown_s if cooldown_s is None else float(cooldown_s)
-        warmup_frames = self.warmup_frames if warmup_frames is None else warmup_frames
-        dwell_s = self.dwell_s if dwell_s is None else float(dwell_s)
-        trigger = self.trigger if trigger is None else trigger
-        rule = self.rule if rule is None else rule
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"ema alpha must be in (0, 1], got {alpha}")
-        if not threshold > 0.0:
+    def configure(self, settings: SegmenterSettings, threshold: float, *, trigger: str | None = None,
+                  rule=None) -> None:
+        """Change parameters live (checked before any is applied). An infinite threshold means no shift can
+        be confirmed by distance (a library with one entry)."""
+        trigger = settings.trigger if trigger is None else trigger
+        if not float(threshold) > 0.0:
             raise ValueError(f"threshold must be > 0, got {threshold}")
-        if int(min_consecutive) != min_consecutive or min_consecutive < 1:
-            raise ValueError(f"min_consecutive must be an integer >= 1, got {min_consecutive}")
-        if not (cooldown_s >= 0.0 and math.isfinite(cooldown_s)):
-            raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
-        if int(warmup_frames) != warmup_frames or warmup_frames < 1:
-            raise ValueError(f"warmup_frames must be an integer >= 1, got {warmup_frames}")
-        if not (dwell_s >= 0.0 and math.isfinite(dwell_s)):
-            raise ValueError(f"dwell_s must be >= 0, got {dwell_s}")
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         if trigger == "retrieval" and rule is None:
             raise ValueError("the retrieval trigger needs its rule (the library's centroids and retrieval settings)")
-        self.alpha, self.threshold, self.dwell_s, self.trigger, self.rule = alpha, threshold, dwell_s, trigger, rule
-        self.min_consecutive, self.cooldown_s, self.warmup_frames = int(min_consecutive), cooldown_s, int(warmup_frames)
-        self._over = DistanceRule(threshold) if trigger == "distance" else rule
+        self.settings, self.threshold, self.trigger, self.rule = settings, float(threshold), trigger, rule
+        self.alpha, self.dwell_s, self.cooldown_s = settings.ema_alpha, settings.dwell_s, settings.cooldown_s
+        self.min_consecutive, self.warmup_frames = settings.min_consecutive, settings.warmup_frames
+        self._over = DistanceRule(self.threshold) if trigger == "distance" else rule
 
     def reset(self) -> None:
         self._reference: np.ndarray | None = None   # query of the fusion being made or active

@@ -29,8 +29,9 @@ import numpy as np
 from .debounce import DomainShiftDebouncer, resolve_threshold
 from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
-from .retrieval import Retrieval, distances, retrieve, scale_free_support, support_score
+from .retrieval import Retrieval, retrieve, support_score
 from .settings import SegmenterSettings
+from .support import Support, frame_support
 from .trigger import RetrievalRule
 
 REASONS = ("startup", "shift", "manual", "reload")
@@ -74,23 +75,6 @@ class ActiveFusion:
     query: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class Support:
-    """How well the library, and the fusion the model runs, cover the newest embedding (nan: none yet).
-
-    `library` is eq. 15 of retrieval's top-K (as published by SemLA); `active` is eq. 15 of the
-    active fusion's own adapters and weights, for the same embedding (nan while the base model runs).
-    The scale-free ones are multiplied by the library's median centroid spacing: comparable across
-    libraries and navigators (1: the adapters are as far as two typical centroids are apart)."""
-
-    library: float = math.nan
-    scale_free: float = math.nan
-    active: float = math.nan
-    active_scale_free: float = math.nan
-    top_adapter: str = ""      # per-frame retrieval's top-1 for the newest embedding
-    active_is_top: bool = False  # the active fusion's first (heaviest) adapter is that top-1
-
-
 @dataclass
 class FrameResult:
     class_ids: np.ndarray      # (H,W) int at input size
@@ -111,6 +95,18 @@ class FrameResult:
     embedded_time_s: float = math.nan
     supports: Support = Support()
     time_s: float = math.nan   # the frame's time the debouncer used
+
+
+@dataclass(frozen=True)
+class _EmbeddingJob:
+    """A frame handed to the navigator: its embedding is fed to the debouncer at the frame's time, unless
+    time ran back (a new epoch) while it was in flight."""
+
+    future: Future
+    stamp: object
+    time_s: float
+    epoch: int
+    image: np.ndarray
 
 
 @dataclass
@@ -137,20 +133,19 @@ class SemlaSegmenter:
         self.predictor = predictor
         self.backend = backend
         self.navigator = navigator
-        self._settings = (settings or SegmenterSettings()).validated()
+        self._settings = settings or SegmenterSettings()
         self._clock = clock
         self._lock = threading.RLock()
         self._library: AdapterLibrary | None = None
         self._stager: WeightStager | None = None
         s = self._settings
-        self._debouncer = DomainShiftDebouncer(s.ema_alpha, math.inf, s.min_consecutive, s.cooldown_s,
-                                               s.warmup_frames)
+        self._debouncer = DomainShiftDebouncer(s, math.inf, trigger="distance")
         self._own_executor = executor is None
         self._executor = executor if executor is not None else ThreadPoolExecutor(1, thread_name_prefix="semla-adapt")
         self._embed_executor = executor if executor is not None else ThreadPoolExecutor(
             1, thread_name_prefix="semla-navigator")
-        self._embedding_job: tuple | None = None   # (future, stamp, time, epoch, image) of the frame being embedded
-        self._embedded_frame: tuple = (None, None, math.nan)   # (stamp, image, time) of the newest embedding
+        self._embedding_job: _EmbeddingJob | None = None   # the frame being embedded
+        self._embedded_frame: _EmbeddingJob | None = None  # the frame of the newest embedding
         self._embedding: np.ndarray | None = None  # the newest embedding and its retrieval
         self._retrieval: Retrieval | None = None
         self._epoch = 0                            # bumped when time runs backwards
@@ -304,9 +299,7 @@ class SemlaSegmenter:
                 consecutive=decision.consecutive if decision is not None else 0,
                 active_adapters=len(active.entries) if active is not None else 0,
                 embedded=embedded, fusion=fusion, model_ms=model_ms, supports=self._supports(), time_s=now,
-                embedding=self._embedding if embedded else None,
-                **(dict(zip(("embedded_stamp", "embedded_image", "embedded_time_s"), self._embedded_frame))
-                   if embedded else {}))
+                **(self._embedded_fields() if embedded else {}))
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:
@@ -329,9 +322,7 @@ class SemlaSegmenter:
             rule = RetrievalRule(lib.centroids, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
                                  s.weight_change)
         trigger = s.trigger if lib is not None else "distance"   # no library: nothing to retrieve from
-        self._debouncer.configure(alpha=s.ema_alpha, threshold=self.threshold, min_consecutive=s.min_consecutive,
-                                  cooldown_s=s.cooldown_s, warmup_frames=s.warmup_frames, dwell_s=s.dwell_s,
-                                  trigger=trigger, rule=rule)
+        self._debouncer.configure(s, self.threshold, trigger=trigger, rule=rule)
 
     def _observe(self, image_rgb, stamp, now):
         """Start embedding this frame if due and the navigator is free; feed a finished embedding to the
@@ -346,7 +337,7 @@ class SemlaSegmenter:
         due = self._frame % self._settings.embed_every_n == 0 or (self._request and debouncer.ema is None)
         if due and self._embedding_job is None:
             future = self._embed_executor.submit(self.navigator.embed, [image_rgb])
-            self._embedding_job = (future, stamp, now, self._epoch, image_rgb)
+            self._embedding_job = _EmbeddingJob(future, stamp, now, self._epoch, image_rgb)
             decision = self._collect_embedding() or decision   # an inline executor has finished it already
         if self._request is not None and not debouncer.warming_up and debouncer.ema is not None:
             request, self._request = self._request, None   # adapt for the current EMA now
@@ -358,15 +349,20 @@ class SemlaSegmenter:
     def _collect_embedding(self):
         """Feed the embedding in flight to the debouncer if it is ready (dropped if time ran back since)."""
         job = self._embedding_job
-        if job is None or not job[0].done():
+        if job is None or not job.future.done():
             return None
         self._embedding_job = None
-        future, stamp, embedded_time, epoch, image = job
-        embedding = future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
-        if epoch != self._epoch:
+        embedding = job.future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
+        if job.epoch != self._epoch:
             return None
-        self._embedded_frame = (stamp, image, embedded_time)
-        return self._decide(embedding, stamp, embedded_time)
+        self._embedded_frame = job
+        return self._decide(embedding, job.stamp, job.time_s)
+
+    def _embedded_fields(self) -> dict:
+        """FrameResult's fields for the embedding that reached the debouncer on this frame."""
+        job = self._embedded_frame
+        return dict(embedding=self._embedding, embedded_stamp=job.stamp, embedded_image=job.image,
+                    embedded_time_s=job.time_s)
 
     def _decide(self, embedding, stamp, now):
         """One embedding: debouncer update, support, and the adaptation it asks for."""
@@ -396,17 +392,12 @@ class SemlaSegmenter:
     def _supports(self) -> Support:
         """The support numbers of the newest embedding, for the library and for the fusion now active."""
         e, r, library, active = self._embedding, self._retrieval, self._library, self._active
-        if e is None or r is None or library is None or len(r.indices) == 0 or r.indices[0] >= len(library):
+        if e is None or r is None or library is None:
             return Support()
-        spacing = library.median_inter_centroid_distance
-        top = library.names[int(r.indices[0])]
-        out = dict(library=r.support, scale_free=scale_free_support(r.weights, r.distances, spacing), top_adapter=top)
-        if active is not None and active.entries:
-            d = distances(e, np.stack([entry.centroid for entry in active.entries]), self._settings.metric)
-            out.update(active=support_score(active.weights, d),
-                       active_scale_free=scale_free_support(active.weights, d, spacing),
-                       active_is_top=active.entries[0].name == top)
-        return Support(**out)
+        entries = active.entries if active is not None else ()
+        return frame_support(e, library, r, self._settings.metric, [entry.name for entry in entries],
+                             active.weights if entries else (),
+                             np.stack([entry.centroid for entry in entries]) if entries else None)
 
     def _prefetch(self, library: AdapterLibrary, rows) -> None:
         """A shift is being confirmed: read the adapters this frame retrieves into the library's cache

@@ -5,18 +5,21 @@ retrieval all take their values from a `SegmenterSettings`, so a default is writ
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-import numpy as np
+from . import fields
+from .fields import setting
 
-METRICS = ("euclidean", "cosine")
-THRESHOLD_MODES = ("absolute", "relative")
+Metric = Literal["euclidean", "cosine"]
+ThresholdMode = Literal["absolute", "relative"]
 # What confirms a domain shift (core/trigger.py): the fusion retrieval would build for the EMA differs
 # materially from the active one; the EMA moved far from the active reference (the mission's rule);
 # every embedded frame (per-image SemLA, the official way).
-TRIGGERS = ("retrieval", "distance", "frame")
+Trigger = Literal["retrieval", "distance", "frame"]
+METRICS: tuple[str, ...] = get_args(Metric)
+THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
 
 
 @dataclass(frozen=True)
@@ -28,64 +31,84 @@ class SegmenterSettings:
     docs/shifts.md); the mission's rule is `trigger="distance"` (with ema_alpha 0.1, cooldown_s 5,
     dwell_s 0 and warmup_frames 1 it is the node's rule before the scenarios existed)."""
 
-    top_k: int = 5                     # adapters fused per swap (paper default 5; best 7)
-    temperature: float = 0.05          # softmax temperature over 1/distance (paper default 0.05; best 0.01)
-    metric: str = "euclidean"          # distance between embedding and centroids
-    ema_alpha: float = 0.2             # EMA weight of the newest embedding
-    switch_threshold: float = 0.5      # ||EMA - reference|| that counts as a shift
-    threshold_mode: str = "relative"   # "relative": times the library's median centroid spacing; "absolute"
-    min_consecutive: int = 3           # embedded frames in a row over the threshold before a swap
-    cooldown_s: float = 2.0            # minimum seconds between two swaps (and before a retry)
-    trigger: str = "retrieval"         # what confirms a shift: one of TRIGGERS
-    dwell_s: float = 1.5               # a shift must hold this long (frame stamps) before a swap
-    switch_margin: float = 0.05        # retrieval: the new top-1 is closer than the active top-1 by this much
-    #                                    (times the median centroid spacing when threshold_mode=relative)
-    weight_change: float = 0.5         # retrieval, same top-1: total-variation distance of the fusion weights
-    embed_every_n: int = 1             # embed every Nth processed frame
-    warmup_frames: int = 5             # embedded frames averaged before the startup fusion
-    adapter_cache_mb: float = 256.0    # LRU cache of adapter factors read from disk (ViT-B: 8.3 MB per adapter)
+    top_k: int = setting(5, low=1, high=64, help="Adapters fused per swap (paper default 5; best 7)",
+                         doc="Adapters fused per swap (SemLA default 5; best in the paper 7).")
+    temperature: float = setting(
+        0.05, low=1e-6, high=100.0, help="Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
+        doc="Softmax temperature over 1/distance (SemLA default 0.05; best in the paper 0.01).")
+    metric: Metric = setting("euclidean", help="Distance between embedding and adapter centroids",
+                             doc="Distance between embedding and adapter centroids: euclidean (SemLA) | cosine.")
+    ema_alpha: float = setting(0.2, low=1e-6, high=1.0, help="EMA weight of the newest embedding",
+                               doc="EMA of the navigator embedding: ema <- (1 - ema_alpha) * ema + ema_alpha * e_t.")
+    switch_threshold: float = setting(
+        0.5, low=1e-9, high=1e9,
+        help="Distance trigger: swap when ||EMA - reference|| exceeds this (absolute units, or a fraction of the "
+             "library's median inter-centroid distance when threshold_mode=relative)",
+        doc="Distance trigger: the threshold. threshold_mode \"relative\": threshold = switch_threshold * the "
+            "library's median inter-centroid distance; \"absolute\": as given.")
+    threshold_mode: ThresholdMode = setting("relative", help="How switch_threshold and switch_margin are read",
+                                            doc="relative | absolute: how switch_threshold and switch_margin are read.")
+    min_consecutive: int = setting(3, low=1, high=10000,
+                                   help="Embedded frames in a row over the threshold before a swap")
+    cooldown_s: float = setting(2.0, low=0.0, high=86400.0,
+                                help="Minimum seconds between two swaps (and before retrying a failed fusion)")
+    trigger: Trigger = setting(
+        "retrieval",
+        help="What confirms a shift: retrieval (the fusion retrieval would build for the EMA differs materially "
+             "from the active one), distance (||EMA - reference|| > switch_threshold), frame (re-fuse on every "
+             "embedded frame: per-image SemLA)",
+        doc="What makes the EMA \"over\" (a shift candidate):\n"
+            "  retrieval: the fusion retrieval would build for the EMA differs materially from the active one: "
+            "its top-1 adapter changed (by switch_margin, see below) or, same top-1, the weights moved by more "
+            "than weight_change. Knows the library: it swaps between near domains and never between two points "
+            "that retrieve the same fusion.\n"
+            "  distance: ||ema - reference|| > switch_threshold (the mission's rule; the reference is the query "
+            "of the active fusion). Before the scenarios its settings were ema_alpha 0.1, cooldown_s 5, dwell_s 0, "
+            "warmup_frames 1.\n"
+            "  frame: re-fuse on every embedded frame for that frame alone (per-image SemLA, the official way; a "
+            "fusion per frame).\n"
+            "A swap needs \"over\" for min_consecutive embedded frames in a row AND dwell_s seconds, and "
+            "cooldown_s seconds since the last swap.")
+    dwell_s: float = setting(
+        1.5, low=0.0, high=3600.0, help="Seconds (frame stamps) a shift must hold before a swap",
+        doc="Seconds (frame stamps) a shift must hold, towards the same adapter, before a swap. Flicker faster "
+            "than this does not swap; a change is followed about dwell_s + 0.4 s later at 10 Hz (the EMA needs a "
+            "few frames to cross over).")
+    switch_margin: float = setting(
+        0.05, low=0.0, high=1e9,
+        help="Retrieval trigger: the new top-1 adapter must be closer to the EMA than the active top-1 by this "
+             "much (read like switch_threshold)",
+        doc="Retrieval trigger, hysteresis: a new top-1 adapter counts only when the EMA is closer to its centroid "
+            "than to the active top-1's by this much (read like switch_threshold), so noise around the midpoint "
+            "of two centroids cannot flip it back and forth.")
+    weight_change: float = setting(
+        0.5, low=1e-6, high=1.0,
+        help="Retrieval trigger, same top-1: total-variation distance of the fusion weights that counts as a "
+             "different fusion",
+        doc="Retrieval trigger, same top-1 adapter: total-variation distance between the active fusion's weights "
+            "and retrieval's for the EMA (half the L1 distance over both fusions' adapters) that counts as a "
+            "different fusion.")
+    embed_every_n: int = setting(1, low=1, high=10000, help="Embed every Nth processed frame with the navigator",
+                                 doc="Embed (and update the EMA) on every Nth processed frame only; segmentation "
+                                     "runs on all.")
+    warmup_frames: int = setting(5, low=1, high=10000, help="Embedded frames averaged before the startup fusion",
+                                 doc="Embedded frames averaged before the startup fusion (the startup reference "
+                                     "is an average, not one noisy frame).")
+    adapter_cache_mb: float = setting(
+        256.0, low=0.0, high=1048576.0,
+        help="Memory (MB) for adapter factors read from the library (LRU); an adapter is read from disk when a "
+             "fusion first needs it",
+        doc="Memory (MB) for adapter factors read from the library, least recently used dropped first. Opening a "
+            "library reads no factors; a fusion reads the K adapters it needs (ViT-B/16: 8.3 MB each, ViT-L/14: "
+            "~14 MB) and keeps them here; while a domain shift is being confirmed the likely ones are read ahead. "
+            "0 keeps nothing (every fusion reads its adapters from disk).")
+
+    def __post_init__(self):
+        fields.validate(self)
 
     def replace(self, **changes) -> "SegmenterSettings":
         """A validated copy with `changes`; unknown names and bad values raise ValueError."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown settings: {sorted(unknown)}")
-        return dataclasses.replace(self, **changes).validated()
-
-    def validated(self) -> "SegmenterSettings":
-        """Self, or ValueError naming the first bad value."""
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-
-        def positive(name, allow_zero=False, upper=None):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v) \
-                    or (v < 0 if allow_zero else v <= 0) or (upper is not None and v > upper):
-                bound = ">= 0" if allow_zero else "> 0"
-                raise ValueError(f"{name} must be a finite number {bound}"
-                                 f"{'' if upper is None else f' and <= {upper}'}, got {v!r}")
-
-        integer("top_k", 1)
-        positive("temperature")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        positive("ema_alpha", upper=1.0)
-        positive("switch_threshold")
-        if self.threshold_mode not in THRESHOLD_MODES:
-            raise ValueError(f"threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}")
-        integer("min_consecutive", 1)
-        positive("cooldown_s", allow_zero=True)
-        if self.trigger not in TRIGGERS:
-            raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
-        positive("dwell_s", allow_zero=True)
-        positive("switch_margin", allow_zero=True)
-        positive("weight_change", upper=1.0)
-        integer("embed_every_n", 1)
-        integer("warmup_frames", 1)
-        positive("adapter_cache_mb", allow_zero=True)
-        return self
+        return fields.replace(self, **changes)
 
 
 DEFAULTS = SegmenterSettings()

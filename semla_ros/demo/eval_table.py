@@ -16,41 +16,14 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-
 from ..evaluation.metrics import harmonic_mean
 from . import world
-
-
-def _train_library(model, navigator, train_root: Path, library: Path, settings, log) -> dict[str, dict]:
-    """One adapter per training domain into `library` (kept when its metadata says it was trained with
-    these settings on this base model). Returns {entry: its metadata + "trained_now"}."""
-    from ..evaluation.dataset import open_dataset
-    from ..training.lora import base_model_id, domain_centroid, save_entry, train_adapter
-
-    fingerprint = base_model_id(model)
-    done = {}
-    for name, folder in open_dataset(train_root).items():
-        meta_path = library / name / "metadata.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("training") == json.loads(json.dumps(asdict(settings))) and meta.get("base_model") == fingerprint:
-                done[name] = {**meta, "trained_now": False}
-                continue
-        pairs = list(folder.pairs())
-        images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-        trained = train_adapter(model, folder.classes, images, labels, name, settings)
-        path = save_entry(trained, library, domain_centroid(navigator, images),
-                          {"navigator": navigator.id, "domain": name, "classes": list(folder.classes),
-                           "base_model": fingerprint, "data": str(folder.path)}, overwrite=True)
-        done[name] = {**json.loads((path / "metadata.json").read_text()), "trained_now": True}
-        log(f"  {library.name}/{name}: loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f} "
-            f"({trained.seconds:.0f} s)")
-    return done
+from .eval_setup import prepare_demo, train_library
 
 
 def run_facts(records: dict, contributions: dict) -> dict:
@@ -116,53 +89,6 @@ def _observations(rows: dict, domains, exclude, labels) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class DemoSetup:
-    """What every demo-world evaluation starts from: assets, exported datasets, base model, navigator."""
-
-    params: object              # BuildParams
-    assets: object              # build_assets.Assets
-    work: Path
-    domains: tuple[str, ...]
-    test_root: Path
-    train_root: Path
-    model: object               # the demo CATSeg, frozen
-    navigator: object           # CachedNavigator around the tower navigator
-    budget: dict                # LoopSettings fields of the adapters trained here
-
-
-def prepare_demo(args, log) -> DemoSetup:
-    """Demo assets (built if missing), held-out test / adapter-training exports, model and navigator."""
-    import torch
-
-    from ..core.navigator import build_navigator
-    from ..evaluation.protocol import CachedNavigator
-    from .build_assets import ADAPTER_SEED0, TEST_PARAMS, BuildParams, ensure_assets, load_demo_model
-    from .export import HELD_OUT_SEED_BASE, export_demo_world
-
-    params = TEST_PARAMS if args.test_budget else BuildParams()
-    assets, built = ensure_assets(args.cache_dir, params, log=log)
-    log(f"demo assets: {assets.root} ({'built now' if built else 'cached'})")
-    work = args.work or (assets.root / "eval")
-    work.mkdir(parents=True, exist_ok=True)
-    domains = tuple(params.domains)
-    test_root, train_root = work / f"test_{args.images_per_domain}", work / "train"
-    if not (test_root / "classes.txt").is_file():
-        export_demo_world(test_root, domains, args.images_per_domain, HELD_OUT_SEED_BASE, tuple(params.size))
-    n_train = args.train_images or params.adapter_images
-    if not args.no_train and not (train_root / "classes.txt").is_file():
-        export_demo_world(train_root, domains, n_train, ADAPTER_SEED0, tuple(params.size))
-    torch.manual_seed(0)
-    model = load_demo_model(assets)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    navigator = CachedNavigator(build_navigator("tower", model))
-    steps = args.steps or params.adapter_steps
-    budget = dict(steps=steps, lr=args.lr or params.adapter_lr, batch_size=args.batch_size or params.batch,
-                  seed=args.seed, warmup_steps=max(1, steps // 10), loss=args.loss)
-    return DemoSetup(params, assets, work, domains, test_root, train_root, model, navigator, budget)
-
-
 def run_demo_table(args, settings) -> int:
     """`semla-eval demo`: `args` are its command-line options, `settings` the ProtocolSettings they give."""
     from ..catseg.predictor import CatSegPredictor
@@ -192,8 +118,8 @@ def run_demo_table(args, settings) -> int:
             label = "std" if init == "standard" else "rrqr"
             lib = work / f"lib_{label}"
             log(f"training library {label} ({budget})")
-            _train_library(model, navigator.inner, train_root, lib, TrainSettings(init=init, loop=LoopSettings(**budget)),
-                           log)
+            train_library(model, navigator.inner, train_root, lib,
+                          TrainSettings(init=init, loop=LoopSettings(**budget)), log)
             libraries[label] = lib
     test = open_dataset(test_root, list(domains))
     predictor = CatSegPredictor(model, list(world.CLASS_NAMES))

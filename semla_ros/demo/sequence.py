@@ -5,6 +5,7 @@ on "frame i is domain d, seed s" without ROS in the loop.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .world import DOMAINS
@@ -28,9 +29,13 @@ class DomainSequence:
     rate_hz: float = 10.0
 
     @classmethod
-    def parse(cls, text: str, rate_hz: float = 10.0) -> "DomainSequence":
-        """'clear:8,fog:9' -> clear for 8 s, then fog for 9 s. Raises ValueError with the reason."""
-        if rate_hz <= 0:
+    def parse(cls, text: str, rate_hz: float = 10.0, domains: tuple[str, ...] = DOMAINS,
+              open_ended: bool = False) -> "DomainSequence":
+        """'clear:8,fog:9' -> clear for 8 s, then fog for 9 s. Raises ValueError with the reason.
+
+        `domains` are the names allowed; with `open_ended` a segment of 0 s is allowed too (it plays until
+        the player is told to move on: the synthetic camera's SIGUSR1)."""
+        if not rate_hz > 0:
             raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
         segments = []
         for part in (p.strip() for p in text.split(",")):
@@ -39,13 +44,15 @@ class DomainSequence:
             name, sep, secs = part.partition(":")
             if not sep:
                 raise ValueError(f"segment {part!r} must look like 'domain:seconds'")
-            if name not in DOMAINS:
-                raise ValueError(f"unknown domain {name!r} in sequence; known: {', '.join(DOMAINS)}")
+            if name not in domains:
+                raise ValueError(f"unknown domain {name!r} in sequence; known: {', '.join(domains)}")
             try:
                 seconds = float(secs)
             except ValueError:
                 raise ValueError(f"segment {part!r}: {secs!r} is not a number of seconds") from None
-            if seconds * rate_hz < 1:
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"segment {part!r}: seconds must be a finite number >= 0")
+            if seconds * rate_hz < 1 and not (open_ended and seconds == 0):
                 raise ValueError(f"segment {part!r} is shorter than one frame at {rate_hz} Hz")
             segments.append(Segment(name, seconds))
         if not segments:

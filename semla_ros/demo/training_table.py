@@ -22,6 +22,7 @@ import numpy as np
 from ..evaluation.metrics import harmonic_mean
 from ..evaluation.report import miou_table, replace_section
 from . import world
+from .eval_setup import prepare_demo, train_library
 
 SECTION = "training-comparison"   # the marked section of docs/evaluation.md this command maintains
 METHODS = {"standard": {"init": "standard"}, "recyclelora": {"init": "recyclelora"}, "fisa": {"profile": "fisa"}}
@@ -251,7 +252,6 @@ def _compare(args, settings, seeds: list[int], out: Path) -> int:
     from ..evaluation.report import evaluate_libraries
     from ..training.loop import LoopSettings
     from ..training.lora import TrainSettings
-    from .eval_table import _train_library, prepare_demo
 
     t0, cpu0 = time.monotonic(), time.process_time()
     setup = prepare_demo(args, print)
@@ -262,7 +262,7 @@ def _compare(args, settings, seeds: list[int], out: Path) -> int:
             label, lib = f"{method} s{seed}", setup.work / f"cmp_{method}_s{seed}"
             ts = TrainSettings(**kind, loop=LoopSettings(**{**setup.budget, "seed": seed}))
             print(f"training library {label}")
-            done = _train_library(setup.model, setup.navigator.inner, setup.train_root, lib, ts, print)
+            done = train_library(setup.model, setup.navigator.inner, setup.train_root, lib, ts, print)
             metas += list(done.values())
             libraries[label] = lib
         entry = libraries[f"{method} s{seeds[0]}"] / metas[0]["name"]

@@ -31,8 +31,9 @@ SOURCES = ("model", "backend", "navigator", "library")
 OK, WARN, ERROR = "ok", "warn", "error"
 
 
-class EngineConfigError(RuntimeError):
-    """A configuration the engine cannot run with; the message is what the operator reads."""
+class EngineConfigError(ValueError):
+    """A configuration the engine cannot run with (missing checkpoint, bad library path, ...): bad input, not a
+    failed run; the message is what the operator reads."""
 
 
 @dataclass

@@ -7,9 +7,10 @@ Methods (paper Table 1 plus our node's policy):
 - uniform          every candidate adapter with weight 1/N (SemLA's uniform "cat" merge).
 - semla            official SemLA: per image, embed, top-K by 1/distance, softmax(s/T), fuse,
                    segment with that image's fused model (text re-encoded with the fused text
-                   tower; the official code freezes the text at the first image, we do not).
+                   tower; the official code freezes the text at the first image, we do not):
+                   the segmenter's `trigger: frame` replayed like semla-debounced (`replay.py`).
 - semla-debounced  the ROS node's policy replayed on the domain's images in file order:
-                   `SemlaSegmenter` with an inline executor and a replay clock at `rate_hz`
+                   `SemlaSegmenter` with an inline executor and frame times at `rate_hz`
                    (EMA + threshold + consecutive hits + cooldown decide when to re-fuse).
                    Each domain is replayed from a fresh segmenter, so it starts with a
                    "startup" fusion on its first embedded frame(s), like a node started there.
@@ -31,12 +32,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..core import fields
+from ..core.fields import setting
 from ..core.library import AdapterLibrary
-from ..core.retrieval import retrieve, support_score
 from ..core.segmenter import InlineExecutor, SemlaSegmenter
 from ..core.settings import SegmenterSettings
 from .dataset import DomainFolder
 from .metrics import ConfusionAccumulator, harmonic_mean, mean_iou, per_class_iou
+from .replay import SegmenterReplay, per_image
 
 METHODS = ("zero-shot", "oracle", "uniform", "semla", "semla-debounced")
 LIBRARY_METHODS = METHODS[1:]
@@ -44,22 +47,18 @@ LIBRARY_METHODS = METHODS[1:]
 
 @dataclass(frozen=True)
 class ProtocolSettings:
-    methods: tuple[str, ...] = METHODS
-    leave_one_out: bool = True
-    segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)   # retrieval + the node's debouncing
-    rate_hz: float = 10.0           # replay clock of semla-debounced
-    max_images: int | None = None   # per domain, first N in file order
+    methods: tuple[str, ...] = setting(METHODS, help="methods to run", option=False)
+    leave_one_out: bool = setting(True, help="remove the target domain's own adapter from uniform/semla/debounced")
+    segmenter: SegmenterSettings = setting(default_factory=SegmenterSettings,
+                                           help="retrieval + the node's debouncing")
+    rate_hz: float = setting(10.0, low=0.0, low_open=True, help="replay clock of semla-debounced")
+    max_images: int | None = setting(None, low=1, help="per domain, the first N in file order")
 
-    def validated(self) -> "ProtocolSettings":
+    def __post_init__(self):
+        fields.validate(self)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
-        self.segmenter.validated()
-        if not self.rate_hz > 0:
-            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images must be >= 1, got {self.max_images}")
-        return self
 
     def to_json(self) -> dict:
         """Flat: the protocol's own fields and the segmenter settings side by side."""
@@ -147,7 +146,7 @@ class Evaluator:
         self.predictor = predictor
         self.library = library
         self.navigator = navigator
-        self.settings = settings.validated()
+        self.settings = settings
         self.adapter_for = dict(adapter_for or {})
         needs_library = [m for m in self.settings.methods if m in LIBRARY_METHODS]
         if needs_library and (library is None or len(library) == 0):
@@ -278,45 +277,29 @@ class Evaluator:
                                [1.0 / len(names)] * len(names))
 
     def _run_semla(self, domain, folder, acc, records, progress, on_record):
-        s = self.settings.segmenter
-        rows = self.candidates(domain)
-        if not rows:
-            self._skip(folder, progress)
-            return "no candidate adapter left"
-        centroids = self.library.centroids[rows]
-        for stem, image, label in self._pairs(folder):
-            embedding = self.navigator.embed([image])[0]
-            r = retrieve(embedding, centroids, s.top_k, s.temperature, s.metric)
-            entries = [self.library.entries[rows[i]] for i in r.indices]
-            self._activate(entries, r.weights)
-            self._record(records, on_record, acc, "semla", domain, stem, self._segment(image), label,
-                         support=support_score(r.weights, r.distances), adapters=[e.name for e in entries],
-                         weights=[float(w) for w in r.weights])
-            progress(1)
-        return ""
+        return self._replay("semla", per_image(self.settings.segmenter), domain, folder, acc, records, progress,
+                            on_record)
 
     def _run_semla_debounced(self, domain, folder, acc, records, progress, on_record):
-        s = self.settings
+        return self._replay("semla-debounced", self.settings.segmenter, domain, folder, acc, records, progress,
+                            on_record)
+
+    def _replay(self, method, segmenter_settings, domain, folder, acc, records, progress, on_record):
+        """The domain's images in file order through a fresh segmenter over its candidates, at `rate_hz`."""
         rows = self.candidates(domain)
         if not rows:
             self._skip(folder, progress)
             return "no candidate adapter left"
         self._activate([], [])   # the replay's segmenter takes the weights it finds as its base
         sub = AdapterLibrary(None, [self.library.entries[i] for i in rows])
-        clock = [0.0]
-        seg = SemlaSegmenter(self.predictor, sub, self.navigator, s.segmenter,
-                             executor=InlineExecutor(), clock=lambda: clock[0])
-        try:
+        with SegmenterReplay(self.predictor, sub, self.navigator, segmenter_settings) as replay:
             for frame, (stem, image, label) in enumerate(self._pairs(folder)):
-                clock[0] = frame / s.rate_hz
-                out = seg.process(image, stamp=frame)
-                active = seg.active
-                self._record(records, on_record, acc, "semla-debounced", domain, stem, out.class_ids, label,
+                out = replay.process(image, frame / self.settings.rate_hz, stamp=frame)
+                active = replay.segmenter.active
+                self._record(records, on_record, acc, method, domain, stem, out.class_ids, label,
                              support=out.support, adapters=list(active.adapters) if active else [],
                              weights=list(active.weights) if active else [])
                 progress(1)
-        finally:
-            seg.close()
         return ""
 
 

@@ -15,12 +15,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..core.frames import mask_encoding, mask_pixels
 
-STORAGES = ("mcap", "sqlite3")
+Storage = Literal["mcap", "sqlite3"]
+STORAGES: tuple[str, ...] = get_args(Storage)
 
 
 def message_dirs() -> list[Path]:
@@ -49,7 +51,8 @@ def typestore():
 
 
 class MaskBagWriter:
-    """Writes into `<path>.partial` and renames it to `path` on `close()`: a bag at `path` is complete."""
+    """Writes into `<path>.partial/<name>` and moves it to `path` on `close()`: a bag at `path` is complete, and
+    its storage file is named after the bag (`relabelled/relabelled.mcap`), not after the temporary folder."""
 
     def __init__(self, path, classes, namespace: str = "/semla", storage: str = "mcap"):
         from rosbags.rosbag2 import StoragePlugin, Writer
@@ -57,8 +60,10 @@ class MaskBagWriter:
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        shutil.rmtree(self.partial, ignore_errors=True)
+        self.staging = self.path.with_name(self.path.name + ".partial")
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self.partial = self.staging / self.path.name
         self.classes = list(classes)
         self.encoding = mask_encoding(len(self.classes))
         self.store = typestore()
@@ -108,10 +113,11 @@ class MaskBagWriter:
         self.writer.close()
         shutil.rmtree(self.path, ignore_errors=True)
         os.replace(self.partial, self.path)
+        self.staging.rmdir()
         return self.path
 
     def abort(self) -> None:
         try:
             self.writer.close()
         finally:
-            shutil.rmtree(self.partial, ignore_errors=True)
+            shutil.rmtree(self.staging, ignore_errors=True)

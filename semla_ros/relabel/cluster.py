@@ -18,23 +18,22 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, Birch
 
+from ..core import fields
+from ..core.fields import setting
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    scale: float = 0.5       # linkage distance threshold, in units of the library's median centroid spacing
-    min_size: int = 10       # frames; smaller clusters join the nearest large one
+    scale: float = setting(0.5, low=0.0, low_open=True,
+                           help="clustering distance, in units of the library's median centroid spacing")
+    min_size: int = setting(10, low=1, help="frames; smaller clusters join the nearest large one")
 
-    def validated(self) -> "ClusterSettings":
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"cluster scale must be a number > 0, got {self.scale!r}")
-        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 1:
-            raise ValueError(f"minimum cluster size must be an integer >= 1, got {self.min_size!r}")
-        return self
+    def __post_init__(self):
+        fields.validate(self)
 
 
 def cluster_embeddings(embeddings, spacing: float, settings: ClusterSettings = ClusterSettings()) -> np.ndarray:
     """(N,) cluster ids of (N,D) embeddings; one cluster when the spacing is unknown (< 2 adapters)."""
-    settings = settings.validated()
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be (N,D), got shape {x.shape}")

@@ -20,7 +20,7 @@ import csv
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 from ..core.capture import CLASSES, IMAGES, read_capture
 from ..core.coverage import CoverageSettings
 from ..core.retrieval import distances
+from ..core.support import relative_distance
 from .cluster import ClusterSettings, cluster_embeddings
 
 PSEUDO_NOTE = ("labels/ holds PSEUDO-LABELS: masks predicted by the current model (with this proposal's SemLA "
@@ -61,6 +62,10 @@ def propose(names, embeddings, library, settings: ClusterSettings = ClusterSetti
                          "they come from another navigator")
     spacing = library.median_inter_centroid_distance
     labels = cluster_embeddings(x, spacing, settings)
+
+    def rel(v):
+        return float(v / spacing) if math.isfinite(spacing) and spacing > 0 else math.nan
+
     out = []
     for k in range(int(labels.max()) + 1):
         rows = np.flatnonzero(labels == k)
@@ -68,7 +73,6 @@ def propose(names, embeddings, library, settings: ClusterSettings = ClusterSetti
         d = distances(centroid, library.centroids)
         order = np.argsort(d, kind="stable")[:nearest]
         per_frame = np.array([distances(x[i], library.centroids).min() for i in rows])
-        rel = (lambda v: float(v / spacing) if math.isfinite(spacing) and spacing > 0 else math.nan)
         out.append(Proposal(f"{prefix}-{k:03d}", [names[i] for i in rows], centroid,
                             [(library.names[i], float(d[i]), rel(d[i])) for i in order], rel(per_frame.mean())))
     out.sort(key=lambda p: -len(p.frames))
@@ -109,10 +113,9 @@ def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettin
         rec = item["name"]
         table = folder.frame_table(rec, library.dim)
         total += len(table)
-        spacing = library.median_inter_centroid_distance
         for pos, name in enumerate(table.names):
-            nearest = distances(table.embeddings[pos], library.centroids).min()
-            if math.isfinite(spacing) and nearest / spacing > max_relative_distance:
+            _, relative = relative_distance(table.embeddings[pos], library)
+            if math.isfinite(relative) and relative > max_relative_distance:
                 names.append(f"{rec}/{name}")
                 embeddings.append(table.embeddings[pos])
     proposals = propose(names, np.array(embeddings).reshape(len(names), -1) if names else np.zeros((0, library.dim)),
@@ -202,3 +205,77 @@ def model_pseudo_labels(build, capture_dir):
         finally:
             build.segmenter.fuse_now([], [])
     return label
+
+
+@dataclass
+class GapReport:
+    """What `semla-library gaps` found in `source` and wrote."""
+
+    source: Path
+    library: object
+    proposals: list[Proposal]
+    info: dict
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def is_job(self) -> bool:
+        return self.info.get("source") == "relabel"
+
+    def to_json(self) -> dict:
+        return {**self.info, "proposals": [p.to_json() for p in self.proposals],
+                "written": [str(w) for w in self.written]}
+
+    def lines(self) -> list[str]:
+        info, proposals, lib = self.info, self.proposals, self.library
+        what = (f"{info['uncovered']} of {info['frames']} frames uncovered" if self.is_job
+                else f"{info['frames']} captured frames")
+        out = [f"{self.source}: {what}; {len(proposals)} proposed entr{'y' if len(proposals) == 1 else 'ies'} "
+               f"(library {lib.root}, median centroid spacing {lib.median_inter_centroid_distance:.4g})"]
+        for p in proposals:
+            near = ", ".join(f"{n} {r:.2f}x" for n, _, r in p.nearest)
+            out.append(f"  {p.name}: {len(p.frames)} frames, {p.mean_relative_distance:.2f}x the spacing from the "
+                       f"nearest adapter on average; nearest to its centroid: {near}")
+        for w in self.written:
+            labels = "PSEUDO-labels in labels/" if (w / "PSEUDO_LABELS.txt").is_file() else "add labels/ to train"
+            out.append(f"  wrote {w} ({labels}); then: semla-library train {w} --library LIB --model ... "
+                       "--checkpoint ...")
+        return out
+
+
+def find_gaps(source, library, cluster: ClusterSettings | None = None,
+              max_relative_distance: float = CoverageSettings.max_relative_distance, out_dir=None,
+              pseudo_labels: bool = False, engine_spec=None) -> GapReport:
+    """Proposals from a capture folder or a relabelling job folder (`source`), written under `out_dir` when
+    given. Pseudo-labels of a relabelling job are its own masks; of a capture folder, the masks of an engine
+    built from `engine_spec` (an EngineSpec; its classes and library are set here). ValueError when the
+    folders cannot be written as asked (no classes, no model for pseudo-labels)."""
+    source, cluster = Path(source), cluster or ClusterSettings()
+    if (source / "job.json").is_file():
+        proposals, info = from_relabel_job(source, library, cluster, max_relative_distance)
+    else:
+        proposals, info = from_capture(source, library, cluster)
+    report = GapReport(source, library, proposals, info)
+    if out_dir is None or not proposals:
+        return report
+    pseudo = None
+    if report.is_job:
+        classes = json.loads((source / "job.json").read_text())["engine"]["classes"]
+        if pseudo_labels:
+            def pseudo(p, files):
+                return job_masks(source, p.frames)
+    else:
+        from ..evaluation.dataset import read_classes
+
+        classes_file = source / "classes.txt"
+        classes = read_classes(classes_file) if classes_file.is_file() else []
+        if pseudo_labels:
+            if engine_spec is None:
+                raise ValueError("--pseudo-labels on a capture folder needs --model (and --checkpoint)")
+            from ..engine import build_engine
+
+            spec = replace(engine_spec, library_path=str(library.root), classes=tuple(classes))
+            pseudo = model_pseudo_labels(build_engine(spec).raise_for_errors(), source)
+    if not classes:
+        raise ValueError(f"no classes.txt in {source}: cannot write trainable folders")
+    report.written = export_proposals(proposals, source, out_dir, classes, pseudo)
+    return report

@@ -21,49 +21,47 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal, get_args
 
 import numpy as np
 
 from ..catseg.checkpoint import state_dict_digest
-from .bag import STORAGES, MaskBagWriter
+from ..core import fields
+from ..core.fields import setting
+from .bag import MaskBagWriter, Storage
 from .cluster import ClusterSettings, cluster_embeddings
-from .recording import safe_name
+from .recording import RecordingError, safe_name
 from .state import FrameTable, JobFolder, write_atomic, write_json
 from .work import (EmbeddedBatch, Fusion, activate_fusion, cluster_fusion, embed_recording, frame_support,
                    segment_batches)
 
-SCOPES = ("recording", "global")
-OUTPUTS = ("auto", "bag", "png")
 FRAME_COLUMNS = ("index", "name", "sec", "nanosec", "cluster", "distance_to_cluster_centroid", "nearest_distance",
                  "relative_distance", "support_score", "scale_free_support", "active_support",
                  "active_scale_free_support", "top_adapter", "active_is_top")
 
 
+Scope = Literal["recording", "global"]
+Output = Literal["auto", "bag", "png"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+OUTPUTS: tuple[str, ...] = get_args(Output)
+
+
 @dataclass(frozen=True)
 class RelabelSettings:
-    batch_size: int = 16            # frames per navigator / network batch (fixed index ranges: part of the state)
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
-    scope: str = "recording"        # cluster each recording on its own, or all of them together ("global")
-    output: str = "auto"            # auto: a bag for bag inputs, PNG masks for folders; or bag | png
-    namespace: str = "/semla"       # topic namespace in the output bag (the node's)
-    storage: str = "mcap"           # output bag storage: mcap | sqlite3
-    compare: bool = True            # per-image SemLA and the debounced policy on the same frames
-    threads: int = 0                # torch threads for this process (0: torch's default)
+    batch_size: int = setting(16, low=1, help="frames per navigator / network batch (fixed index ranges: part of "
+                                               "the state)")
+    cluster: ClusterSettings = setting(default_factory=ClusterSettings, help="clustering")
+    scope: Scope = setting("recording", help="cluster each recording on its own, or all recordings together")
+    output: Output = setting("auto", help="auto: a bag for bag inputs, PNG masks for folders")
+    namespace: str = setting("/semla", help="topic namespace in the output bag")
+    storage: Storage = setting("mcap", help="output bag storage")
+    compare: bool = setting(True, help="per-image SemLA and the debounced replay on the same frames")
+    threads: int = setting(0, low=0, help="torch threads (0: torch's default)")
 
-    def validated(self) -> "RelabelSettings":
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        self.cluster.validated()
-        for name, value, choices in (("scope", self.scope, SCOPES), ("output", self.output, OUTPUTS),
-                                     ("storage", self.storage, STORAGES)):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
-        return self
+    def __post_init__(self):
+        fields.validate(self)
 
     def state_json(self) -> dict:
         """What decides the job's state on disk (a change needs --restart)."""
@@ -152,7 +150,7 @@ class RelabelJob:
         if build.navigator is None:
             raise ValueError("relabelling needs a navigator to embed frames")
         self.build = build
-        self.settings = settings.validated()
+        self.settings = settings
         self.recordings = list(recordings)
         if not self.recordings:
             raise ValueError("no recording to relabel")
@@ -160,7 +158,12 @@ class RelabelJob:
         if len(set(names)) != len(names) or any(safe_name(n) != n for n in names):
             raise ValueError(f"recording names must be unique plain file names, got {names}")
         self.by_name = {r.name: r for r in self.recordings}
+        empty = [r.path for r in self.recordings if r.count == 0]
+        if empty:
+            raise RecordingError(f"nothing to relabel in {', '.join(map(str, empty))}: no image "
+                                 f"{'message on the topic' if self.recordings[0].kind == 'bag' else 'file'}")
         self.folder = JobFolder(out)
+        self.folder.check_target([r.path for r in self.recordings])
         self.workers = workers or LocalWorkers(build)
         self.restart = restart
         self.log = log
@@ -174,7 +177,7 @@ class RelabelJob:
     def _tqdm(**kwargs):
         from tqdm import tqdm
 
-        return tqdm(leave=False, **kwargs)
+        return tqdm(leave=False, disable=None, **kwargs)   # disable=None: no bar when stderr is no terminal
 
     # ------------------------------------------------------------------ what the job is
     @functools.cached_property
@@ -235,7 +238,14 @@ class RelabelJob:
             bar.update(len(b.indices) + len(b.skipped))
         bar.close()
         self.timings["embed_wall_s"] = time.perf_counter() - start
-        return {r.name: self.folder.frame_table(r.name, self.build.navigator.dim) for r in self.recordings}
+        tables = {r.name: self.folder.frame_table(r.name, self.build.navigator.dim) for r in self.recordings}
+        for rec in self.recordings:
+            table = tables[rec.name]
+            if len(table) == 0:
+                first = f"; first: {table.skipped[0][1]}" if table.skipped else ""
+                raise RecordingError(f"{rec.path}: no readable frame ({len(table.skipped)} unreadable{first}); "
+                                     "nothing relabelled")
+        return tables
 
     def cluster(self, tables: dict[str, FrameTable]) -> list[Cluster]:
         start = time.perf_counter()

@@ -102,6 +102,8 @@ class BagRecording:
                                  f"here; image topics: {images}")
         self.topic, self.labels_topic = topic, labels_topic
         self.msgtype, self.count = topics[topic]
+        if self.count == 0:
+            raise RecordingError(f"nothing to relabel in {self.path}: no message on {topic!r}")
         self.name = name or safe_name(self.path.stem)
         files = [self.path] if self.path.is_file() else [p for p in self.path.iterdir() if p.is_file()]
         self.fingerprint = _fingerprint(files)

@@ -27,10 +27,31 @@ import numpy as np
 from .work import EmbeddedBatch
 
 JOB_FILE = "job.json"
+# The job's own files (the layout above), the only ones a restart removes.
+JOB_OUTPUTS = (JOB_FILE, "segments", "clusters.json", "report.json", "report.md")
+RECORDING_OUTPUTS = ("embeddings", "masks", "per_image_masks", "frames.csv", "relabelled", "relabelled.partial",
+                     "compare.json")
 
 
 class JobMismatch(ValueError):
     """The output folder holds another job's state."""
+
+
+def safe_child(name: str) -> bool:
+    """A recording name from a job.json that names a folder directly below the job folder."""
+    return name not in (".", "..") and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+def manifest_differences(known, wanted, prefix: str = "") -> list[str]:
+    """The dotted names of the settings two manifests disagree on (`state.cluster.scale`), so a refusal
+    names the option that changed, not only its group."""
+    if isinstance(known, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(known) | set(wanted)):
+            out += manifest_differences(known.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    same = json.dumps(known, default=_plain, sort_keys=True) == json.dumps(wanted, default=_plain, sort_keys=True)
+    return [] if same else [prefix.rstrip(".")]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -78,23 +99,63 @@ class JobFolder:
     # ------------------------------------------------------------------ the job itself
     def claim(self, manifest: dict, restart: bool = False) -> bool:
         """Start or resume the job `manifest` describes here; True when resuming. Another job's
-        state is an error (or, with `restart`, is deleted first)."""
+        state is an error naming the settings that differ (or, with `restart`, that job's own files are
+        deleted first: nothing else in the folder is touched)."""
         path = self.root / JOB_FILE
         if path.is_file():
             known = json.loads(path.read_text())
             if known == json.loads(json.dumps(manifest, default=_plain)):
                 return True
             if not restart:
-                differ = sorted(k for k in set(known) | set(manifest)
-                                if json.dumps(known.get(k), default=_plain, sort_keys=True)
-                                != json.dumps(manifest.get(k), default=_plain, sort_keys=True))
-                raise JobMismatch(f"{self.root} holds another relabelling job (differs in: {', '.join(differ)}); "
-                                  "use another --out, or --restart to discard its results")
-            for child in self.root.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                differ = ", ".join(manifest_differences(known, manifest)) or "format"
+                raise JobMismatch(f"{self.root} holds another relabelling job (differs in: {differ}); "
+                                  "use another --out, or --restart to discard that job's results")
+            self.discard(known)
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(path, manifest)
         return False
+
+    def outputs(self, recordings) -> list[Path]:
+        """Every path a job over `recordings` (their names) writes here: the one list of the job's files,
+        so a restart removes exactly what a job wrote and nothing a user put beside it."""
+        paths = [self.root / name for name in JOB_OUTPUTS]
+        for recording in recordings:
+            paths += [self.root / recording / name for name in RECORDING_OUTPUTS]
+        return paths
+
+    def discard(self, known: dict) -> None:
+        """Delete the job `known` (its job.json) wrote: its files, then the folders it made if empty."""
+        recordings = [str(r.get("name", "")) for r in known.get("inputs", []) if isinstance(r, dict)]
+        recordings = [r for r in recordings if r and safe_child(r)]
+        for path in self.outputs(recordings):
+            for victim in (path, path.with_name(f".{path.name}.tmp")):
+                if victim.is_dir() and not victim.is_symlink():
+                    shutil.rmtree(victim)
+                elif victim.exists() or victim.is_symlink():
+                    victim.unlink()
+        for recording in recordings:
+            folder = self.root / recording
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def check_target(self, inputs) -> None:
+        """Refuse an output folder that is a file, holds an input, or lies inside one (a rerun would read
+        its own outputs as frames, and a restart could remove what it must never touch); and one that
+        cannot be written. Checked before any work starts."""
+        root = self.root.resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"--out {self.root} is a file, not a folder; give a folder for the job's outputs")
+        for path in inputs:
+            source = Path(path).resolve()
+            if source == root or root in source.parents:
+                raise ValueError(f"--out {self.root} holds the input {path}; give an output folder outside "
+                                 "the recordings")
+            if source in root.parents:
+                raise ValueError(f"--out {self.root} lies inside the input {path}; give an output folder "
+                                 "outside the recordings")
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {self.root}: cannot write in {existing}; give a writable folder")
 
     # ------------------------------------------------------------------ embeddings
     def _batch_dir(self, recording: str) -> Path:

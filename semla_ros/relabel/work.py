@@ -12,7 +12,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..core.retrieval import distances, retrieve, scale_free_support, support_score
+from ..core.retrieval import retrieve, scale_free_support
+from ..core.support import frame_support as core_frame_support
+from ..core.support import relative_distance
 from .recording import Skipped
 
 
@@ -61,19 +63,13 @@ def frame_support(embedding, library, settings, fusion: Fusion) -> dict:
     """The SupportScore fields of one frame segmented with `fusion`: its own retrieval's support and
     top adapter, and the support of the cluster's fusion for this frame (eq. 15 with the fused
     adapters' weights and this frame's distances to them)."""
-    spacing = library.median_inter_centroid_distance
     r = retrieve(embedding, library.centroids, settings.top_k, settings.temperature, settings.metric)
-    rows = [library.names.index(n) for n in fusion.adapters]
-    active_d = distances(embedding, library.centroids[rows], settings.metric)
-    top = library.names[int(r.indices[0])]
-    nearest = float(distances(embedding, library.centroids, "euclidean").min())
-    return {"support_score": r.support, "scale_free_support": scale_free_support(r.weights, r.distances, spacing),
-            "active_support": support_score(fusion.weights, active_d),
-            "active_scale_free_support": scale_free_support(fusion.weights, active_d, spacing),
-            "top_adapter": top, "active_is_top": bool(fusion.adapters and fusion.adapters[0] == top),
-            "active_adapters": len(fusion.adapters), "ema_distance": math.nan, "switch_threshold": math.nan,
-            "nearest_distance": nearest,
-            "relative_distance": nearest / spacing if math.isfinite(spacing) and spacing > 0 else math.nan}
+    s = core_frame_support(embedding, library, r, settings.metric, fusion.adapters, fusion.weights)
+    nearest, relative = relative_distance(embedding, library)
+    return {"support_score": s.library, "scale_free_support": s.scale_free, "active_support": s.active,
+            "active_scale_free_support": s.active_scale_free, "top_adapter": s.top_adapter,
+            "active_is_top": s.active_is_top, "active_adapters": len(fusion.adapters), "ema_distance": math.nan,
+            "switch_threshold": math.nan, "nearest_distance": nearest, "relative_distance": relative}
 
 
 def embed_recording(navigator, recording, batch_size: int, done: Iterable[int] = ()) -> Iterator[EmbeddedBatch]:

@@ -25,18 +25,8 @@ from sensor_msgs.msg import Image
 
 from semla_ros.demo.sequence import CAMERA_SEED_BASE, DEFAULT_SEQUENCE, DomainSequence
 from semla_ros.demo.world import DEFAULT_SIZE, render
+from semla_ros.ros.image_conversion import array_to_image
 from semla_ros.ros.process import StopSignals
-
-
-def _image_msg(array, encoding: str, header) -> Image:
-    msg = Image()
-    msg.header = header
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(array.strides[0])
-    msg.data = array.tobytes()
-    return msg
 
 
 class DemoCamera(Node):
@@ -87,8 +77,8 @@ class DemoCamera(Node):
         stamp = self.get_clock().now().to_msg()
         header = Image().header
         header.stamp, header.frame_id = stamp, self.frame_id
-        self.image_pub.publish(_image_msg(frame.image, "rgb8", header))
-        self.truth_pub.publish(_image_msg(frame.labels, "mono8", header))
+        self.image_pub.publish(array_to_image(frame.image, "rgb8", header))
+        self.truth_pub.publish(array_to_image(frame.labels, "mono8", header))
         if self.log_file is not None:
             self.log_file.write(json.dumps({"sec": stamp.sec, "nanosec": stamp.nanosec, "index": self.index,
                                             "domain": domain, "seed": seed}) + "\n")

@@ -1,30 +1,83 @@
-"""The node's parameters: one table with descriptors, and the one validation function.
+"""The node's parameters: one table with descriptors, the one validation function, and config/semla.yaml.
 
 Why one table: the declaration (types, ranges, read-only), the validation that rejects bad values
 with a reason, the mapping onto the segmenter's live settings and config/semla.yaml all describe
-the same thing; keeping them in one place is what stops them drifting apart.
+the same thing. Every entry comes from a declared setting (core/fields.py): EngineSpec (model side),
+SegmenterSettings (retrieval, debouncing, cache), CoverageSettings (as coverage_<name>) and the node's
+own NodeSettings below, so a setting added there is a parameter here, with its range, and in the yaml.
 Read-only parameters need a restart (they decide which model, library and threads exist);
 everything the engine can change between two frames is live.
+
+    python -m semla_ros.ros.parameters --write-config config/semla.yaml   # regenerate the documented block
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import math
-import re
+import json
+import sys
+import textwrap
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Literal, Mapping
 
+import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from semla_ros.core import fields
 from semla_ros.core.coverage import CoverageSettings
+from semla_ros.core.fields import FieldInfo, setting
 from semla_ros.core.navigator import NavigatorSpec
-from semla_ros.core.settings import METRICS, THRESHOLD_MODES, TRIGGERS, SegmenterSettings
-from semla_ros.engine.spec import BACKENDS, PRECISIONS, EngineSpec
+from semla_ros.core.settings import SegmenterSettings
+from semla_ros.engine.spec import EngineSpec
 
-QOS_CHOICES = ("sensor_data", "default", "system_default")
-_ENGINE = EngineSpec()
-_SETTINGS = SegmenterSettings()
-_COVERAGE = CoverageSettings()
+Qos = Literal["sensor_data", "default", "system_default"]
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's own parameters: topics, QoS, frame time, overlay, diagnostics (no engine part reads them)."""
+
+    input_transport: Literal["raw", "compressed"] = setting(
+        "raw", live=False, help="Subscribe to 'image' (raw) or 'image/compressed'",
+        doc="raw: subscribe to `image` (rgb8, bgr8, rgba8, bgra8, mono8, mono16; any row padding). "
+            "compressed: subscribe to `image/compressed` (jpeg/png).")
+    input_qos: Qos = setting(
+        "sensor_data", live=False, help="Input QoS: sensor_data (best effort), default (reliable), system_default",
+        doc="Input QoS: sensor_data = best effort; default = reliable; system_default = rmw's.")
+    input_qos_depth: int = setting(
+        1, live=False, low=1, high=100, help="Input queue depth (1: only the newest frame matters)",
+        doc="Input queue depth; 1: only the newest frame matters (the node keeps a one-slot mailbox anyway).")
+    output_qos: Qos = setting(
+        "default", live=False, help="QoS of mask, support_score and overlay",
+        doc="QoS of mask, support_score and overlay. `fusion` is always reliable + transient local (late "
+            "subscribers get the active fusion).")
+    output_qos_depth: int = setting(5, live=False, low=1, high=100, help="Output queue depth")
+    max_input_pixels: int = setting(
+        4096 * 4096, low=1, high=2**31 - 1, help="Frames with more pixels are dropped as bad (guards memory)",
+        doc="Frames with more pixels are dropped and counted as bad (frames_bad_too_large); default 4096x4096, so "
+            "an 8K frame (7680x4320) is refused.")
+    frame_time: Literal["header", "clock"] = setting(
+        "header",
+        help="Time of a frame for the shift timers: its header stamp (the node clock for unstamped frames) or the "
+             "node clock at arrival (sim time with use_sim_time)",
+        doc="Time of a frame for the shift timers: header = its header stamp (frames stamped 0 use the node clock "
+            "at arrival, said once in the log and /diagnostics); clock = the node clock at arrival (ROS time: the "
+            "bag's /clock with use_sim_time).")
+    overlay_alpha: float = setting(
+        0.5, low=0.0, high=1.0, help="Weight of the class colours in the overlay image",
+        doc="Weight of the class colours in `overlay` (published only while someone subscribes).")
+    diagnostics_period_s: float = setting(1.0, live=False, low=0.05, high=60.0,
+                                          help="Period of /diagnostics, seconds")
+
+    def __post_init__(self):
+        fields.validate(self)
+
+
+QOS_CHOICES: tuple[str, ...] = fields.field_info(NodeSettings, "input_qos").choices
+# ROS names that differ from the setting's: (settings class, field) -> parameter.
+RENAMED = {(SegmenterSettings, "metric"): "distance"}
+PREFIXES = {CoverageSettings: "coverage_"}
 
 
 @dataclass(frozen=True)
@@ -37,109 +90,76 @@ class Spec:
     high: float | None = None
     choices: tuple[str, ...] = ()
     setting: str | None = None        # SegmenterSettings field this parameter drives live
+    info: FieldInfo | None = None     # the declared setting it comes from
+    owner: type | None = None         # and its settings class
 
 
-SPECS: tuple[Spec, ...] = (
-    # --- model (restart needed) ---
-    Spec("model_config", _ENGINE.model_config, "CAT-Seg configuration: a registry name (tiny, vitb16_384, "
-         "vitl14_336) or the path of a CatSegConfig JSON file", read_only=True),
-    Spec("checkpoint", _ENGINE.checkpoint, "CAT-Seg weights (.pth detectron2 or .safetensors). '' needs "
-         "allow_random_weights", read_only=True),
-    Spec("allow_random_weights", _ENGINE.allow_random_weights, "Run with seeded random weights when checkpoint is '' "
-         "(tests and the synthetic demo only: the masks mean nothing)", read_only=True),
-    Spec("random_seed", _ENGINE.random_seed, "Seed for random weights", read_only=True, low=0, high=2**31 - 1),
-    Spec("library_path", _ENGINE.library_path, "Adapter library directory (SemLA loradb layout). '' = base model only; "
-         "reload with the ~/reload_library service", read_only=True),
-    Spec("navigator", _ENGINE.navigator, "Domain embedder: 'openclip:<model>/<pretrained tag "
-         "or local checkpoint path>' or 'tower' (frozen CAT-Seg image tower, demo/tests)", read_only=True),
-    Spec("navigator_normalize", _ENGINE.navigator_normalize, "L2-normalise navigator embeddings (must match the library)",
-         read_only=True),
-    Spec("backend", _ENGINE.backend, "Inference backend", read_only=True, choices=BACKENDS),
-    Spec("device", _ENGINE.device, "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", read_only=True),
-    Spec("precision", _ENGINE.precision, "Network precision", read_only=True, choices=PRECISIONS),
-    Spec("engine_cache_dir", _ENGINE.engine_cache_dir, "Where ONNX exports and TensorRT engines are cached ('' = the "
-         "backend's default under ~/.cache/semla_ros, never /tmp)", read_only=True),
-    Spec("sliding_window", _ENGINE.sliding_window, "Sliding-window inference instead of whole image", read_only=True),
-    # --- vocabulary (live: re-encodes the text with the active fused text tower) ---
-    Spec("classes", list(_ENGINE.classes), "Class names; mask value i is classes[i]. mono8 up to "
-         "255 classes, mono16 beyond"),
-    # --- retrieval (live) ---
-    Spec("top_k", _SETTINGS.top_k, "Adapters fused per swap (paper default 5; best 7)", low=1, high=64, setting="top_k"),
-    Spec("temperature", _SETTINGS.temperature, "Softmax temperature over 1/distance (paper default 0.05; best 0.01)",
-         low=1e-6, high=100.0, setting="temperature"),
-    Spec("distance", _SETTINGS.metric, "Distance between embedding and adapter centroids",
-         choices=METRICS, setting="metric"),
-    # --- shift debouncing (live) ---
-    Spec("ema_alpha", _SETTINGS.ema_alpha, "EMA weight of the newest embedding", low=1e-6, high=1.0, setting="ema_alpha"),
-    Spec("switch_threshold", _SETTINGS.switch_threshold, "Swap when ||EMA - reference|| exceeds this (absolute units, or a "
-         "fraction of the library's median inter-centroid distance when threshold_mode=relative)",
-         low=1e-9, high=1e9, setting="switch_threshold"),
-    Spec("threshold_mode", _SETTINGS.threshold_mode, "How switch_threshold is read", choices=THRESHOLD_MODES,
-         setting="threshold_mode"),
-    Spec("min_consecutive", _SETTINGS.min_consecutive, "Embedded frames in a row over the threshold before a swap", low=1,
-         high=10000, setting="min_consecutive"),
-    Spec("cooldown_s", _SETTINGS.cooldown_s, "Minimum seconds between two swaps", low=0.0, high=86400.0,
-         setting="cooldown_s"),
-    Spec("trigger", _SETTINGS.trigger, "What confirms a shift: retrieval (the fusion retrieval would build for the EMA "
-         "differs materially from the active one), distance (||EMA - reference|| > switch_threshold), frame "
-         "(re-fuse on every embedded frame: per-image SemLA)", choices=TRIGGERS, setting="trigger"),
-    Spec("dwell_s", _SETTINGS.dwell_s, "Seconds (frame stamps) a shift must hold before a swap", low=0.0, high=3600.0,
-         setting="dwell_s"),
-    Spec("switch_margin", _SETTINGS.switch_margin, "Retrieval trigger: the new top-1 adapter must be closer to the EMA "
-         "than the active top-1 by this much (read like switch_threshold)", low=0.0, high=1e9, setting="switch_margin"),
-    Spec("weight_change", _SETTINGS.weight_change, "Retrieval trigger, same top-1: total-variation distance of the "
-         "fusion weights that counts as a different fusion", low=1e-6, high=1.0, setting="weight_change"),
-    Spec("embed_every_n", _SETTINGS.embed_every_n, "Embed every Nth processed frame with the navigator", low=1, high=10000,
-         setting="embed_every_n"),
-    Spec("warmup_frames", _SETTINGS.warmup_frames, "Embedded frames averaged before the startup fusion", low=1, high=10000,
-         setting="warmup_frames"),
-    # --- adapter library (live) ---
-    Spec("adapter_cache_mb", _SETTINGS.adapter_cache_mb, "Memory for adapter factors read from the library (LRU); "
-         "an adapter is read from disk when a fusion first needs it", low=0.0, high=1048576.0,
-         setting="adapter_cache_mb"),
-    # --- input / output ---
-    Spec("input_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed'", read_only=True,
-         choices=("raw", "compressed")),
-    Spec("input_qos", "sensor_data", "Input QoS: sensor_data (best effort), default (reliable), "
-         "system_default", read_only=True, choices=QOS_CHOICES),
-    Spec("input_qos_depth", 1, "Input queue depth (1: only the newest frame matters)", read_only=True,
-         low=1, high=100),
-    Spec("output_qos", "default", "QoS of mask, support_score and overlay", read_only=True,
-         choices=QOS_CHOICES),
-    Spec("output_qos_depth", 5, "Output queue depth", read_only=True, low=1, high=100),
-    Spec("max_input_pixels", 4096 * 4096, "Frames with more pixels are dropped as bad (guards memory)",
-         low=1, high=2**31 - 1),
-    Spec("frame_time", "header", "Time of a frame for the shift timers: its header stamp (the node clock for "
-         "unstamped frames) or the node clock at arrival (sim time with use_sim_time)", choices=("header", "clock")),
-    Spec("overlay_alpha", 0.5, "Weight of the class colours in the overlay image", low=0.0, high=1.0),
-    Spec("diagnostics_period_s", 1.0, "Period of /diagnostics", read_only=True, low=0.05, high=60.0),
-    # --- library coverage: gap detection on `coverage` and /diagnostics (live, except the capture folder) ---
-    Spec("coverage_max_relative_distance", _COVERAGE.max_relative_distance, "A frame is uncovered when its distance "
-         "to the nearest adapter centroid exceeds this times the library's median centroid spacing",
-         low=1e-6, high=1e6),
-    Spec("coverage_min_scale_free_support", _COVERAGE.min_scale_free_support, "A frame is also uncovered when its "
-         "scale-free support is below this (0 = off)", low=0.0, high=1e6),
-    Spec("coverage_window", _COVERAGE.window, "Embedded frames the uncovered share is taken over", low=1, high=10000),
-    Spec("coverage_suspect_fraction", _COVERAGE.suspect_fraction, "Uncovered share of the window for GAP_SUSPECTED "
-         "(<= coverage_gap_fraction)", low=1e-6, high=1.0),
-    Spec("coverage_gap_fraction", _COVERAGE.gap_fraction, "Uncovered share of a full window for GAP (diagnostics "
-         "WARN)", low=1e-6, high=1.0),
-    Spec("coverage_capture_dir", _COVERAGE.capture_dir, "Save uncovered frames and their embeddings here while a "
-         "gap is suspected, ready to label ('' = off)", read_only=True),
-    Spec("coverage_capture_period_s", _COVERAGE.capture_period_s, "At most one captured frame per this many seconds",
-         low=0.0, high=86400.0),
-    Spec("coverage_capture_max_frames", _COVERAGE.capture_max_frames, "The capture folder never holds more frames "
-         "than this (earlier runs' frames count)", low=0, high=10_000_000),
+@dataclass(frozen=True)
+class Section:
+    """A block of config/semla.yaml: a title, an introduction, and the fields of one settings class
+    (names=None: those of its fields no earlier section of that class named)."""
+
+    title: str
+    owner: type
+    names: tuple[str, ...] | None = None
+    intro: str = ""
+
+
+SECTIONS = (
+    Section("model (read-only)", EngineSpec, ("model_config", "checkpoint", "allow_random_weights", "random_seed",
+                                              "library_path", "navigator", "navigator_normalize", "backend",
+                                              "device", "precision", "engine_cache_dir", "sliding_window")),
+    Section("vocabulary (LIVE)", EngineSpec),
+    Section("retrieval (LIVE)", SegmenterSettings, ("top_k", "temperature", "metric")),
+    Section("shift debouncing (LIVE)", SegmenterSettings,
+            ("ema_alpha", "trigger", "switch_threshold", "threshold_mode", "switch_margin", "weight_change",
+             "min_consecutive", "dwell_s", "cooldown_s", "embed_every_n", "warmup_frames"),
+            intro="Times are the frames' own (header stamps, see frame_time), so a bag replayed at any rate gives "
+                  "the same swaps; a stamp jumping backwards (a looping bag) restarts the EMA, warm-up and timers "
+                  "and keeps the active fusion. Defaults: the best measured on the shift scenarios "
+                  "(docs/shifts.md)."),
+    Section("adapter library (LIVE)", SegmenterSettings),
+    Section("input / output", NodeSettings),
+    Section("library coverage (LIVE, except the folder)", CoverageSettings,
+            intro="Gap detection: a frame is \"uncovered\" when its embedding is farther from the nearest adapter "
+                  "centroid than coverage_max_relative_distance x the library's median centroid spacing (or its "
+                  "scale-free support is below coverage_min_scale_free_support). Published per embedded frame on "
+                  "`coverage` (semla_ros/CoverageStatus): GAP_SUSPECTED at coverage_suspect_fraction of the last "
+                  "coverage_window embedded frames, GAP (and a diagnostics WARN) at coverage_gap_fraction of a "
+                  "full window."),
 )
+_NESTED = {"settings"}   # EngineSpec.settings: its fields are parameters of their own
+
+
+def _section_fields(section: Section) -> list[FieldInfo]:
+    declared = [f for f in fields.fields(section.owner) if f.name not in _NESTED]
+    if section.names is not None:
+        return [next(f for f in declared if f.name == name) for name in section.names]
+    named = {n for s in SECTIONS if s.owner is section.owner and s.names for n in s.names}
+    return [f for f in declared if f.name not in named]
+
+
+def parameter_name(owner: type, name: str) -> str:
+    return RENAMED.get((owner, name), PREFIXES.get(owner, "") + name)
+
+
+def _spec(owner: type, info: FieldInfo) -> Spec:
+    if info.kind in (int, float) and (info.low is None or info.high is None or info.low_open or info.high_open):
+        raise TypeError(f"{owner.__name__}.{info.name}: a ROS parameter needs an inclusive range (low and high)")
+    default = list(info.default) if info.kind is tuple else info.default
+    return Spec(parameter_name(owner, info.name), default, info.help, read_only=not info.live, low=info.low,
+                high=info.high, choices=tuple(info.choices),
+                setting=info.name if owner is SegmenterSettings else None, info=info, owner=owner)
+
+
+SPECS: tuple[Spec, ...] = tuple(_spec(section.owner, info) for section in SECTIONS for info in _section_fields(section))
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 SETTING_BY_PARAMETER = {spec.name: spec.setting for spec in SPECS if spec.setting}
 # Parameters named coverage_<field> set that CoverageSettings field.
-COVERAGE_BY_PARAMETER = {f"coverage_{f.name}": f.name for f in dataclasses.fields(CoverageSettings)}
+COVERAGE_BY_PARAMETER = {spec.name: spec.info.name for spec in SPECS if spec.owner is CoverageSettings}
 # Parameters named like an EngineSpec field set that field.
-ENGINE_PARAMETERS = tuple(f.name for f in dataclasses.fields(EngineSpec) if f.name in SPEC_BY_NAME)
-
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+ENGINE_PARAMETERS = tuple(spec.name for spec in SPECS if spec.owner is EngineSpec)
 
 
 def descriptor(spec: Spec) -> ParameterDescriptor:
@@ -165,19 +185,9 @@ def validate(changes: Mapping[str, Any]) -> str | None:
         spec = SPEC_BY_NAME.get(name)
         if spec is None:
             continue  # parameters we do not own (use_sim_time, ...) are ROS's business
-        if isinstance(spec.default, bool) != isinstance(value, bool):
-            return f"{name}: expected {type(spec.default).__name__}, got {value!r}"
-        if isinstance(spec.default, float) and isinstance(value, (int, float)):
-            if not math.isfinite(value):
-                return f"{name}: {value} is not finite"
-        if spec.low is not None and isinstance(value, (int, float)) and not spec.low <= value <= spec.high:
-            return f"{name}: {value} outside [{spec.low}, {spec.high}]"
-        if spec.choices and value not in spec.choices:
-            return f"{name}: '{value}' is not one of {', '.join(spec.choices)}"
-        if name == "model_config" and not str(value).strip():
-            return "model_config: empty (give a registry name or a config JSON path)"
-        if name == "device" and not _DEVICE.match(str(value)):
-            return f"device: '{value}' is not auto, cpu, cuda or cuda:N"
+        reason = fields.check(dataclasses.replace(spec.info, name=name), value)
+        if reason:
+            return reason
         if name == "navigator":
             try:
                 NavigatorSpec.parse(str(value))
@@ -233,9 +243,9 @@ def coverage_settings(values: Mapping[str, Any]) -> CoverageSettings:
 
 def engine_spec(values: Mapping[str, Any]) -> EngineSpec:
     """The EngineSpec the parameter values describe."""
-    fields = {name: values[name] for name in ENGINE_PARAMETERS}
-    fields["classes"] = tuple(clean_classes(fields["classes"]))
-    return EngineSpec(**fields, settings=SegmenterSettings().replace(**settings_changes(values)))
+    given = {name: values[name] for name in ENGINE_PARAMETERS}
+    given["classes"] = tuple(clean_classes(given["classes"]))
+    return EngineSpec(**given, settings=SegmenterSettings().replace(**settings_changes(values)))
 
 
 def declare(node) -> tuple[dict[str, Any], list[str]]:
@@ -260,3 +270,102 @@ def declare(node) -> tuple[dict[str, Any], list[str]]:
             problems.append(reason)
         values[spec.name] = value
     return values, problems
+
+
+# ---------------------------------------------------------------------------------- config/semla.yaml
+BEGIN = "# >>> generated from the declared settings: python -m semla_ros.ros.parameters --write-config <file>"
+END = "# <<< end of the generated parameters"
+_INDENT, _WIDTH = "    ", 118
+
+
+def _comment(text: str) -> list[str]:
+    """Comment lines of `text` (its own line breaks kept; continuation lines indented like their first)."""
+    out = []
+    for line in text.split("\n"):
+        lead = line[:len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line.strip(), _WIDTH - len(_INDENT) - 2, initial_indent=lead,
+                             subsequent_indent=lead + "  " * bool(lead), break_on_hyphens=False) or [""]
+    return [f"{_INDENT}# {line}".rstrip() for line in out]
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        plain = value and yaml.safe_load(f"k: {value}") == {"k": value} and not value.startswith(("[", "{", "#"))
+        return value if plain and "," not in value else json.dumps(value)
+    return repr(value)
+
+
+def _value(name: str, value) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        return [f"{_INDENT}{name}: {_scalar(value)}"]
+    lines, line = [], f"{_INDENT}{name}: ["
+    pad = " " * len(line)
+    items = [_scalar(v) for v in value]
+    for i, item in enumerate(items):
+        piece = item + ("]" if i == len(items) - 1 else ",")
+        if len(line) + len(piece) + 1 > _WIDTH and not line.endswith("["):
+            lines.append(line)
+            line = pad
+        line += ("" if line.endswith("[") or line == pad else " ") + piece
+    return lines + [line]
+
+
+def _facts(spec: Spec) -> str:
+    info = spec.info
+    facts = ["LIVE" if not spec.read_only else "READ-ONLY"]
+    if info.choices:
+        facts.append("one of: " + " | ".join(map(str, info.choices)))
+    if info.range_text():
+        facts.append(f"{info.kind.__name__} in {info.range_text()}")
+    return ", ".join(facts) + "."
+
+
+def render_parameters() -> str:
+    """The documented parameter block of config/semla.yaml, from the declared settings (between BEGIN and END)."""
+    lines = [BEGIN, "/**:", "  ros__parameters:"]
+    for k, section in enumerate(SECTIONS):
+        if k:
+            lines.append("")
+        lines.append(f"{_INDENT}# {'-' * 64} {section.title}")
+        if section.intro:
+            lines += _comment(section.intro)
+        for info in _section_fields(section):
+            spec = SPEC_BY_NAME[parameter_name(section.owner, info.name)]
+            doc = info.doc if info.doc.endswith((".", ")")) else info.doc + "."
+            lines += _comment(doc) + [f"{_INDENT}# {_facts(spec)}"] + _value(spec.name, spec.default)
+    return "\n".join(lines + [END]) + "\n"
+
+
+def with_rendered_parameters(text: str) -> str:
+    """`text` (a config file) with its block between BEGIN and END replaced by render_parameters();
+    everything before and after the markers stays as it is."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"no generated block: the file needs the lines {BEGIN!r} ... {END!r}")
+    after = text[end + len(END):]
+    return text[:start] + render_parameters() + after[1:] if after.startswith("\n") else \
+        text[:start] + render_parameters() + after
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m semla_ros.ros.parameters", description=__doc__.split("\n")[0])
+    parser.add_argument("--write-config", type=Path, metavar="YAML", help="regenerate the parameter block of YAML")
+    parser.add_argument("--check-config", type=Path, metavar="YAML", help="exit 1 when YAML's block is stale")
+    args = parser.parse_args(argv)
+    if args.write_config:
+        text = args.write_config.read_text()
+        args.write_config.write_text(with_rendered_parameters(text))
+    if args.check_config:
+        text = args.check_config.read_text()
+        if with_rendered_parameters(text) != text:
+            print(f"{args.check_config}: stale; run --write-config", file=sys.stderr)
+            return 1
+    if not (args.write_config or args.check_config):
+        print(render_parameters(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

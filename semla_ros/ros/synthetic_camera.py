@@ -2,8 +2,9 @@
 
 Why: the node's tests and `semla-bench node` need a real publisher in its own process that
 produces a domain change on cue, at a chosen rate, size and encoding, without a dataset. Each
-domain is one procedural street-like layout under a different appearance (day, night, fog, ...),
-plus a little per-frame noise so consecutive frames are not byte-identical.
+domain is one street of the demo world (`demo/world.py`) under that domain's light and weather
+(day = the world's clear; night, fog, dusk, rain, snow, tunnel), plus a little per-frame noise so
+consecutive frames are not byte-identical. The schedule is a demo sequence (`demo/sequence.py`).
 
     python -m semla_ros.ros.synthetic_camera --schedule day:5,night:5 --rate 10 --size 640x480
 
@@ -20,33 +21,21 @@ import time
 
 import numpy as np
 
-DOMAINS = ("day", "night", "fog", "dusk")
+from semla_ros.demo import world
+from semla_ros.demo.sequence import CAMERA_SEED_BASE, DomainSequence
+
+# The camera's domain names: the demo world's, and "day" for its clear daylight (the name the node's
+# tests and `semla-bench node --cycle` use).
+ALIASES = {"day": "clear"}
+DOMAINS: tuple[str, ...] = (*ALIASES, *world.DOMAINS)
+STREET_SEED = CAMERA_SEED_BASE   # every domain shows this one street of the demo world
 
 
 def render(domain: str, height: int, width: int) -> np.ndarray:
-    """The domain's base frame, HxWx3 uint8 RGB (deterministic)."""
+    """The domain's base frame, HxWx3 uint8 RGB (deterministic): the demo world's street under its light."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
-    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
-    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
-    image = np.empty((height, width, 3), np.float32)
-    sky = y < 0.4
-    image[...] = np.where(sky[..., None], [0.45, 0.65, 0.95], [0.33, 0.33, 0.35])
-    buildings = (y >= 0.15) & (y < 0.5) & ((np.floor(x * 8) % 2) == 0)
-    image[buildings] = [0.55, 0.42, 0.34]
-    lane = (y > 0.6) & (np.abs(x - 0.5) < 0.01 + 0.02 * (y - 0.6))
-    image[lane] = [0.95, 0.95, 0.9]
-    car = (y > 0.55) & (y < 0.7) & (x > 0.2) & (x < 0.35)
-    image[car] = [0.7, 0.1, 0.1]
-    if domain == "night":
-        image = image * 0.18 + np.array([0.0, 0.02, 0.08], np.float32)
-        image[lane] = [0.9, 0.85, 0.5]
-    elif domain == "fog":
-        haze = 0.75 - 0.35 * y
-        image = image * (1 - haze[..., None]) + 0.8 * haze[..., None]
-    elif domain == "dusk":
-        image = image * np.array([1.0, 0.6, 0.45], np.float32) * 0.7
-    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return world.render(ALIASES.get(domain, domain), STREET_SEED, (height, width)).image
 
 
 class FrameSource:
@@ -68,15 +57,10 @@ class FrameSource:
         return np.clip(base + self._noise[index % len(self._noise)], 0, 255).astype(np.uint8)
 
 
-def parse_schedule(text: str) -> list[tuple[str, float]]:
+def parse_schedule(text: str, rate: float = 10.0) -> list[tuple[str, float]]:
     """'day:5,night:0' -> [('day', 5.0), ('night', 0.0)] (seconds per domain; 0 = until SIGUSR1)."""
-    schedule = []
-    for part in text.split(","):
-        domain, _, seconds = part.partition(":")
-        if domain not in DOMAINS or not seconds:
-            raise ValueError(f"bad schedule entry {part!r}: expected <domain>:<seconds>, domains {DOMAINS}")
-        schedule.append((domain, float(seconds)))
-    return schedule
+    sequence = DomainSequence.parse(text, rate, domains=DOMAINS, open_ended=True)
+    return [(segment.domain, segment.seconds) for segment in sequence.segments]
 
 
 def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
@@ -114,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from semla_ros.ros.image_conversion import array_to_image
 
     width, height = (int(v) for v in args.size.lower().split("x"))
-    schedule = parse_schedule(args.schedule)
+    schedule = parse_schedule(args.schedule, args.rate)
 
     rclpy.init(args=[sys.argv[0], *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     stop, advance = threading.Event(), threading.Event()

@@ -15,41 +15,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
 
+from ..core import fields
+from ..core.fields import setting
 from ..evaluation.metrics import IGNORE_INDEX
 
-SCHEDULES = ("warmup_cosine", "one_cycle")
-LOSSES = ("bce", "ce")
+Schedule = Literal["warmup_cosine", "one_cycle"]
+Loss = Literal["bce", "ce"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    steps: int = 100
-    batch_size: int = 4
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    schedule: str = "warmup_cosine"
-    warmup_steps: int = 10          # warmup_cosine only
-    grad_clip: float = 0.01
-    loss: str = "bce"
-    seed: int = 250                 # the SemLA fork's SEED
-    flip: bool = True
+    steps: int = setting(100, low=1, help="optimizer steps")
+    batch_size: int = setting(4, low=1, help="images per step")
+    lr: float = setting(2e-3, low=0.0, low_open=True, help="peak learning rate")
+    weight_decay: float = setting(1e-4, low=0.0, help="AdamW weight decay")
+    schedule: Schedule = setting("warmup_cosine", help="learning-rate schedule")
+    warmup_steps: int = setting(10, low=0, help="warm-up steps (warmup_cosine only)")
+    grad_clip: float = setting(0.01, low=0.0, low_open=True, help="full-model gradient-norm clipping")
+    loss: Loss = setting("bce", help="bce (SemLA's) or ce (softmax cross-entropy)")
+    seed: int = setting(250, help="seed of the LoRA init and the batch order (the SemLA fork's SEED)")
+    flip: bool = setting(True, help="mirror half of each batch")
 
-    def validated(self) -> "LoopSettings":
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("steps", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
-            raise ValueError("lr and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
-        return self
+    def __post_init__(self):
+        fields.validate(self)
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int) -> float:
@@ -99,7 +94,6 @@ def fit(model: torch.nn.Module, clip_inputs: torch.Tensor, labels: torch.Tensor,
     parameter that requires grad; PyTorch param-group dicts give a group its own "lr" (RecycleLoRA's
     sub adapter), which the schedule scales like the others. The model is left in eval mode.
     """
-    settings = settings.validated()
     groups = _param_groups(trainable, model)
     if not groups:
         raise ValueError("nothing to train: no parameter requires grad")

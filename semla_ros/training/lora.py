@@ -30,20 +30,24 @@ import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import numpy as np
 import torch
 
 from ..catseg.checkpoint import state_dict_digest
+from ..core import fields
+from ..core.fields import setting
 from ..core.library import write_entry
 from ..core.targets import semla_target_modules
 from .loop import LoopSettings, fit
 from .recyclelora import entry_factors
 from .rrqr import split_rank
 
-INITS = ("standard", "rrqr", "recyclelora")
-PROFILES = ("semla", "fisa")
+Init = Literal["standard", "rrqr", "recyclelora"]
+Profile = Literal["semla", "fisa"]
+INITS: tuple[str, ...] = get_args(Init)
+PROFILES: tuple[str, ...] = get_args(Profile)
 # The name the adapter has inside PEFT while it trains. Saved factors carry no adapter name, and
 # the entry gets its own name on disk; a fixed name avoids PEFT's ModuleDict collisions ("clear", ...).
 PEFT_ADAPTER = "semla_adapter"
@@ -51,34 +55,26 @@ PEFT_ADAPTER = "semla_adapter"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    init: str = "standard"       # "standard" (PEFT: kaiming A, zero B), "rrqr" (training/rrqr.py), "recyclelora"
-    sub_rank: int | None = None  # rrqr / recyclelora: rank of the major-direction sub part (default rank // 4)
-    sub_scale: float = 0.5       # recyclelora: the sub adapter's scaling relative to the main adapter's
-    sub_lr_scale: float = 0.1    # recyclelora: the sub adapter's learning rate relative to the main one's
-    profile: str = "semla"       # "semla" (SemLA's targets) or "fisa" (training/fisa.py)
-    loop: LoopSettings = field(default_factory=LoopSettings)
+    rank: int = setting(8, low=1, help="LoRA rank r")
+    alpha: float = setting(16.0, help="LoRA alpha (scaling alpha / r)")
+    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True, help="LoRA dropout")
+    init: Init = setting("standard", help="standard (PEFT: kaiming A, zero B), rrqr (training/rrqr.py), recyclelora")
+    sub_rank: int | None = setting(None, help="rrqr / recyclelora: rank of the major-direction sub part "
+                                              "(default rank // 4)")
+    sub_scale: float = setting(0.5, low=0.0, low_open=True,
+                               help="recyclelora: the sub adapter's scaling relative to the main adapter's")
+    sub_lr_scale: float = setting(0.1, low=0.0, low_open=True,
+                                  help="recyclelora: the sub adapter's learning rate relative to the main one's")
+    profile: Profile = setting("semla", help="semla (SemLA's targets) or fisa (training/fisa.py)")
+    loop: LoopSettings = setting(default_factory=LoopSettings, help="the training loop")
 
-    def validated(self) -> "TrainSettings":
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+    def __post_init__(self):
+        fields.validate(self)
         if self.profile == "fisa" and self.init != "standard":
             raise ValueError(f"profile 'fisa' sets its own init (semantic guidance); init must be 'standard', "
                              f"got {self.init!r}")
-        if int(self.rank) < 1:
-            raise ValueError(f"rank must be >= 1, got {self.rank}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not (self.sub_scale > 0 and self.sub_lr_scale > 0):
-            raise ValueError(f"sub_scale and sub_lr_scale must be > 0, got {self.sub_scale}, {self.sub_lr_scale}")
         if self.init in ("rrqr", "recyclelora"):
             split_rank(self.rank, self.sub_rank)
-        self.loop.validated()
-        return self
 
     @property
     def scaling(self) -> float:
@@ -148,7 +144,6 @@ def train_adapter(model: torch.nn.Module, class_names: Sequence[str], images: Se
     from .rrqr import init_peft_model_rrqr
 
     begin = time.monotonic()
-    settings = settings.validated()
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many labels as images (>0), got {len(images)} images, {len(labels)} labels")
     for i, (im, lab) in enumerate(zip(images, labels)):
