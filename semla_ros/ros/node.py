@@ -7,9 +7,8 @@ swaps between frames. Configuration problems (missing checkpoint, absent library
 are logged once and shown in /diagnostics while the node stays up, so a launch file never
 crash-loops.
 
-One managed (lifecycle) node for both executables: `configure` builds the engine (the engine and torch are
-imported then, not at start), `activate` subscribes and enables the publishers, `deactivate` unsubscribes
-and keeps the model, `cleanup` frees it. `semla_segmenter` is this node driven to active at start
+One managed (lifecycle) node for both executables: `configure` builds the engine, `activate` subscribes
+and enables the publishers, `deactivate` unsubscribes and keeps the model, `cleanup` frees it. `semla_segmenter` is this node driven to active at start
 (autostart, as nav2's lifecycle manager does); `semla_segmenter_managed` waits for a lifecycle manager.
 """
 from __future__ import annotations
@@ -354,8 +353,9 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         return built[0] if built else None
 
     def _build_segmenter(self):
-        """Build the engine from the parameters in force (torch and the engine are imported here, not at
-        start); report each source's notes. Returns the segmenter, or None with the reason reported."""
+        """Build the engine from the parameters in force (`build_engine` is imported here: the node module
+        needs only the parameter table); report each source's notes. Returns the segmenter, or None with the
+        reason reported."""
         from semla_ros.engine import build_engine
 
         try:
