@@ -8,8 +8,9 @@ are logged once and shown in /diagnostics while the node stays up, so a launch f
 crash-loops.
 
 One managed (lifecycle) node for both executables: `configure` builds the engine, `activate` subscribes
-and enables the publishers, `deactivate` unsubscribes and keeps the model, `cleanup` frees it. `semla_segmenter` is this node driven to active at start
-(autostart, as nav2's lifecycle manager does); `semla_segmenter_managed` waits for a lifecycle manager.
+and enables the publishers, `deactivate` unsubscribes and keeps the model, `cleanup` frees it.
+`semla_segmenter` is this node driven to active at start (autostart, as nav2's lifecycle manager does);
+`semla_segmenter_managed` waits for a lifecycle manager.
 """
 from __future__ import annotations
 
