@@ -21,8 +21,9 @@ setup(
             "semla-library=semla_ros.cli.library:main",
             "semla-eval=semla_ros.cli.evaluate:main",
             "semla-relabel=semla_ros.cli.relabel:main",
-            "semla_segmenter=semla_ros.ros.node:main",
-            "semla_demo_camera=semla_ros.ros.demo_camera:main",
+            "semla_segmenter=semla_ros.ros.executables:segmenter",
+            "semla_segmenter_managed=semla_ros.ros.executables:segmenter_managed",
+            "semla_demo_camera=semla_ros.ros.executables:demo_camera",
         ],
     },
 )

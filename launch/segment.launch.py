@@ -4,6 +4,7 @@
         checkpoint:=/opt/semla/weights/model_large.pth library:=/opt/semla/loradb
     ros2 launch semla_ros segment.launch.py \
         params_file:=$(ros2 pkg prefix semla_ros)/share/semla_ros/config/semla_official.yaml
+    ros2 launch semla_ros segment.launch.py managed:=true   # lifecycle node, configured + activated by events
 
 The arguments and the precedence rule live in semla_ros.ros.launch_arguments: the params file comes
 first, then only the node-parameter arguments that were given, so a launch default never overrides a
@@ -12,11 +13,15 @@ value in the user's params file.
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
-from semla_ros.ros.launch_arguments import ARGUMENTS, node_parameters
+from semla_ros.ros.launch_arguments import ARGUMENTS, executable, node_parameters
 
 
 def _default_params_file() -> str:
@@ -37,9 +42,10 @@ def _node(context):
     values = {argument.name: LaunchConfiguration(argument.name).perform(context) for argument in ARGUMENTS}
     params_file = values["params_file"] or _default_params_file()
     image_topic = values["image_topic"]
-    return [Node(
+    managed = executable(values) == "semla_segmenter_managed"
+    node = (LifecycleNode if managed else Node)(
         package="semla_ros",
-        executable="semla_segmenter",
+        executable=executable(values),
         name="semla_segmenter",
         namespace=values["namespace"],
         output="screen",
@@ -47,7 +53,20 @@ def _node(context):
         parameters=node_parameters(params_file, values),
         remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
         arguments=["--ros-args", "--log-level", values["log_level"]],
-    )]
+    )
+    return [node, *_drive_to_active(node)] if managed else [node]
+
+
+def _drive_to_active(node):
+    """launch_ros' lifecycle events, as nav2's lifecycle manager does with autostart: configure at start,
+    activate once the configure has reached inactive (a failed configure leaves it unconfigured)."""
+    def change(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+
+    return [RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                                   goal_state="inactive",
+                                                   entities=[change(Transition.TRANSITION_ACTIVATE)])),
+            change(Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -36,11 +36,13 @@ def test_colcon_build_installs_messages_code_launch_and_executables(tmp_path):
     for rel in ["semla_ros/__init__.py", "semla_ros/msg/__init__.py", "semla_ros/core", "semla_ros/catseg",
                 "semla_ros/ros"]:
         assert (site / rel).exists(), rel
-    for rel in ["lib/semla_ros/semla_segmenter", "lib/semla_ros/semla_demo_camera", "share/semla_ros/package.xml",
+    for rel in ["lib/semla_ros/semla_segmenter", "lib/semla_ros/semla_segmenter_managed",
+                "lib/semla_ros/semla_demo_camera", "share/semla_ros/package.xml",
                 "share/semla_ros/launch/segment.launch.py", "share/semla_ros/launch/demo.launch.py",
                 "share/semla_ros/config/semla.yaml", "share/semla_ros/config/semla_official.yaml"]:
         assert (prefix / rel).exists(), rel
-    assert os.access(prefix / "lib/semla_ros/semla_segmenter", os.X_OK)
+    for executable in ("semla_segmenter", "semla_segmenter_managed", "semla_demo_camera"):
+        assert os.access(prefix / "lib/semla_ros" / executable, os.X_OK), executable
 
     # Every semla-* console script of setup.py is an executable in bin/ (on PATH once the workspace is sourced).
     tools = re.findall(r'"(semla-[a-z-]+)=', (REPO / "setup.py").read_text())

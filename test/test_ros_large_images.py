@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from semla_ros.ros.dds_profile import LARGE_IMAGE_PROFILE, PROFILE_VARIABLE, with_large_image_transport
+from semla_ros.ros.dds_profile import (BUILTIN_TRANSPORTS_VARIABLE, LARGE_IMAGE_PROFILE, PROFILE_VARIABLE,
+                                       with_large_image_transport)
 
 pytestmark = pytest.mark.ros
 
@@ -44,6 +45,8 @@ def test_profile_is_valid_xml_and_never_overrides_a_users_choice():
     env = {PROFILE_VARIABLE: "/etc/my_profile.xml"}
     assert with_large_image_transport(env)[PROFILE_VARIABLE] == "/etc/my_profile.xml"
     assert with_large_image_transport({})[PROFILE_VARIABLE] == str(LARGE_IMAGE_PROFILE)
+    builtin = {BUILTIN_TRANSPORTS_VARIABLE: "LARGE_DATA"}   # the user's Fast DDS transport choice stands
+    assert with_large_image_transport(dict(builtin)) == builtin
 
 
 def test_full_size_rgb8_frames_arrive_with_sensor_qos(ros_domain_id):
@@ -61,3 +64,14 @@ def test_full_size_rgb8_frames_arrive_with_sensor_qos(ros_domain_id):
     # 150 frames published at 30 Hz; without the profile ~0-2 arrive here.
     assert int(count) >= 50, out
     assert sizes == "{921600}"
+
+
+def test_bench_large_images_measures_a_setup(ros_domain_id, capsys):
+    """`semla-bench large_images` on one short run: a row with frames delivered of published."""
+    from semla_ros.bench.large_images import main
+
+    assert main(["--setups", "xml profile", "--sizes", "640x480", "--rates", "10", "--seconds", "1",
+                 "--domain", os.environ["ROS_DOMAIN_ID"]]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("xml profile")]
+    delivered, published = row.split()[-4], row.split()[-2]
+    assert published == "10" and 1 <= int(delivered) <= 10, row

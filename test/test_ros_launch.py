@@ -13,8 +13,8 @@ pytest.importorskip("launch_ros", reason="launch_ros is not installable here (no
                                          "the launch file is exercised on a real ROS 2 install")
 
 from launch import LaunchContext  # noqa: E402
-from launch.actions import DeclareLaunchArgument, OpaqueFunction  # noqa: E402
-from launch_ros.actions import Node  # noqa: E402
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler  # noqa: E402
+from launch_ros.actions import LifecycleNode, Node  # noqa: E402
 
 from semla_ros.ros.launch_arguments import ARGUMENT_BY_NAME  # noqa: E402
 
@@ -55,6 +55,13 @@ def test_segment_arguments_have_descriptions_and_choices():
 def test_segment_runs_the_node_with_the_params_file_first():
     [node] = [e for e in _expand(_description("segment.launch.py"), device="cpu") if isinstance(e, Node)]
     assert node.node_package == "semla_ros" and node.node_executable == "semla_segmenter"
+
+
+def test_segment_managed_starts_the_lifecycle_node_and_configures_it():
+    actions = _expand(_description("segment.launch.py"), managed="true")
+    [node] = [e for e in actions if isinstance(e, LifecycleNode)]
+    assert node.node_executable == "semla_segmenter_managed"
+    assert [type(e) for e in actions] == [LifecycleNode, RegisterEventHandler, EmitEvent]
 
 
 def test_demo_declares_its_arguments():

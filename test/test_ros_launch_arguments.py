@@ -19,7 +19,8 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from semla_ros.engine.spec import BACKENDS  # noqa: E402
 from semla_ros.ros import parameters  # noqa: E402
-from semla_ros.ros.launch_arguments import ARGUMENT_BY_NAME, ARGUMENTS, NOT_GIVEN, node_parameters  # noqa: E402
+from semla_ros.ros.launch_arguments import (ARGUMENT_BY_NAME, ARGUMENTS, NOT_GIVEN, executable,  # noqa: E402
+                                            node_parameters)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -61,7 +62,7 @@ def _declared_values(args: list[str]) -> tuple[dict, list[str]]:
 
 def test_arguments_describe_themselves_and_name_real_parameters():
     assert {"image_topic", "params_file", "namespace", "checkpoint", "library", "model_config", "navigator",
-            "backend", "device", "log_level"} == set(ARGUMENT_BY_NAME)
+            "backend", "device", "log_level", "managed"} == set(ARGUMENT_BY_NAME)
     for argument in ARGUMENTS:
         assert argument.description, argument.name
         if argument.choices:
@@ -113,14 +114,27 @@ def test_segment_launch_uses_the_arguments_table_and_the_precedence_helper():
     imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert {("semla_ros.ros.launch_arguments", "ARGUMENTS"),
             ("semla_ros.ros.launch_arguments", "node_parameters")} <= imports
-    [node] = _calls(tree, "Node")
+    [node] = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _keyword(n, "package") is not None]
+    assert {n.id for n in ast.walk(node.func) if isinstance(n, ast.Name)} >= {"LifecycleNode", "Node"}
     parameters_arg = _keyword(node, "parameters")
     assert isinstance(parameters_arg, ast.Call) and parameters_arg.func.id == "node_parameters"
-    assert ast.literal_eval(_keyword(node, "executable")) == "semla_segmenter"
+    assert _keyword(node, "executable").func.id == "executable"
     [declare] = _calls(tree, "DeclareLaunchArgument")   # one declaration, in a loop over ARGUMENTS
     loop = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp))
     assert isinstance(loop.generators[0].iter, ast.Name) and loop.generators[0].iter.id == "ARGUMENTS"
     assert "LaunchConfiguration(\"device\")" not in source and "LaunchConfiguration('device')" not in source
+
+
+def test_managed_argument_picks_the_lifecycle_executable_and_launch_drives_it_to_active():
+    assert executable(_launch_values()) == "semla_segmenter"
+    assert executable(_launch_values(managed="true")) == "semla_segmenter_managed"
+    assert (REPO / "scripts" / "semla_segmenter_managed").exists()
+    tree = ast.parse((LAUNCH / "segment.launch.py").read_text())
+    transitions = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("TRANSITION_")}
+    assert transitions == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}
+    [handler] = _calls(tree, "OnStateTransition")   # activate only once a configure reached inactive
+    assert (ast.literal_eval(_keyword(handler, "start_state")), ast.literal_eval(_keyword(handler, "goal_state"))) == (
+        "configuring", "inactive")
 
 
 def test_demo_launch_builds_assets_then_starts_camera_and_node_on_their_params_file(tmp_path):

@@ -74,7 +74,7 @@ def _diag_stamp(probe) -> float:
 
 
 def test_ros_owned_parameters_live_dump_load_and_restart_from_the_dump(tmp_path, probe, run_node, run_camera):
-    from rclpy.parameter import parameter_value_to_python
+    from rclpy.parameter import parameter_dict_from_yaml_file, parameter_value_to_python
 
     from semla_ros.ros.parameters import SPEC_BY_NAME
 
@@ -142,9 +142,15 @@ def test_ros_owned_parameters_live_dump_load_and_restart_from_the_dump(tmp_path,
     probe.diagnostics.clear()
     probe.wait_running(restarted)
     client = cli._client(probe, NODE)
-    reply = cli._result(probe, client.get_parameters(list(dumped)), "get after restart")
-    again = dict(zip(dumped, (parameter_value_to_python(v) for v in reply.values), strict=True))
-    assert again == dumped
+    flat = {name: parameter_value_to_python(p.value) for name, p in   # qos_overrides.* nest in the dump
+            parameter_dict_from_yaml_file(str(dump_file), True, target_nodes=[NODE]).items()}
+    # qos_overrides.* are declared when the node activates; "running" may also be the stopped node's last
+    # diagnostics still queued in the probe, so wait for the restarted node's own parameter list.
+    probe.spin_until(lambda: set(flat) <= set(cli.list_names(probe, NODE)), 90,
+                     "the restarted node to declare every dumped parameter")
+    reply = cli._result(probe, client.get_parameters(list(flat)), "get after restart")
+    again = dict(zip(flat, (parameter_value_to_python(v) for v in reply.values), strict=True))
+    assert again == flat
     still_publishing("the restart from the dump", restarted)
 
 

@@ -11,6 +11,7 @@ import sys
 BENCHMARKS = {
     "catseg": "CAT-Seg forward on CPU/GPU: ms per frame and peak memory",
     "fusion": "adapter swap and steady-state frame time vs PEFT",
+    "large_images": "full-size rgb8 frames across processes, best effort: shipped Fast DDS profile vs LARGE_DATA",
     "library": "adapter libraries of 40 to 10,000 entries: open time, RSS, retrieval, cold and warm swaps",
     "node": "ROS node overhead, mask publish time, soak against a slow model",
     "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",

@@ -17,13 +17,16 @@ import sys
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
 from semla_ros.demo.sequence import CAMERA_SEED_BASE, DEFAULT_SEQUENCE, DomainSequence
 from semla_ros.demo.world import DEFAULT_SIZE, render
 from semla_ros.ros.image_conversion import array_to_image
+from semla_ros.ros.process import StopSignals
 
 
 class DemoCamera(Node):
@@ -88,20 +91,30 @@ class DemoCamera(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    """Spin until SIGINT/SIGTERM. Our handlers only set an event (semla_ros.ros.process): launch forwards a
+    second SIGINT while the node is torn down, and rclpy's handler raised KeyboardInterrupt inside
+    destroy_node (exit code -2)."""
+    stop = StopSignals()
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = DemoCamera()
     except ValueError as exc:
         print(f"demo_camera: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
+        stop.restore()
         return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        while not stop.event.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
+        executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
+        stop.restore()
     return 0
 
 

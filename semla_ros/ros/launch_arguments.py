@@ -40,14 +40,23 @@ ARGUMENTS: tuple[Argument, ...] = (
              "'' = as in params_file", parameter="model_config"),
     Argument("navigator", "Domain embedder, e.g. openclip:ViT-L-14/openai=/path/ViT-L-14.pt or tower; "
              "'' = as in params_file", parameter="navigator"),
-    Argument("backend", "Inference backend; '' = as in params_file", choices=(NOT_GIVEN, "torch", "onnxruntime", "tensorrt"),
+    Argument("backend", "Inference backend; '' = as in params_file",
+             choices=(NOT_GIVEN, "torch", "onnxruntime", "tensorrt"),
              parameter="backend"),
     Argument("device", "auto (cuda if available), cpu, cuda or cuda:N; '' = as in params_file",
              parameter="device"),
     Argument("log_level", "Logging level of the node (debug shows per-frame timings and the engine's records)",
              default="info", choices=("debug", "info", "warn", "error", "fatal")),
+    Argument("managed", "true: the lifecycle node (semla_segmenter_managed), driven to active by launch's lifecycle "
+             "events (configure, then activate once inactive); false: the node configures and activates itself",
+             default="false", choices=("true", "false")),
 )
 ARGUMENT_BY_NAME = {argument.name: argument for argument in ARGUMENTS}
+
+
+def executable(values: Mapping[str, str]) -> str:
+    """The executable the `managed` argument asks for."""
+    return "semla_segmenter_managed" if values.get("managed") == "true" else "semla_segmenter"
 
 
 def given_parameters(values: Mapping[str, str]) -> dict[str, str]:

@@ -6,12 +6,18 @@ and publishes everything for it with the input's header; the segmenter adapts on
 swaps between frames. Configuration problems (missing checkpoint, absent library, bad parameter)
 are logged once and shown in /diagnostics while the node stays up, so a launch file never
 crash-loops.
+
+One managed (lifecycle) node for both executables: `configure` builds the engine, `activate` subscribes
+and enables the publishers, `deactivate` unsubscribes and keeps the model, `cleanup` frees it.
+`semla_segmenter` is this node driven to active at start (autostart, as nav2's lifecycle manager does);
+`semla_segmenter_managed` waits for a lifecycle manager.
 """
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -20,24 +26,24 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_parameters,
                        qos_profile_sensor_data, qos_profile_system_default)
-from rclpy.qos import qos_profile_parameters
-from rcl_interfaces.msg import SetParametersResult
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
-from diagnostic_msgs.msg import DiagnosticArray
 
-from semla_ros.msg import AdapterFusion, ClassMap, CoverageStatus, SupportScore
 from semla_ros.core.coverage import GAP, CoverageMonitor
+from semla_ros.msg import AdapterFusion, ClassMap, CoverageStatus, SupportScore
 from semla_ros.ros import parameters
-from semla_ros.ros.dds_profile import with_large_image_transport
-from semla_ros.engine import build_engine
 from semla_ros.ros.background import BackgroundJob
+from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
 from semla_ros.ros.guard import CallbackGuard
 from semla_ros.ros.image_conversion import (BadFrame, compressed_to_rgb, image_to_rgb, mask_encoding, mask_to_image,
@@ -46,12 +52,16 @@ from semla_ros.ros.log_bridge import route_python_logging
 from semla_ros.ros.mailbox import LatestFrameMailbox
 from semla_ros.ros.overlay import blend, palette
 from semla_ros.ros.processes import HOLD_LOAD_ENV, HOLD_LOAD_LOG
+from semla_ros.ros.process import StopSignals, leave
 
 NODE_NAME = "semla_segmenter"
 LOG_THROTTLE_S = 5.0
 RELOAD_REPLY_WAIT_S = 2.0   # a reload still running after this is answered "in progress"
 # Our services queue a flood of requests (depth 1000, as rclpy's parameter services) instead of dropping them.
 SERVICE_QOS = qos_profile_parameters
+# `qos_overrides.<topic>.<publisher|subscription>.<history|depth|reliability>` parameters (image_pipeline's set).
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
 @dataclass
@@ -93,11 +103,36 @@ CLASS_MAP_QOS = FUSION_QOS   # late subscribers get the vocabulary in force
 FRAME_LOG_THROTTLE_S = 1.0
 
 
-class SemlaSegmenterNode(Node):
-    def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+def transition(method):
+    """A lifecycle transition callback, logged; rclpy turns an exception in one into ERROR without a word,
+    so it is recorded first (log and /diagnostics, as any callback's)."""
+    @functools.wraps(method)
+    def run(self, state: LifecycleState) -> TransitionCallbackReturn:
+        name = method.__name__.removeprefix("on_")
+        self.get_logger().info(f"lifecycle: {name} (from {state.label})")
+        try:
+            result = method(self, state)
+        except Exception as error:
+            self._guard.record(name, error)
+            return TransitionCallbackReturn.ERROR
+        if result != SUCCESS:
+            self.get_logger().error(f"lifecycle: {name} failed ({self._state})")
+        return result
+    return run
+
+
+class SemlaSegmenterNode(LifecycleNodeMixin, Node):
+    """The managed node; `autostart` drives it to active once the executor spins."""
+
+    def __init__(self, autostart: bool = False, **kwargs):
+        Node.__init__(self, NODE_NAME, **kwargs)
+        # The lifecycle services in a group of their own: a configure loading the model for seconds blocks
+        # neither the parameter services nor the diagnostics timer.
+        self._lifecycle_group = MutuallyExclusiveCallbackGroup()
+        LifecycleNodeMixin.__init__(self, callback_group=self._lifecycle_group)
         route_python_logging(self.get_logger())   # the engine's `logging` records show up in the node's log
         values, problems = parameters.declare(self)   # rclpy stores the values; the node keeps no copy
+        self._problems = problems
         self._stats = NodeStats()
         self._health = Health()
         self._guard = CallbackGuard(self._stats, self._health, self.get_logger())
@@ -105,6 +140,9 @@ class SemlaSegmenterNode(Node):
         self._live_changes: queue.SimpleQueue = queue.SimpleQueue()   # stored parameter changes, in order
         self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
+        self._thread: threading.Thread | None = None
+        self._sub = None
+        self._outputs: list = []   # our lifecycle publishers (not `_publishers`: rclpy's own list)
         self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._coverage: CoverageMonitor | None = None
         self._coverage_state = None
@@ -112,29 +150,13 @@ class SemlaSegmenterNode(Node):
         self._palettes: dict[int, np.ndarray] = {}
         self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._unusable_logged: set[str] = set()
-        self._state = "loading model"
+        self._state = "unconfigured"
+        self._closing = threading.Event()   # set by close(): a configure in progress gives up
         self._health.set("parameters", [("error", f"invalid parameter {p}") for p in problems])
         for problem in problems:
             self.get_logger().error(f"invalid parameter {problem}")
 
-        out_qos = qos_profile(values["output_qos"], values["output_qos_depth"])
-        self._mask_pub = self.create_publisher(Image, "mask", out_qos)
-        self._support_pub = self.create_publisher(SupportScore, "support_score", out_qos)
-        self._overlay_pub = self.create_publisher(Image, "overlay", out_qos)
-        self._fusion_pub = self.create_publisher(AdapterFusion, "fusion", FUSION_QOS)
-        self._class_map_pub = self.create_publisher(ClassMap, "class_map", CLASS_MAP_QOS)
-        self._coverage_pub = self.create_publisher(CoverageStatus, "coverage", out_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-        in_qos = qos_profile(values["input_qos"], values["input_qos_depth"])
-        input_group = MutuallyExclusiveCallbackGroup()
-        if values["input_transport"] == "compressed":
-            self._sub = self.create_subscription(CompressedImage, "image/compressed",
-                                                 self._guard.callback("image", self._on_compressed),
-                                                 in_qos, callback_group=input_group)
-        else:
-            self._sub = self.create_subscription(Image, "image", self._guard.callback("image", self._on_image),
-                                                 in_qos, callback_group=input_group)
         # Each service in its own group: none waits for a frame, a reload or another service.
         self.create_service(Trigger, "~/adapt_now", self._on_adapt_now, qos_profile=SERVICE_QOS,
                             callback_group=MutuallyExclusiveCallbackGroup())
@@ -145,10 +167,141 @@ class SemlaSegmenterNode(Node):
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
-        self._guard.services_of(self)   # after the last service: ours and rclpy's parameter services
+        self._guard.services_of(self)   # after the last service: ours, rclpy's parameter and lifecycle services
+        self._autostart = (self.create_timer(0.0, self._start_active, callback_group=self._lifecycle_group)
+                           if autostart else None)
 
-        self._thread = threading.Thread(target=self._run, args=(problems,), name="semla-inference", daemon=True)
+    def _start_active(self) -> None:
+        """Autostart: configure, then activate, from the executor (serialised with the lifecycle services)."""
+        self.destroy_timer(self._autostart)
+        if self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle transitions
+    @transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Publishers, then the engine; FAILURE (reason in the log and /diagnostics) when it cannot run."""
+        if self._problems:
+            self._state = "not running: invalid parameters"
+            return FAILURE
+        self._state = "loading model"
+        try:
+            self._create_publishers()
+        except Exception as error:  # a bad qos_overrides value (type or policy name) fails the transition
+            self._report("qos_overrides", [("error", f"publishers not created: {type(error).__name__}: {error}")])
+            self._state = "not running: invalid qos_overrides"
+            self._destroy_publishers()
+            return FAILURE
+        segmenter = self._build_until_closed()
+        if segmenter is None:
+            self._destroy_publishers()
+            return FAILURE
+        self._mailbox = LatestFrameMailbox()
+        self._segmenter = segmenter
+        self._thread = threading.Thread(target=self._run, args=(segmenter,), name="semla-inference", daemon=True)
         self._thread.start()
+        self._state = "inactive"
+        return SUCCESS
+
+    @transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the publishers, then subscribe to the camera."""
+        result = super().on_activate(state)
+        try:
+            self._sub = self._subscribe()
+        except Exception as error:  # a bad qos_overrides value fails the transition, never the node
+            self._report("qos_overrides", [("error", f"input not subscribed: {type(error).__name__}: {error}")])
+            super().on_deactivate(state)
+            return FAILURE
+        self._state = "running"
+        return result
+
+    @transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop consuming frames; the model, the library and the inference thread stay."""
+        self._unsubscribe()
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    @transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model: the inference thread ends, the segmenter closes, the publishers go."""
+        self._release()
+        self._state = "unconfigured"
+        return SUCCESS
+
+    @transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self._release()
+        self._state = "finalized"
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """An exception in a transition: drop everything and go back to unconfigured."""
+        self._unsubscribe()
+        self._release()
+        self._state = "unconfigured after an error"
+        return SUCCESS
+
+    def lifecycle_state(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def _create_publishers(self) -> None:
+        def publisher(msg_type, topic, qos=None):
+            """qos None: the output_qos parameters, open to qos_overrides (a profile of its own each: rclpy
+            writes the overrides into the profile it is given)."""
+            overrides = QOS_OVERRIDES if qos is None else None
+            if qos is None:
+                qos = qos_profile(self._value("output_qos"), self._value("output_qos_depth"))
+            created = self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=overrides)
+            self._outputs.append(created)
+            return created
+
+        self._mask_pub = publisher(Image, "mask")
+        self._support_pub = publisher(SupportScore, "support_score")
+        self._overlay_pub = publisher(Image, "overlay")
+        self._coverage_pub = publisher(CoverageStatus, "coverage")
+        self._fusion_pub = publisher(AdapterFusion, "fusion", FUSION_QOS)
+        self._class_map_pub = publisher(ClassMap, "class_map", CLASS_MAP_QOS)
+
+    def _destroy_publishers(self) -> None:
+        publishers, self._outputs = self._outputs, []
+        for publisher in publishers:
+            self.destroy_lifecycle_publisher(publisher)
+
+    def _subscribe(self):
+        in_qos = qos_profile(self._value("input_qos"), self._value("input_qos_depth"))
+        if self._value("input_transport") == "compressed":
+            msg_type, topic, callback = CompressedImage, "image/compressed", self._on_compressed
+        else:
+            msg_type, topic, callback = Image, "image", self._on_image
+        return self.create_subscription(msg_type, topic, self._guard.callback("image", callback), in_qos,
+                                        callback_group=MutuallyExclusiveCallbackGroup(),
+                                        qos_overriding_options=QOS_OVERRIDES)
+
+    def _unsubscribe(self) -> None:
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub = None
+        self._mailbox.take(timeout=0)   # a frame already queued is not processed after deactivate
+
+    def _release(self) -> None:
+        """Stop the inference thread (bounded: a frame inside a slow model is not waited for), close the
+        segmenter, drop every reference to the model and give its memory back."""
+        self._mailbox.close()
+        thread, segmenter = self._thread, self._segmenter
+        self._thread = self._segmenter = self._coverage = None
+        if thread is not None:
+            thread.join(1.0)
+        if segmenter is not None and (thread is None or not thread.is_alive()):
+            segmenter.close()
+        self._destroy_publishers()
+        del segmenter
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
 
     def _value(self, name: str):
         return self.get_parameter(name).value
@@ -188,47 +341,65 @@ class SemlaSegmenterNode(Node):
         self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3, clock_s))
 
     # ------------------------------------------------------------------ inference thread
-    def _run(self, problems) -> None:
-        if problems:
-            self._state = "not running: invalid parameters"
-            return
+    def _build_until_closed(self):
+        """The build on a thread of its own, waited for until the node closes: the executor's shutdown
+        waits for its running callbacks, and a model build can take a minute."""
+        built: list = []
+        worker = threading.Thread(target=lambda: built.append(self._build_segmenter()), name="semla-build",
+                                  daemon=True)
+        worker.start()
+        while worker.is_alive() and not self._closing.is_set():
+            worker.join(0.1)
+        if self._closing.is_set():
+            self._state = "closing"
+            return None
+        return built[0] if built else None
+
+    def _build_segmenter(self):
+        """Build the engine from the parameters in force (`build_engine` is imported here: the node module
+        needs only the parameter table); report each source's notes. Returns the segmenter, or None with the
+        reason reported."""
+        from semla_ros.engine import build_engine
+
         hold = os.environ.get(HOLD_LOAD_ENV)
         if hold:   # tests only (processes.HOLD_LOAD_ENV): a deterministic "during the load"
             self.get_logger().info(f"{HOLD_LOAD_LOG}: {hold}")
-            while not os.path.exists(hold) and not self._mailbox.closed:
+            while not os.path.exists(hold) and not self._closing.is_set():
                 time.sleep(0.05)
         try:
             build = build_engine(parameters.engine_spec(self._values()))
         except Exception as error:  # an unexpected failure must still leave the node up and reporting
             self._report("model", [("error", f"building the segmenter failed: {type(error).__name__}: {error}")])
             self._state = "not running: build failed"
-            return
+            return None
         for source in ("model", "backend", "navigator", "library"):
             entries = [(level, message) for s, level, message in build.notes if s == source]
             self._report(source, entries)
         if build.segmenter is None:
             self._state = "not running: no model"
-            return
+            return None
         try:
             self._catch_up(build.segmenter)
         except (ValueError, RuntimeError) as error:   # keep running on the values the model was built with
             self._report("parameters", [("error", f"live parameters changed while the model loaded could not "
                                                   f"be applied ({error}); running with the start values")])
         self._coverage = self._coverage_monitor(build)
-        self._segmenter = build.segmenter
-        self._state = "running"
         self.get_logger().info(f"segmenter ready ({', '.join(f'{k}: {v}' for k, v in build.info.items())})")
+        return build.segmenter
 
+    def _run(self, segmenter) -> None:
+        """The inference thread, from configure to cleanup."""
         step = self._guard.callback("inference", self._step)
-        while not self._mailbox.closed:
-            step(build.segmenter)
+        mailbox = self._mailbox   # this configuration's: a later configure makes a new one
+        while not mailbox.closed:
+            step(segmenter, mailbox)
 
-    def _step(self, segmenter) -> None:
+    def _step(self, segmenter, mailbox: LatestFrameMailbox) -> None:
         """One turn of the inference thread: parameter changes made meanwhile, then the newest frame."""
-        frame = self._mailbox.take(timeout=0.25)
+        frame = mailbox.take(timeout=0.25)
         self._apply_live_changes(segmenter)
         if frame is not None:
-            self._process(frame)
+            self._process(frame, segmenter)
 
     def _report(self, source: str, entries: list[tuple[str, str]]) -> None:
         """Replace one source's health entries and log the problems among them once."""
@@ -248,9 +419,8 @@ class SemlaSegmenterNode(Node):
         if classes != segmenter.predictor.class_names:
             segmenter.set_classes(classes)
 
-    def _process(self, frame: Frame) -> None:
+    def _process(self, frame: Frame, segmenter) -> None:
         taken = time.monotonic()
-        segmenter = self._segmenter
         time_s, unstamped = frame_seconds(frame.header, frame.clock_s, self._value("frame_time"))
         if unstamped and not self._unstamped_said:   # said once: log + diagnostics WARN
             self._unstamped_said = True
@@ -272,7 +442,7 @@ class SemlaSegmenterNode(Node):
             self._mask_pub.publish(mask_to_image(result.class_ids, num_classes, frame.header))
             self._support_pub.publish(self._support_message(result, frame.header))
             if result.fusion is not None:
-                self._publish_fusion(result.fusion, frame.header)
+                self._publish_fusion(result.fusion, frame.header, segmenter.library)
             if result.embedding is not None and self._coverage is not None and segmenter.library is not None:
                 self._observe_coverage(segmenter, result, frame)
             if self._overlay_pub.get_subscription_count() > 0:  # only computed for a viewer
@@ -328,7 +498,8 @@ class SemlaSegmenterNode(Node):
     def _coverage_monitor(self, build) -> CoverageMonitor | None:
         try:
             monitor = CoverageMonitor(parameters.coverage_settings(self._values()),
-                                      classes=build.predictor.class_names, navigator_id=getattr(build.navigator, "id", None))
+                                      classes=build.predictor.class_names,
+                                      navigator_id=getattr(build.navigator, "id", None))
         except (ValueError, OSError) as error:
             self._report("coverage", [("error", f"coverage monitor off: {error}")])
             return None
@@ -355,7 +526,8 @@ class SemlaSegmenterNode(Node):
             relative_distance=float(report.relative_distance), scale_free_support=float(report.scale_free_support),
             uncovered_fraction=float(report.uncovered_fraction), frames_captured=report.frames_captured,
             capture_dir=report.capture_dir))
-        self._stats.set_engine(coverage=report.status_name, coverage_uncovered_fraction=f"{report.uncovered_fraction:.2f}",
+        self._stats.set_engine(coverage=report.status_name,
+                               coverage_uncovered_fraction=f"{report.uncovered_fraction:.2f}",
                                coverage_frames_captured=report.frames_captured)
         state = (report.status == GAP, report.capture_full)
         if state != self._coverage_state:   # a WARN while a gap lasts (and while the capture folder is full)
@@ -367,7 +539,7 @@ class SemlaSegmenterNode(Node):
     def _describe_active(active) -> str:
         if active is None or not active.adapters:
             return "none (base model)"
-        return ", ".join(f"{n}:{w:.3f}" for n, w in zip(active.adapters, active.weights))
+        return ", ".join(f"{n}:{w:.3f}" for n, w in zip(active.adapters, active.weights, strict=True))
 
     @staticmethod
     def _support_message(result, header) -> SupportScore:
@@ -380,8 +552,8 @@ class SemlaSegmenterNode(Node):
             active_scale_free_support=float(result.supports.active_scale_free),
             top_adapter=result.supports.top_adapter, active_is_top=bool(result.supports.active_is_top))
 
-    def _publish_fusion(self, event, frame_header) -> None:
-        self._report_unusable_adapters()
+    def _publish_fusion(self, event, frame_header, library) -> None:
+        self._report_unusable_adapters(library)
         if not event.ok:
             self.get_logger().error(f"adaptation ({event.reason}) failed, previous model stays active: "
                                     f"{event.error}")
@@ -392,12 +564,11 @@ class SemlaSegmenterNode(Node):
             distances=[float(d) for d in event.distances], support_score=float(event.support),
             reason=event.reason, fusion_ms=float(event.duration_ms), swap_count=int(event.swap_count)))
         self.get_logger().info(f"swap {event.swap_count} ({event.reason}, {event.duration_ms:.0f} ms): "
-                               + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights)))
+                               + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights, strict=True)))
 
-    def _report_unusable_adapters(self) -> None:
+    def _report_unusable_adapters(self, library) -> None:
         """Entries found unusable when first read (by a fusion or a read-ahead): each logged once, all
         in diagnostics; they are left out of retrieval until the library is reloaded."""
-        library = self._segmenter.library
         failed = library.failed if library is not None else []
         for name, reason in failed:
             if name not in self._unusable_logged:
@@ -519,43 +690,36 @@ class SemlaSegmenterNode(Node):
             level, message = "warn", self._state
         elif level == "ok":
             message = "running"
-        rows = [("state", self._state)] + self._stats.values(self._mailbox.replaced) + self._health.rows()
+        rows = ([("state", self._state), ("lifecycle_state", self.lifecycle_state())]
+                + self._stats.values(self._mailbox.replaced) + self._health.rows())
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                                 f"{self.get_fully_qualified_name()}: segmenter",
                                                 LEVEL_BYTES[level], message, rows))
 
     # ------------------------------------------------------------------ shutdown
-    def close(self, timeout_s: float = 1.0) -> None:
-        """Stop the inference thread and the segmenter's worker; bounded so shutdown stays < 2 s.
-
-        A frame already inside the model is not waited for beyond `timeout_s` (a slow model can
-        take seconds); the thread is a daemon and the process exits without it.
-        """
-        self._mailbox.close()
-        self._thread.join(timeout_s)
-        if self._segmenter is not None and not self._thread.is_alive():
-            self._segmenter.close()
+    def close(self) -> None:
+        """Stop consuming frames and free the model; bounded so shutdown stays < 2 s."""
+        self._closing.set()
+        self._unsubscribe()
+        self._release()
 
 
-def main(argv: list[str] | None = None, exit_process: bool = True) -> int:
+def main(argv: list[str] | None = None, exit_process: bool = True, managed: bool = False) -> int:
     """Spin until SIGINT/SIGTERM, then stop threads and leave within ~2 s.
 
-    Our own signal handlers only set a flag: rclpy's handler would raise KeyboardInterrupt at a
-    random point of the teardown (seen inside destroy_node), which is not a clean shutdown.
-    After the teardown (threads joined, ROS entities destroyed, context shut down) the process
-    leaves with os._exit: interpreter finalisation with torch loaded took 0.5-3 s here, longer
-    than the whole shutdown budget, and releases nothing the OS does not release anyway.
+    Our own signal handlers only set a flag (semla_ros.ros.process): rclpy's handler would raise
+    KeyboardInterrupt at a random point of the teardown (seen inside destroy_node). `managed` leaves
+    the node unconfigured for a lifecycle manager; otherwise it configures and activates itself.
     """
-    stop = threading.Event()
+    stop = StopSignals()
     # The node's own full-size rgb8 overlay exceeds Fast DDS's default shared-memory segment.
     with_large_image_transport()
     rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = SemlaSegmenterNode()
-    executor = MultiThreadedExecutor(num_threads=3)
+    node = SemlaSegmenterNode(autostart=not managed)
+    executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        while not stop.is_set() and rclpy.ok():
+        while not stop.event.is_set() and rclpy.ok():
             try:
                 executor.spin_once(timeout_sec=0.1)
             except ExternalShutdownException:
@@ -570,12 +734,9 @@ def main(argv: list[str] | None = None, exit_process: bool = True) -> int:
         executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.restore()
     if exit_process:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        leave(0)
     return 0
 
 
