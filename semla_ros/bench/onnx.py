@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from ..backends.engine_lifecycle import EngineBackend
+    from ..backends.factory import auto_backend
     from ..backends.onnxruntime_backend import OnnxRuntime
     from ..catseg.build import build_catseg
     from ..catseg.predictor import CatSegPredictor
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"semla-bench onnx: {args.config}, {args.classes} classes, 640x480 frames, onnxruntime {ort.__version__} "
           f"CPU, torch {torch.__version__} ({torch.get_num_threads()} threads); one run, side by side")
+    print(f"  {auto_backend('cpu')}")
     print(f"  engine setup (export + session): {setup_ms / 1e3:.1f} s")
     for row in rows:
         print(f"  {row['label']:22s} frame: onnxruntime {row['onnxruntime_ms']:.0f} ms, PyTorch {row['pytorch_ms']:.0f} ms "

@@ -28,7 +28,7 @@ from ..engine.spec import BACKENDS
 from ..demo.build_assets import Assets, BuildParams, ensure_assets, load_demo_model
 from ..evaluation.metrics import confusion_matrix as confusion
 from ..evaluation.metrics import mean_iou as miou
-from ..demo.node_parameters import node_parameters, write_params_file
+from ..demo.node_parameters import DEMO_BACKEND, node_parameters, write_params_file
 from ..demo.sequence import DEFAULT_SEQUENCE, DomainSequence
 from ..demo.settings import DEMO_NODE_SETTINGS
 from ..ros.dds_profile import with_large_image_transport
@@ -274,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None, help="asset cache root")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the assets even if cached")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="how the node runs the network (node parameter `backend`; engines are cached "
-                             "with the assets)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEMO_BACKEND,
+                        help="how the node runs the network (node parameter `backend`; default %(default)s, "
+                             "see demo/node_parameters.py; engines are cached with the assets)")
     args = parser.parse_args(argv)
     t_start = time.monotonic()
     try:

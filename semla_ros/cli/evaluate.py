@@ -135,7 +135,8 @@ def cmd_run(args) -> int:
     classes = tuple(next(iter(domains.values())).classes)
     spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
                       allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device,
-                      sliding_window=args.sliding_window, classes=classes, settings=settings.segmenter)
+                      sliding_window=args.sliding_window, classes=classes, settings=settings.segmenter,
+                      backend="torch")   # the protocol's reference numbers come from the PyTorch model
     build = build_engine(spec).raise_for_errors()
     navigator = CachedNavigator(build.navigator)
     start = time.monotonic()

@@ -128,7 +128,8 @@ def _engine(args):
     from ..engine import EngineSpec, build_engine
 
     spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
-                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device)
+                      allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device,
+                      backend="torch")   # only the PyTorch model and the navigator are used
     build = build_engine(spec).raise_for_errors()
     return build.predictor.model, build.navigator
 
@@ -388,7 +389,8 @@ def cmd_gaps(args) -> int:
 
                 spec = EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
                                   allow_random_weights=args.allow_random_weights, library_path=str(args.library),
-                                  navigator=args.navigator, device=args.device, classes=tuple(classes))
+                                  navigator=args.navigator, device=args.device, classes=tuple(classes),
+                                  backend="torch")   # a few pseudo-labels: no engine to build
                 pseudo = gaps.model_pseudo_labels(build_engine(spec).raise_for_errors(), args.source)
         if not classes:
             print(f"error: no classes.txt in {args.source}: cannot write trainable folders", file=sys.stderr)

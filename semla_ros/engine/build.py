@@ -109,7 +109,7 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
 
     `model` reuses an already loaded CATSeg instead of loading spec.model_config/checkpoint.
     """
-    from ..backends.factory import make_backend
+    from ..backends.factory import AUTO, auto_backend, make_backend
 
     build = EngineBuild(spec)
     device, note = resolve_device(spec.device)
@@ -124,15 +124,20 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
     build.report("model", WARN if note else OK, note or f"{spec.model_config} on {device}")
     model = build.predictor.model
 
+    kind, chosen = spec.backend, ""
+    if kind == AUTO:   # the fastest backend that runs here; the choice and its reason said once (log, diagnostics)
+        choice = auto_backend(device, spec.precision)
+        kind, chosen = choice.kind, f" ({choice})"
+        build.info["backend_choice"] = str(choice)
     try:
         # An engine that cannot run here falls back to PyTorch with a note; one that can builds in the
         # background (its class profile follows the vocabulary) and reports through backend.status().
-        build.backend, fallback = make_backend(spec.backend, build.predictor, precision=spec.precision,
+        build.backend, fallback = make_backend(kind, build.predictor, precision=spec.precision,
                                                cache_dir=spec.engine_cache_dir or None, warn=lambda _: None)
     except (ValueError, RuntimeError, OSError, ImportError) as error:
-        build.report("backend", ERROR, f"backend '{spec.backend}' ({spec.precision} on {device}): {error}")
+        build.report("backend", ERROR, f"backend '{kind}' ({spec.precision} on {device}): {error}")
         return build
-    build.report("backend", WARN if fallback else OK, fallback or f"{spec.backend} {spec.precision}")
+    build.report("backend", WARN if fallback else OK, (fallback or f"{kind} {spec.precision}") + chosen)
     build.info["backend"] = type(build.backend).__name__
 
     try:

@@ -29,7 +29,7 @@ class EngineSpec:
     library_path: str = ""                     # SemLA loradb directory; '' = base model only
     navigator: str = "openclip:ViT-L-14/openai"
     navigator_normalize: bool = False
-    backend: str = "torch"                     # one of BACKENDS (torch, tensorrt, onnxruntime)
+    backend: str = "auto"                      # one of BACKENDS; auto: the fastest that runs here (factory)
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
     precision: str = "fp32"
     engine_cache_dir: str = ""                 # '' = the backend's default under ~/.cache/semla_ros

@@ -40,7 +40,7 @@ ARGUMENTS: tuple[Argument, ...] = (
              "'' = as in params_file", parameter="model_config"),
     Argument("navigator", "Domain embedder, e.g. openclip:ViT-L-14/openai=/path/ViT-L-14.pt or tower; "
              "'' = as in params_file", parameter="navigator"),
-    Argument("backend", "Inference backend; '' = as in params_file", choices=(NOT_GIVEN, "torch", "onnxruntime", "tensorrt"),
+    Argument("backend", "Inference backend; '' = as in params_file", choices=(NOT_GIVEN, "auto", "torch", "onnxruntime", "tensorrt"),
              parameter="backend"),
     Argument("device", "auto (cuda if available), cpu, cuda or cuda:N; '' = as in params_file",
              parameter="device"),
