@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..catseg.build import load_catseg
 from ..catseg.predictor import CatSegPredictor
 from ..core.library import AdapterLibrary
-from ..core.navigator import build_navigator
+from ..core.navigator import ImageNavigator, build_navigator
 from ..core.segmenter import SemlaSegmenter
 from .spec import EngineSpec
 
@@ -103,6 +103,17 @@ def open_library(path, navigator, model) -> AdapterLibrary:
                                navigator_id=getattr(navigator, "id", None), model=model)
 
 
+def navigator_on_engine(navigator, cache_dir: str = "") -> tuple[Any, str]:
+    """(navigator, what to say): with the ONNX Runtime backend on a CPU the navigator's tower runs there too,
+    built in the background (PyTorch embeds meanwhile); a navigator without a tower stays as it is."""
+    from ..backends.navigator_engine import EngineNavigator
+
+    if not isinstance(navigator, ImageNavigator):
+        return navigator, " (PyTorch: no exportable tower)"
+    return (EngineNavigator(navigator, cache_dir=cache_dir or None),
+            " (tower in ONNX Runtime on the CPU once built; PyTorch embeds meanwhile)")
+
+
 def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = None,
                  clock: Callable[[], float] = time.monotonic) -> EngineBuild:
     """Everything the inference thread needs; never raises for a configuration problem (see `health`).
@@ -143,10 +154,14 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
     try:
         build.navigator = build_navigator(spec.navigator, model, device=device, normalize=spec.navigator_normalize)
         build.info["navigator"] = str(build.navigator.id)
-        build.report("navigator", OK, build.navigator.id)
     except (ImportError, OSError, RuntimeError, ValueError) as error:
         build.report("navigator", ERROR, f"navigator '{spec.navigator}' unavailable ({error}); "
                                          "running the base model without adaptation")
+    else:
+        on_engine = kind == "onnxruntime" and fallback is None and device == "cpu"
+        build.navigator, how = navigator_on_engine(build.navigator, spec.engine_cache_dir) if on_engine \
+            else (build.navigator, "")
+        build.report("navigator", OK, build.navigator.id + how)
 
     root = spec.library_path
     if not root:
@@ -156,7 +171,8 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
             library = open_library(root, build.navigator, model)
         except (OSError, ValueError) as error:
             build.report("library", ERROR, f"adapter library {root} could not be opened ({error}; parameter "
-                                           f"library_path; {LIBRARY_HINT}); running the base model until the library is reloaded")
+                                           f"library_path; {LIBRARY_HINT}); running the base model until the "
+                                           "library is reloaded")
         else:
             for name, reason in library.skipped:
                 build.report("library", WARN, f"adapter {name} skipped: {reason}")
