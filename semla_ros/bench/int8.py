@@ -30,6 +30,7 @@ def sessions(model, folder: Path) -> dict[str, object]:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    folder.mkdir(parents=True, exist_ok=True)
     fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
     export_onnx(model, fp32)
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
