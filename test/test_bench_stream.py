@@ -2,6 +2,8 @@
 text tower adapted, adapter deleted after every image) segments as the node's segmenter does per image."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 from openclip_helpers import register_tiny_openclip
@@ -15,9 +17,13 @@ from semla_ros.core.settings import SegmenterSettings
 
 
 def test_official_pipeline_segments_like_the_per_image_segmenter(tmp_path):
+    from semla_ros.demo.build_assets import demo_config
+
     register_tiny_openclip(tmp_path, "SemlaTinyNavStream")
+    config = tmp_path / "small.json"   # the demo's small CAT-Seg (96 px CLIP input): frames of milliseconds
+    config.write_text(json.dumps(demo_config().to_dict()))
     torch.manual_seed(0)
-    model = build_catseg("tiny").eval()
+    model = build_catseg(str(config)).eval()
     reference = CatSegPredictor(model, ["road", "sky", "car"])
     navigator = OpenClipNavigator("SemlaTinyNavStream", pretrained=None, image_size=32)
     library = _library(model, navigator, str(tmp_path / "library"), count=3, rank=4, seed=0)
