@@ -24,7 +24,7 @@ from ..catseg.checkpoint import state_dict_digest
 from ..catseg.utils.onnx import EXPORTER, OPSET
 from .engine_cache import ArtifactCache, OnnxKey, default_cache_dir
 from .engine_lifecycle import EXPORT_LOCK
-from .onnxruntime_backend import onnxruntime_unavailable_reason
+from .onnxruntime_backend import SPIN, onnxruntime_unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class EngineNavigator:
         options.log_severity_level = 3
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", SPIN)
         return ort.InferenceSession(str(self.export()), options, providers=["CPUExecutionProvider"])
 
     # ------------------------------------------------------------------ state

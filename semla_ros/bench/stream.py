@@ -142,17 +142,17 @@ def main(argv: list[str] | None = None) -> int:
                     run(image, i / 10.0)
                     if i >= args.warmup:
                         times[name].append(time.perf_counter() - start)
+            status = backend.status()   # how the last frame ran, and why (None: PyTorch by choice)
             segmenter.close()
             for closable in (backend, nav):
                 if hasattr(closable, "close") and closable is not navigator:
                     closable.close()
             fps = {name: 1.0 / statistics.median(t) for name, t in times.items()}
             results[kind] = fps
-            served = getattr(backend, "serving", "pytorch")
             print(f"  backend {kind}{' (' + note + ')' if note else ''}: frames per second (median frame) "
                   f"official {fps['official']:.3f}, ours {fps['ours']:.3f}, plain {fps['plain']:.3f}; "
                   f"ours/official {fps['ours'] / fps['official']:.2f}x, ours/plain {fps['ours'] / fps['plain']:.2f}x; "
-                  f"network served by {served}", flush=True)
+                  f"network: {status[1] if status else 'PyTorch'}", flush=True)
     default = choice.kind if choice.kind in results else backends[0]
     fps = results[default]
     print(f"stream: ours/official {fps['ours'] / fps['official']:.2f}x, ours/plain {fps['ours'] / fps['plain']:.2f}x "
