@@ -82,8 +82,10 @@ class OfficialPipeline:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semla-bench stream", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="vitb16_384", help="CAT-Seg config (random weights)")
-    parser.add_argument("--navigator", default="ViT-L-14", help="open_clip model of the navigator (random weights)")
+    parser.add_argument("--config", default="vitb16_384",
+                        help="CAT-Seg config (random weights); 'demo': the demo's small model")
+    parser.add_argument("--navigator", default="ViT-L-14",
+                        help="open_clip model of the navigator (random weights), or 'tower' (the model's own)")
     parser.add_argument("--backends", default="", help="comma-separated; default: torch and what auto picks")
     parser.add_argument("--adapters", type=int, default=10, help="library size")
     parser.add_argument("--frames", type=int, default=6, help="timed frames per mode and backend")
@@ -95,19 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     from ..backends.factory import auto_backend, make_backend
     from ..catseg.build import build_catseg
     from ..catseg.predictor import CatSegPredictor
-    from ..core.navigator import OpenClipNavigator
+    from ..core.navigator import OpenClipNavigator, TowerNavigator
     from ..core.segmenter import SemlaSegmenter
     from ..core.settings import SegmenterSettings
     from ..demo import world
+    from ..demo.build_assets import demo_config
     from ..engine.build import navigator_on_engine
     from ..engine.spec import CITYSCAPES_CLASSES
 
     choice = auto_backend("cpu")
     backends = [b for b in args.backends.split(",") if b] or list(dict.fromkeys(["torch", choice.kind]))
     torch.manual_seed(0)
-    model = build_catseg(args.config).eval()
+    model = build_catseg(demo_config() if args.config == "demo" else args.config).eval()
     predictor = CatSegPredictor(model, list(CITYSCAPES_CLASSES))
-    navigator = OpenClipNavigator(args.navigator, pretrained=None)
+    navigator = TowerNavigator(model) if args.navigator == "tower" else OpenClipNavigator(args.navigator,
+                                                                                          pretrained=None)
     settings = SegmenterSettings()
     domains = ("clear", "fog", "night")
     images = [world.render(domains[i % 3], 7_000_000 + i, (args.height, args.width)).image
