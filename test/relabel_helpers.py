@@ -55,7 +55,7 @@ def engine(config: Path, library: Path, **settings):
     from semla_ros.engine import EngineSpec, build_engine
 
     spec = EngineSpec(model_config=str(config), allow_random_weights=True, library_path=str(library),
-                      navigator="tower", device="cpu", classes=CLASSES).replace(**settings)
+                      navigator="tower", device="cpu", backend="torch", classes=CLASSES).replace(**settings)
     return build_engine(spec).raise_for_errors()
 
 

@@ -152,7 +152,7 @@ def build_test_library(root: Path, random_seed: int = 0, per_domain: int = 2, ra
 def tiny_node_params(**overrides) -> dict:
     """Node parameters for the tiny model with seeded random weights."""
     params = dict(model_config="tiny", checkpoint="", allow_random_weights=True, random_seed=0,
-                  device="cpu", classes=TEST_CLASSES, diagnostics_period_s=0.25)
+                  device="cpu", backend="torch", classes=TEST_CLASSES, diagnostics_period_s=0.25)
     params.update(overrides)
     return params
 

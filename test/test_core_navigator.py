@@ -1,10 +1,9 @@
 """OpenClipNavigator with a tiny open_clip config (random weights): batching, checkpoints, no downloads."""
-import json
-
 import numpy as np
 import open_clip
 import pytest
 import torch
+from openclip_helpers import register_tiny_openclip
 
 from semla_ros.core.navigator import Navigator, OpenClipNavigator
 
@@ -13,13 +12,7 @@ TINY = "SemlaTinyNav"
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("oc") / f"{TINY}.json"
-    path.write_text(json.dumps({
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1}}))
-    open_clip.add_model_config(path)
-    return TINY
+    return register_tiny_openclip(tmp_path_factory.mktemp("oc"), TINY)
 
 
 def images(n, seed=0):

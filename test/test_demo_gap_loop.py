@@ -23,7 +23,7 @@ def test_held_out_domain_is_flagged_captured_proposed_trained_and_covered_next_d
     config = demo_model_config(tmp_path)
     build_domain_library(tmp_path / "library", config, domains=("clear", "fog", "night"))
     spec = EngineSpec(model_config=str(config), allow_random_weights=True, library_path=str(tmp_path / "library"),
-                      navigator="tower", device="cpu", classes=tuple(world.CLASS_NAMES))
+                      navigator="tower", device="cpu", backend="torch", classes=tuple(world.CLASS_NAMES))
     result = run(spec, tmp_path / "work", "night", DomainSequence.parse("clear:2,night:4"), train_steps=4,
                  log=lambda _: None)
 

@@ -8,7 +8,7 @@ import pytest
 
 from semla_ros.engine import EngineConfigError, EngineSpec, build_engine
 
-BASE = EngineSpec(model_config="tiny", device="cpu", classes=("road", "sky"))
+BASE = EngineSpec(model_config="tiny", device="cpu", backend="torch", classes=("road", "sky"))
 
 
 def spec(**changes):

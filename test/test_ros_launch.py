@@ -46,7 +46,7 @@ def test_segment_arguments_have_descriptions_and_choices():
     assert set(arguments) == set(ARGUMENT_BY_NAME)
     for argument in arguments.values():
         assert argument.description and argument.description != "no description given"
-    assert set(arguments["backend"].choices) == {"", "torch", "tensorrt"}
+    assert set(arguments["backend"].choices) == {"", "auto", "torch", "onnxruntime", "tensorrt"}
     assert "info" in arguments["log_level"].choices
     assert Path(arguments["params_file"].default_value[0].text).name == "semla.yaml"
     assert arguments["namespace"].default_value[0].text == "semla"

@@ -40,7 +40,8 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, probe, run
     build_domain_library(library, config, domains=("clear", "fog"))
     capture, frame_log = tmp_path / "capture", tmp_path / "frames.jsonl"
     node = run_node(dict(
-        model_config=str(config), checkpoint="", allow_random_weights=True, device="cpu", classes=list(CLASSES),
+        model_config=str(config), checkpoint="", allow_random_weights=True, device="cpu", backend="torch",
+        classes=list(CLASSES),
         library_path=str(library), navigator="tower", top_k=2, diagnostics_period_s=0.25,
         coverage_max_relative_distance=1.0, coverage_window=4, coverage_suspect_fraction=0.5,
         coverage_gap_fraction=0.75, coverage_capture_dir=str(capture), coverage_capture_period_s=PERIOD_S,

@@ -10,11 +10,12 @@ model; for compiled engines see `engine_lifecycle`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
 import torch
 
-PRECISIONS = ("fp32", "fp16")
+PrecisionName = Literal["fp32", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 
 
 class Backend(ABC):

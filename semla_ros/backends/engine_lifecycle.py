@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -43,6 +44,9 @@ from .onnx_weights import WeightMapping, load_initializers, map_parameters_to_on
 
 log = logging.getLogger(__name__)
 
+# torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two exports on two build workers (the
+# segmentation's and the navigator's) would collide, so every export in the process takes this lock.
+EXPORT_LOCK = threading.Lock()
 ONNX_FILE = "model.onnx"
 MIN_PROFILE = 64
 MAX_CLASSES = 65535      # what a mono16 mask can index: the capacity of an engine without class profile
@@ -305,8 +309,9 @@ class EngineBackend(Backend):
         key = self.onnx_key(model)
         path = self.onnx_cache.find(key, ONNX_FILE)
         if path is None:
-            path = self.onnx_cache.store(key, ONNX_FILE, lambda partial: export_onnx(
-                model, partial, precision=self.precision, opset=self.opset))
+            with EXPORT_LOCK:
+                path = self.onnx_cache.store(key, ONNX_FILE, lambda partial: export_onnx(
+                    model, partial, precision=self.precision, opset=self.opset))
         return path, key
 
     def _install_finished(self) -> None:

@@ -1,8 +1,17 @@
-"""Choose how the network runs, falling back to PyTorch when an engine cannot run here (said once, with the reason)."""
+"""Choose how the network runs, falling back to PyTorch when an engine cannot run here (said once, with the reason).
+
+`backend: auto` (the default) picks the fastest backend that can run here: TensorRT where a CUDA GPU and
+TensorRT are present, ONNX Runtime where it has a provider for the model's device (about twice as fast as
+PyTorch eager on a CPU), PyTorch otherwise. The rule is a pure function of what is available
+(`choose_backend`), so every combination is tested on any machine; `auto_backend` probes this one.
+"""
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 import logging
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,10 +21,49 @@ from .onnxruntime_backend import onnxruntime_unavailable_reason
 from .tensorrt_backend import tensorrt_unavailable_reason
 from .torch_backend import TorchBackend
 
-BACKENDS = ("torch", "tensorrt", "onnxruntime")
-DISPLAY_NAMES = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
+BackendName = Literal["auto", "torch", "tensorrt", "onnxruntime"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+AUTO = BACKENDS[0]
+DISPLAY_NAMES = {"torch": "PyTorch", "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
+ONNXRUNTIME_PRECISIONS = ("fp32",)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """What `backend: auto` runs, and why (said once: log, /diagnostics, `semla-bench`)."""
+
+    kind: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"backend auto: {self.kind} ({self.reason})"
+
+
+def choose_backend(device_type: str, precision: str, tensorrt_missing: str | None,
+                   onnxruntime_missing: str | None) -> BackendChoice:
+    """The fastest backend for a model on `device_type` ('cpu' or 'cuda') at `precision`, given why TensorRT
+    and ONNX Runtime cannot run here (None: they can; `onnxruntime_missing` is about the model's device)."""
+    if device_type == "cuda" and tensorrt_missing is None:
+        return BackendChoice("tensorrt", "a CUDA GPU and TensorRT are present")
+    skipped = [f"TensorRT: {tensorrt_missing}"] if device_type == "cuda" else []
+    if onnxruntime_missing is None and precision in ONNXRUNTIME_PRECISIONS:
+        provider = "CUDA" if device_type == "cuda" else "CPU"
+        return BackendChoice("onnxruntime", "; ".join(
+            [f"ONNX Runtime is installed with its {provider} execution provider", *skipped]))
+    if onnxruntime_missing is not None:
+        skipped.append(f"ONNX Runtime: {onnxruntime_missing}")
+    else:
+        skipped.append(f"ONNX Runtime: runs {', '.join(ONNXRUNTIME_PRECISIONS)} only, precision is {precision}")
+    return BackendChoice("torch", "no faster backend can run here (" + "; ".join(skipped) + ")")
+
+
+def auto_backend(device: str | torch.device, precision: str = "fp32") -> BackendChoice:
+    """`choose_backend` for what is installed on this machine, for a model on `device`."""
+    device_type = torch.device(device).type
+    tensorrt_missing = tensorrt_unavailable_reason() if device_type == "cuda" else "the model runs on the CPU"
+    return choose_backend(device_type, precision, tensorrt_missing, onnxruntime_unavailable_reason(device))
 
 
 def make_backend(kind: str, predictor, *, precision: str = "fp32", cache_dir: str | Path | None = None,
@@ -24,9 +72,12 @@ def make_backend(kind: str, predictor, *, precision: str = "fp32", cache_dir: st
     """(backend, fallback note). An engine backend (tensorrt, onnxruntime) that cannot run here runs
     PyTorch and returns why, so the caller can say it once; every other problem raises. Engines build in
     the background (`executor`); PyTorch serves until the first one is ready (see `EngineBackend.status`).
-    `max_classes` fixes the engine's class profile (default: from the vocabulary, grown when it grows)."""
+    `max_classes` fixes the engine's class profile (default: from the vocabulary, grown when it grows).
+    `auto` runs `auto_backend`'s choice (callers that report it resolve it first)."""
     if kind not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {kind!r}")
+    if kind == AUTO:
+        kind = auto_backend(predictor.device, precision).kind
     if kind == "torch":
         return TorchBackend(predictor, precision=precision), None
     device = torch.device(predictor.device)

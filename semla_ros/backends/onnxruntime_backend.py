@@ -14,6 +14,7 @@ CPU provider by default; CUDA where `onnxruntime-gpu` is installed and the model
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -27,6 +28,9 @@ from .engine_lifecycle import EngineRuntime
 from .onnx_weights import OnnxWeightRef, WeightMapping
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# ONNX Runtime's worker threads spin after each run by default, taking the cores PyTorch (text tower, fusion,
+# pre/post-processing) and the other session (navigator / segmentation) need next; off where they share them.
+SPIN = os.environ.get("SEMLA_ORT_SPINNING", "0")
 
 
 def onnxruntime_unavailable_reason(device: str | torch.device = "cpu") -> str | None:
@@ -114,6 +118,7 @@ class OnnxRuntime(EngineRuntime):
         options.log_severity_level = 3
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", SPIN)
         provider = (self.provider, {"device_id": self.device.index or 0}) if self.device.type == "cuda" \
             else self.provider
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[provider])

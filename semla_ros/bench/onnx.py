@@ -35,13 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="frames per backend, interleaved")
     add_options(parser, SegmenterSettings, only=("top_k",))   # adapters in the fusion that is swapped in
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| allowed")
-    parser.add_argument("--cache-dir", default=None, help="ONNX cache (default: a fresh temp dir, so the export is timed)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="ONNX cache (default: a fresh temp dir, so the export is timed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
     import onnxruntime as ort
 
     from ..backends.engine_lifecycle import EngineBackend
+    from ..backends.factory import auto_backend
     from ..backends.onnxruntime_backend import OnnxRuntime
     from ..catseg.build import build_catseg
     from ..catseg.predictor import CatSegPredictor
@@ -85,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"semla-bench onnx: {args.config}, {args.classes} classes, 640x480 frames, onnxruntime {ort.__version__} "
           f"CPU, torch {torch.__version__} ({torch.get_num_threads()} threads); one run, side by side")
+    print(f"  {auto_backend('cpu')}")
     print(f"  engine setup (export + session): {setup_ms / 1e3:.1f} s")
     for row in rows:
-        print(f"  {row['label']:22s} frame: onnxruntime {row['onnxruntime_ms']:.0f} ms, PyTorch {row['pytorch_ms']:.0f} ms "
+        print(f"  {row['label']:22s} frame: onnxruntime {row['onnxruntime_ms']:.0f} ms, "
+              f"PyTorch {row['pytorch_ms']:.0f} ms "
               f"(x{row['pytorch_ms'] / row['onnxruntime_ms']:.2f} faster; median of {args.repeats}); "
               f"max |onnxruntime - PyTorch| = {row['max_abs_logit_diff']:.3e} (tolerance {args.tolerance:g}); "
               f"masks agree on {row['mask_agreement']:.2%} of pixels; served by {row['served_by']}")

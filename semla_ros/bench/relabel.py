@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     assets, _ = ensure_assets(args.cache_dir)
     spec = EngineSpec(model_config=str(assets.config_path), checkpoint=str(assets.checkpoint),
-                      library_path=str(assets.library), navigator="tower", device="cpu",
+                      library_path=str(assets.library), navigator="tower", device="cpu", backend="torch",
                       classes=tuple(world.CLASS_NAMES)).replace(**DEMO_NODE_SETTINGS)
     build = build_engine(spec).raise_for_errors()
     sequence = DomainSequence.parse(args.sequence)

@@ -15,8 +15,10 @@ BENCHMARKS = {
     "library": "adapter libraries of 40 to 10,000 entries: open time, RSS, retrieval, cold and warm swaps",
     "node": "ROS node overhead, mask publish time, soak against a slow model",
     "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",
+    "int8": "ONNX Runtime dynamic int8 vs fp32: frame time, fixture logit error, demo mIoU per domain",
     "relabel": "offline relabelling throughput: one fusion per cluster vs per image, same frames",
     "tensorrt": "TensorRT engine build, refit and latency vs PyTorch (needs a GPU)",
+    "stream": "camera stream fps: official SemLA per-image pipeline (PEFT) vs the node's segmenter vs plain",
     "shifts": "when adapters are swapped: shift scenarios per policy, support scores, navigator overhead",
 }
 

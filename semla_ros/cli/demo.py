@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..demo.build_assets import Assets, BuildParams, ensure_assets
+from ..demo.node_parameters import DEMO_BACKEND
 from ..demo.run_analysis import analyse, first_frame_time, print_summary, swap_rows
 from ..demo.sequence import DEFAULT_SEQUENCE, DomainSequence
 from ..demo.settings import DEMO_NODE_SETTINGS
@@ -33,9 +34,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", type=Path, default=None, help="asset cache root")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the assets even if cached")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="how the node runs the network (node parameter `backend`; engines are cached "
-                             "with the assets)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEMO_BACKEND,
+                        help="how the node runs the network (node parameter `backend`; default %(default)s, "
+                             "see demo/node_parameters.py; engines are cached with the assets)")
     return parser
 
 

@@ -126,6 +126,7 @@ def cmd_run(args) -> int:
     domains = open_dataset(args.data, args.domains)
     classes = tuple(next(iter(domains.values())).classes)
     spec = EngineSpec(model_config=args.model, classes=classes, settings=settings.segmenter,
+                      backend="torch",   # the protocol's reference numbers come from the PyTorch model
                       **option_values(args, EngineSpec, only=ENGINE_OPTIONS))
     build = build_engine(spec).raise_for_errors()
     navigator = CachedNavigator(build.navigator)

@@ -126,6 +126,7 @@ def _spec(args, **extra):
 
     return EngineSpec(model_config=args.model, checkpoint=args.checkpoint or "",
                       allow_random_weights=args.allow_random_weights, navigator=args.navigator, device=args.device,
+                      backend="torch",   # training, centroids and pseudo-labels use the PyTorch model only
                       **extra)
 
 

@@ -83,12 +83,14 @@ def engine_spec(args, recordings):
         settings = SegmenterSettings().replace(**DEMO_NODE_SETTINGS).replace(**changes)
         return EngineSpec(model_config=str(assets.config_path), checkpoint=str(assets.checkpoint),
                           library_path=str(assets.library), navigator="tower", device=args.device,
-                          classes=classes or tuple(world.CLASS_NAMES), settings=settings)
+                          classes=classes or tuple(world.CLASS_NAMES), settings=settings,
+                          backend="torch")   # batched through the PyTorch model (relabel/work.can_batch)
     if not args.model or not args.library:
         raise ValueError("give --model (and --checkpoint) and --library, or --demo")
     spec = EngineSpec(model_config=args.model, library_path=args.library, **option_values(args, EngineSpec,
                                                                                           only=ENGINE_OPTIONS),
-                      settings=SegmenterSettings().replace(**changes))
+                      settings=SegmenterSettings().replace(**changes),
+                      backend="torch")   # batched through the PyTorch model (relabel/work.can_batch)
     return spec.replace(classes=classes) if classes else spec
 
 

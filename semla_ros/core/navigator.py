@@ -40,6 +40,36 @@ class Navigator(Protocol):
         ...
 
 
+class ImageNavigator:
+    """A navigator whose embedding is `network` (a frozen image tower: (B,3,S,S) -> (B,D)) on prepared batches.
+
+    Why split: the network call is pluggable (`embed(images, forward=...)`, like `CatSegPredictor.predict`),
+    so an engine (ONNX Runtime, `backends/navigator_engine.py`) runs the same tower on the same inputs while
+    preparation and normalisation stay here, written once."""
+
+    network: torch.nn.Module
+    image_size: int
+    batch_size: int
+    normalize: bool
+    device: torch.device
+
+    def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+        """(B,3,S,S) float32 network input of checked images."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def embed(self, images: Sequence[np.ndarray], forward=None) -> np.ndarray:
+        images = check_images(images)
+        forward = forward or self.network
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            features = forward(self.prepare(images[start:start + self.batch_size]).to(self.device)).float()
+            if self.normalize:
+                features = torch.nn.functional.normalize(features, dim=-1)
+            out.append(features.cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+
 def check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """A non-empty list of images, each passing the predictor's one image check."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -141,7 +171,7 @@ def _cached_pretrained_file(model_name: str, tag: str) -> str:
         f"(then copy ~/.cache/huggingface or ~/.cache/clip), or pass a local checkpoint file.")
 
 
-class OpenClipNavigator:
+class OpenClipNavigator(ImageNavigator):
     """open_clip image embeddings (default: the official SemLA navigator, CLIP ViT-L/14 openai @224).
 
     `pretrained` is an open_clip tag (looked up in the local cache), a checkpoint path, or None
@@ -185,21 +215,15 @@ class OpenClipNavigator:
         source = tag or (Path(weights).name if weights else "random")
         self.id = f"open_clip:{model_name}:{source}:{image_size}:{'l2' if normalize else 'raw'}"
         self.dim = int(self.model.visual.output_dim)
+        self.network = self.model.visual   # what open_clip's encode_image runs before its optional normalisation
 
-    @torch.inference_mode()
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
         from PIL import Image
 
-        images = check_images(images)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self.preprocess(Image.fromarray(a)) for a in images[start:start + self.batch_size]])
-            features = self.model.encode_image(batch.to(self.device), normalize=self.normalize)
-            out.append(features.float().cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+        return torch.stack([self.preprocess(Image.fromarray(a)) for a in images])
 
 
-class TowerNavigator:
+class TowerNavigator(ImageNavigator):
     """CLS embedding (ln_post(CLS) @ proj, like CLIP's encode_image) of a frozen copy of a CAT-Seg image tower.
 
     The copy is taken at construction, before any fusion touches the live model, so the
@@ -214,7 +238,7 @@ class TowerNavigator:
 
         visual = catseg_model.clip_model.visual
         config = catseg_model.config
-        self.tower = copy.deepcopy(visual).eval().requires_grad_(False)
+        self.tower = self.network = copy.deepcopy(visual).eval().requires_grad_(False)
         self.device = torch.device(device) if device is not None else next(self.tower.parameters()).device
         self.tower.to(self.device)
         self.image_size = int(image_size or config.vision.pretrain_resolution)
@@ -240,14 +264,5 @@ class TowerNavigator:
         x = x[:, :, top:top + s, left:left + s]
         return (x - self._mean) / self._std
 
-    @torch.inference_mode()
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        images = check_images(images)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            x = torch.cat([self._prepare(a) for a in images[start:start + self.batch_size]])
-            features = self.tower(x).float()
-            if self.normalize:
-                features = torch.nn.functional.normalize(features, dim=-1)
-            out.append(features.cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+    def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+        return torch.cat([self._prepare(a) for a in images])

@@ -41,7 +41,7 @@ def demo_spec(assets):
     from ..engine import EngineSpec
 
     return EngineSpec(model_config=str(assets.config_path), checkpoint=str(assets.checkpoint),
-                      library_path=str(assets.library), navigator="tower", device="cpu",
+                      library_path=str(assets.library), navigator="tower", device="cpu", backend="torch",
                       classes=tuple(world.CLASS_NAMES)).replace(**DEMO_NODE_SETTINGS)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..catseg.build import load_catseg
 from ..catseg.predictor import CatSegPredictor
 from ..core.library import AdapterLibrary
-from ..core.navigator import build_navigator
+from ..core.navigator import ImageNavigator, build_navigator
 from ..core.segmenter import SemlaSegmenter
 from .spec import EngineSpec
 
@@ -104,13 +104,24 @@ def open_library(path, navigator, model) -> AdapterLibrary:
                                navigator_id=getattr(navigator, "id", None), model=model)
 
 
+def navigator_on_engine(navigator, cache_dir: str = "") -> tuple[Any, str]:
+    """(navigator, what to say): with the ONNX Runtime backend on a CPU the navigator's tower runs there too,
+    built in the background (PyTorch embeds meanwhile); a navigator without a tower stays as it is."""
+    from ..backends.navigator_engine import EngineNavigator
+
+    if not isinstance(navigator, ImageNavigator):
+        return navigator, " (PyTorch: no exportable tower)"
+    return (EngineNavigator(navigator, cache_dir=cache_dir or None),
+            " (tower in ONNX Runtime on the CPU once built; PyTorch embeds meanwhile)")
+
+
 def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = None,
                  clock: Callable[[], float] = time.monotonic) -> EngineBuild:
     """Everything the inference thread needs; never raises for a configuration problem (see `health`).
 
     `model` reuses an already loaded CATSeg instead of loading spec.model_config/checkpoint.
     """
-    from ..backends.factory import make_backend
+    from ..backends.factory import AUTO, auto_backend, make_backend
 
     build = EngineBuild(spec)
     device, note = resolve_device(spec.device)
@@ -125,24 +136,33 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
     build.report("model", WARN if note else OK, note or f"{spec.model_config} on {device}")
     model = build.predictor.model
 
+    kind, chosen = spec.backend, ""
+    if kind == AUTO:   # the fastest backend that runs here; the choice and its reason said once (log, diagnostics)
+        choice = auto_backend(device, spec.precision)
+        kind, chosen = choice.kind, f" ({choice})"
+        build.info["backend_choice"] = str(choice)
     try:
         # An engine that cannot run here falls back to PyTorch with a note; one that can builds in the
         # background (its class profile follows the vocabulary) and reports through backend.status().
-        build.backend, fallback = make_backend(spec.backend, build.predictor, precision=spec.precision,
+        build.backend, fallback = make_backend(kind, build.predictor, precision=spec.precision,
                                                cache_dir=spec.engine_cache_dir or None, warn=lambda _: None)
     except (ValueError, RuntimeError, OSError, ImportError) as error:
-        build.report("backend", ERROR, f"backend '{spec.backend}' ({spec.precision} on {device}): {error}")
+        build.report("backend", ERROR, f"backend '{kind}' ({spec.precision} on {device}): {error}")
         return build
-    build.report("backend", WARN if fallback else OK, fallback or f"{spec.backend} {spec.precision}")
+    build.report("backend", WARN if fallback else OK, (fallback or f"{kind} {spec.precision}") + chosen)
     build.info["backend"] = type(build.backend).__name__
 
     try:
         build.navigator = build_navigator(spec.navigator, model, device=device, normalize=spec.navigator_normalize)
         build.info["navigator"] = str(build.navigator.id)
-        build.report("navigator", OK, build.navigator.id)
     except (ImportError, OSError, RuntimeError, ValueError) as error:
         build.report("navigator", ERROR, f"navigator '{spec.navigator}' unavailable ({error}); "
                                          "running the base model without adaptation")
+    else:
+        on_engine = kind == "onnxruntime" and fallback is None and device == "cpu"
+        build.navigator, how = navigator_on_engine(build.navigator, spec.engine_cache_dir) if on_engine \
+            else (build.navigator, "")
+        build.report("navigator", OK, build.navigator.id + how)
 
     root = spec.library_path
     if not root:
@@ -152,7 +172,8 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
             library = open_library(root, build.navigator, model)
         except (OSError, ValueError) as error:
             build.report("library", ERROR, f"adapter library {root} could not be opened ({error}; parameter "
-                                           f"library_path; {LIBRARY_HINT}); running the base model until the library is reloaded")
+                                           f"library_path; {LIBRARY_HINT}); running the base model until the "
+                                           "library is reloaded")
         else:
             for name, reason in library.skipped:
                 build.report("library", WARN, f"adapter {name} skipped: {reason}")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
-
-from ..backends.base import PRECISIONS
-from ..backends.factory import BACKENDS
+from ..backends.base import PRECISIONS, PrecisionName
+from ..backends.factory import BACKENDS, BackendName
 from ..core import fields
 from ..core.fields import setting
 from ..core.settings import SegmenterSettings
@@ -19,8 +17,8 @@ from ..core.settings import SegmenterSettings
 # demo's navigator (a real library names its own, e.g. openclip:ViT-L-14/openai).
 OFFLINE_DEFAULTS = {"navigator": "tower", "device": "cpu"}
 
-Backend = Literal[BACKENDS]
-Precision = Literal[PRECISIONS]
+Backend = BackendName
+Precision = PrecisionName
 
 # Cityscapes' 19 classes: the label space of the driving domains SemLA is evaluated on (ACDC).
 CITYSCAPES_CLASSES = (
@@ -76,12 +74,14 @@ class EngineSpec:
         False, live=False, help="L2-normalise navigator embeddings (must match the library)",
         doc="L2-normalise navigator embeddings (must match how the library's centroids were computed).")
     backend: Backend = setting(
-        "torch", live=False, help="Inference backend",
-        doc="Inference backend. tensorrt (GPU) and onnxruntime (CPU, about twice as fast as torch there; CUDA with "
-            "onnxruntime-gpu) run the exported network; where they cannot run here, the reason is logged once "
-            "(WARN in /diagnostics) and PyTorch runs. Their engine builds in the background: PyTorch serves until "
-            "it is ready, and whenever the engine cannot hold the announced fusion or vocabulary (rebuilding), "
-            "each time said once in the log and /diagnostics.")
+        "auto", live=False, help="Inference backend; auto: the fastest that runs here (backends/factory.py)",
+        doc="Inference backend. auto picks the fastest that runs here: tensorrt with a CUDA GPU and TensorRT, else "
+            "onnxruntime where installed (CPU, about twice as fast as torch there; CUDA with onnxruntime-gpu), else "
+            "torch; the choice and why are said once (log and /diagnostics). tensorrt and onnxruntime run the "
+            "exported network; where an explicit one cannot run here, the reason is logged once (WARN in "
+            "/diagnostics) and PyTorch runs. Their engine builds in the background: PyTorch serves until it is "
+            "ready, and whenever the engine cannot hold the announced fusion or vocabulary (rebuilding), each time "
+            "said once in the log and /diagnostics.")
     device: str = setting("auto", live=False, pattern=r"auto|cpu|cuda(:\d+)?", pattern_help="auto, cpu, cuda or cuda:N",
                           help="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
     precision: Precision = setting("fp32", live=False, help="Network precision",

@@ -41,7 +41,7 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument("navigator", "Domain embedder, e.g. openclip:ViT-L-14/openai=/path/ViT-L-14.pt or tower; "
              "'' = as in params_file", parameter="navigator"),
     Argument("backend", "Inference backend; '' = as in params_file",
-             choices=(NOT_GIVEN, "torch", "onnxruntime", "tensorrt"),
+             choices=(NOT_GIVEN, "auto", "torch", "onnxruntime", "tensorrt"),
              parameter="backend"),
     Argument("device", "auto (cuda if available), cpu, cuda or cuda:N; '' = as in params_file",
              parameter="device"),
