@@ -14,13 +14,20 @@ uses). When that step succeeds, the camera (/demo/image, looping through the dom
 import os
 import tempfile
 
-from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo, OpaqueFunction,
-                            RegisterEventHandler)
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    ExecuteProcess,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PARAMS_FILE = os.path.join(tempfile.gettempdir(), f"semla_demo_node_params_{os.getpid()}.yaml")
 

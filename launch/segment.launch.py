@@ -12,7 +12,6 @@ value in the user's params file.
 """
 import os
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
@@ -21,6 +20,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
+from launch import LaunchDescription
 from semla_ros.ros.launch_arguments import ARGUMENTS, executable, node_parameters
 
 

@@ -3,7 +3,6 @@ navigator, a few exported demo-world images per domain and a library with one en
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np

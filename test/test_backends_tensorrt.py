@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from semla_ros.backends.factory import make_backend
-from semla_ros.catseg.checkpoint import state_dict_digest as model_digest
-from semla_ros.backends.onnx_weights import load_initializers, map_parameters_to_onnx
 from semla_ros.backends.engine_lifecycle import engine_parameter_names
+from semla_ros.backends.factory import make_backend
+from semla_ros.backends.onnx_weights import load_initializers, map_parameters_to_onnx
 from semla_ros.backends.tensorrt_backend import tensorrt_unavailable_reason
 from semla_ros.backends.torch_backend import TorchBackend
 from semla_ros.catseg.build import build_catseg
-from semla_ros.core.targets import semla_target_modules
+from semla_ros.catseg.checkpoint import state_dict_digest as model_digest
 from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.catseg.utils.onnx import export_onnx
+from semla_ros.core.targets import semla_target_modules
 
 pytestmark = pytest.mark.slow   # its module fixtures export the network (>10 s)
 

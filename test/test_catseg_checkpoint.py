@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from semla_ros.catseg import (CheckpointFormatError, CheckpointNotFoundError, UntrainedAggregatorWarning,
-                              build_catseg, load_catseg_weights, load_open_clip_weights)
+from semla_ros.catseg import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    UntrainedAggregatorWarning,
+    build_catseg,
+    load_catseg_weights,
+    load_open_clip_weights,
+)
 
 MANIFESTS = {"vitb16_384": "catseg_vitb16_384.json", "vitl14_336": "catseg_vitl14_336.json"}
 LORA_CONFIGS = {"vitb16_384": "vitb_384", "vitl14_336": "vitl_336"}

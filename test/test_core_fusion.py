@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from core_models import Chain, random_factors
 from peft import LoraConfig, get_peft_model
 
-from core_models import Chain, random_factors
 from semla_ros.core.fusion import WeightStager, fuse_deltas
 
 SHAPES = {"enc.0.fc": (24, 16), "enc.1.fc": (20, 24), "enc.1.gate": (20, 20), "head": (5, 20)}
@@ -80,7 +80,7 @@ def test_one_matmul_equals_sum_of_products_in_float64():
     deltas = fuse_deltas(entries, weights, dtype=torch.float64)
     for t, delta in deltas.items():
         expected = sum(w * e.scaling * (e.factors[t][1].double() @ e.factors[t][0].double())
-                       for e, w in zip(entries, weights) if t in e.factors)
+                       for e, w in zip(entries, weights, strict=False) if t in e.factors)
         torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
 
 

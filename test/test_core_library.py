@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from core_models import linear_model, random_factors
 from safetensors.torch import load_file
 
-from core_models import linear_model, random_factors
 from semla_ros.core.library import AdapterLibrary, write_entry
 
 QKV = ".attn.q_proj"

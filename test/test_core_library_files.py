@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_core_library import loradb  # noqa: F401  (the fixture: a writable copy of fixture A's loradb)
 
 from semla_ros.core.library import AdapterLibrary
-from test_core_library import loradb  # noqa: F401  (the fixture: a writable copy of fixture A's loradb)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,19 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from core_models import linear_model, random_factors
 from safetensors.torch import load_file
 
-from core_models import linear_model, random_factors
 from semla_ros.core.factor_cache import FactorCache
 from semla_ros.core.fusion import WeightStager
-from semla_ros.core.library import (MEDIAN_SAMPLE, OFFICIAL_INERT_TARGET, AdapterEntry, AdapterLibrary,
-                                    InvalidEntryError, write_entry)
+from semla_ros.core.library import (
+    MEDIAN_SAMPLE,
+    OFFICIAL_INERT_TARGET,
+    AdapterEntry,
+    AdapterLibrary,
+    InvalidEntryError,
+    write_entry,
+)
 
 SHAPES = {"blocks.0.fc": (48, 32), "blocks.1.fc": (16, 48)}
 RANK = 4

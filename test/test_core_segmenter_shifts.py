@@ -15,11 +15,11 @@ import threading
 
 import numpy as np
 import pytest
+from shift_setup import frames_of, random_demo_engine
 
 from semla_ros.core.retrieval import retrieve, support_score
 from semla_ros.core.segmenter import InlineExecutor, SemlaSegmenter
 from semla_ros.core.settings import SegmenterSettings
-from shift_setup import frames_of, one_torch_thread, random_demo_engine
 
 DOMAINS = ("clear", "night", "fog")
 

@@ -19,8 +19,8 @@ from semla_ros.core.library import AdapterLibrary
 from semla_ros.core.navigator import TowerNavigator
 from semla_ros.core.targets import semla_target_modules
 from semla_ros.demo import build_assets as ba
-from semla_ros.evaluation.metrics import confusion_matrix, mean_iou
 from semla_ros.demo import world
+from semla_ros.evaluation.metrics import confusion_matrix, mean_iou
 
 pytestmark = pytest.mark.slow   # the module's asset build takes minutes
 DOMAINS = ("clear", "night", "fog", "tunnel")
@@ -99,7 +99,7 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
     n = len(world.CLASS_NAMES)
 
     def score(images, labels):
-        conf = sum(confusion_matrix(predictor.predict(img).class_ids, lab, n) for img, lab in zip(images, labels))
+        conf = sum(confusion_matrix(predictor.predict(img).class_ids, lab, n) for img, lab in zip(images, labels, strict=False))
         return mean_iou(conf)
 
     gains = {}
@@ -113,7 +113,7 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
     assert all(a > b for b, a in gains.values()), gains
     # restoring is exact: the base model is back
     fresh = ba.load_demo_model(assets)
-    for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items()):
+    for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=False):
         assert torch.equal(v, w), k
 
 

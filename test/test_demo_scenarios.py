@@ -11,12 +11,12 @@ transient. The benchmark (`semla-bench shifts`) runs the full-length suite on th
 from __future__ import annotations
 
 import pytest
+from shift_setup import one_torch_thread, random_demo_engine  # noqa: F401 (fixture)
 
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.demo import scenarios
 from semla_ros.demo.build_assets import adapter_name
 from semla_ros.evaluation.shifts import replay, score
-from shift_setup import one_torch_thread, random_demo_engine  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 DEFAULTS = SegmenterSettings()

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from semla_ros.demo import training_table as tt
 from semla_ros.demo import eval_table
+from semla_ros.demo import training_table as tt
 from semla_ros.demo.eval_table import write_docs
 from semla_ros.evaluation.report import kept_sections, replace_section
 

@@ -2,8 +2,8 @@
 import shutil
 
 import pytest
-
 from eval_world import save_model, small_model
+
 from semla_ros.cli.library import main
 from semla_ros.core.library import AdapterLibrary
 from semla_ros.demo.export import export_demo_world

@@ -4,8 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from semla_ros.evaluation.metrics import (ConfusionAccumulator, confusion_matrix, harmonic_mean, mean_iou,
-                                          per_class_iou, pixel_accuracy)
+from semla_ros.evaluation.metrics import (
+    ConfusionAccumulator,
+    confusion_matrix,
+    harmonic_mean,
+    mean_iou,
+    per_class_iou,
+    pixel_accuracy,
+)
 
 # 3 classes, 2x5 image; the 255 pixel must not count anywhere.
 GT = np.array([[0, 0, 1, 1, 2],

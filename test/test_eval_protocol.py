@@ -4,16 +4,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from eval_world import DOMAINS, random_library, save_model, small_model
+
 from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.core.library import AdapterLibrary
 from semla_ros.core.navigator import TowerNavigator
-from semla_ros.demo import world
-from semla_ros.evaluation.dataset import open_dataset
-from semla_ros.demo.export import export_demo_world
-from semla_ros.evaluation.metrics import ConfusionAccumulator
 from semla_ros.core.settings import SegmenterSettings
+from semla_ros.demo import world
+from semla_ros.demo.export import export_demo_world
+from semla_ros.evaluation.dataset import open_dataset
+from semla_ros.evaluation.metrics import ConfusionAccumulator
 from semla_ros.evaluation.protocol import LIBRARY_METHODS, METHODS, Evaluator, ProtocolSettings
 
 pytestmark = pytest.mark.slow   # its module fixtures train and evaluate the demo world (~30 s)

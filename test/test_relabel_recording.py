@@ -8,8 +8,8 @@ import pytest
 from PIL import Image as PILImage
 from relabel_helpers import write_drive
 
-from semla_ros.demo import world
 from semla_ros.core.frames import BadFrame, compressed_to_rgb, image_to_rgb
+from semla_ros.demo import world
 from semla_ros.relabel.recording import BagRecording, Frame, RecordingError, Skipped, open_recording
 
 

@@ -12,7 +12,13 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from semla_ros.ros.image_conversion import (  # noqa: E402
-    BadFrame, SUPPORTED_ENCODINGS, compressed_to_rgb, image_to_rgb, mask_to_image, rgb_to_image)
+    SUPPORTED_ENCODINGS,
+    BadFrame,
+    compressed_to_rgb,
+    image_to_rgb,
+    mask_to_image,
+    rgb_to_image,
+)
 
 MAX_PIXELS = 4096 * 4096
 RNG = np.random.default_rng(0)

@@ -10,8 +10,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from semla_ros.ros.dds_profile import (BUILTIN_TRANSPORTS_VARIABLE, LARGE_IMAGE_PROFILE, PROFILE_VARIABLE,
-                                       with_large_image_transport)
+from semla_ros.ros.dds_profile import (
+    BUILTIN_TRANSPORTS_VARIABLE,
+    LARGE_IMAGE_PROFILE,
+    PROFILE_VARIABLE,
+    with_large_image_transport,
+)
 
 pytestmark = pytest.mark.ros
 

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("launch_ros", reason="launch_ros is not installable here (not on PyPI); "
                                          "the launch file is exercised on a real ROS 2 install")
 
-from launch import LaunchContext  # noqa: E402
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler  # noqa: E402
 from launch_ros.actions import LifecycleNode, Node  # noqa: E402
 
+from launch import LaunchContext  # noqa: E402
 from semla_ros.ros.launch_arguments import ARGUMENT_BY_NAME  # noqa: E402
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"

@@ -19,8 +19,7 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed
 
 from semla_ros.engine.spec import BACKENDS  # noqa: E402
 from semla_ros.ros import parameters  # noqa: E402
-from semla_ros.ros.launch_arguments import (ARGUMENT_BY_NAME, ARGUMENTS, NOT_GIVEN, executable,  # noqa: E402
-                                            node_parameters)
+from semla_ros.ros.launch_arguments import ARGUMENT_BY_NAME, ARGUMENTS, NOT_GIVEN, executable, node_parameters  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"

@@ -20,8 +20,7 @@ import yaml
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import (REPO, NodeProcess, Probe, call_trigger, child_env, start_camera, stop_all,  # noqa: E402
-                         tiny_node_params)
+from ros_harness import REPO, NodeProcess, Probe, call_trigger, child_env, start_camera, stop_all, tiny_node_params  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 NODE = "/t/semla_segmenter"

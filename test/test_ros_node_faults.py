@@ -26,8 +26,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
-from ros_harness import (FRAME_SIZE, NodeProcess, Probe, build_test_library, png_bytes,  # noqa: E402
-                         tiny_node_params)
+from ros_harness import FRAME_SIZE, NodeProcess, Probe, build_test_library, png_bytes, tiny_node_params  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]   # each test starts the node in its own process
 

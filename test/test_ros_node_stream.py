@@ -38,8 +38,8 @@ def _key(header):
 
 
 def test_stream_with_domain_change(tmp_path, probe, run_node, run_camera):
-    from sensor_msgs.msg import Image
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
 
     from semla_ros.msg import AdapterFusion, SupportScore
     from semla_ros.ros.node import FUSION_QOS

@@ -9,7 +9,7 @@ import yaml
 pytest.importorskip("rclpy", reason="ROS 2 Python packages (rclpy) not installed")
 
 from semla_ros.ros import parameters  # noqa: E402
-from semla_ros.ros.parameters import SPECS, SPEC_BY_NAME, validate  # noqa: E402
+from semla_ros.ros.parameters import SPEC_BY_NAME, SPECS, validate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_seed", "library_path", "navigator",

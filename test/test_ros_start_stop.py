@@ -16,7 +16,6 @@ import textwrap
 import time
 
 import pytest
-
 from ros_harness import REPO, child_env
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -3,14 +3,14 @@ CLIP image targets it names are trained (counted); the entry is a plain LoRA on 
 import numpy as np
 import pytest
 import torch
-
 from eval_world import small_model
+from test_training_rrqr import projector
+
 from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.demo import world
 from semla_ros.training import fisa
-from semla_ros.training.lora import PEFT_ADAPTER, TrainSettings, save_entry, train_adapter
 from semla_ros.training.loop import LoopSettings
-from test_training_rrqr import projector
+from semla_ros.training.lora import PEFT_ADAPTER, TrainSettings, save_entry, train_adapter
 
 VISUAL = "sem_seg_head.predictor.clip_model.visual.transformer.resblocks."
 

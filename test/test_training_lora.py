@@ -4,17 +4,17 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from eval_world import small_model
+
 from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.core.fusion import WeightStager
 from semla_ros.core.library import load_entry
 from semla_ros.core.navigator import TowerNavigator
 from semla_ros.demo import world
-from semla_ros.evaluation.dataset import open_domain
 from semla_ros.demo.export import export_demo_world
-from semla_ros.training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
+from semla_ros.evaluation.dataset import open_domain
 from semla_ros.training.loop import LoopSettings, semla_loss
+from semla_ros.training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
 
 pytestmark = pytest.mark.slow   # its module fixtures train adapters (~30 s)
 

@@ -6,17 +6,17 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from eval_world import small_model
+from test_training_rrqr import projector
+
 from semla_ros.catseg.predictor import CatSegPredictor
 from semla_ros.core.fusion import WeightStager, fuse_deltas
 from semla_ros.core.library import AdapterLibrary, load_entry, write_entry
 from semla_ros.demo import world
 from semla_ros.training import recyclelora
-from semla_ros.training.lora import TrainSettings, save_entry, train_adapter
 from semla_ros.training.loop import LoopSettings
+from semla_ros.training.lora import TrainSettings, save_entry, train_adapter
 from semla_ros.training.rrqr import rrqr_basis
-from test_training_rrqr import projector
 
 pytestmark = pytest.mark.slow   # its module fixtures train the main and sub adapters (>10 s)
 
@@ -115,7 +115,7 @@ def test_old_and_new_entries_share_one_library_and_fuse(trained, tmp_path, fixtu
     assert [e.rank for e in lib.entries] == [16, 8]
     stager = WeightStager(model, lib.target_modules)
     staged = stager.stage_fusion(list(lib.entries), [0.7, 0.3]).weights
-    separate = [fuse_deltas([e], [w]) for e, w in zip(lib.entries, [0.7, 0.3])]
+    separate = [fuse_deltas([e], [w]) for e, w in zip(lib.entries, [0.7, 0.3], strict=False)]
     for m, w in staged.items():
         expected = stager.base_weights().weights[m] + sum(d[m] for d in separate if m in d)
         torch.testing.assert_close(w, expected, atol=1e-6, rtol=1e-6)

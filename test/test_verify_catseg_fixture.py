@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from semla_ros.verify.catseg_fixture import TOLERANCES, check_catseg_fixture
 from semla_ros.cli import fixture_check
+from semla_ros.verify.catseg_fixture import TOLERANCES, check_catseg_fixture
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import torch
 from semla_ros.catseg.build import build_catseg
 from semla_ros.catseg.checkpoint import load_catseg_weights
 from semla_ros.catseg.config import CatSegConfig
-from semla_ros.verify.catseg_fixture import read_rgb
 from semla_ros.catseg.predictor import CatSegPredictor
+from semla_ros.verify.catseg_fixture import read_rgb
 from semla_ros.verify.fusion_fixture import check_fusion_fixture
 
 

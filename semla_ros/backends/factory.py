@@ -7,12 +7,11 @@ PyTorch eager on a CPU), PyTorch otherwise. The rule is a pure function of what 
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 

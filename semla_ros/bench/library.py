@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'yes' if r['identical'] else 'NO':>5s} {r['cold_ms']:12.0f} {r['cold_read_ms']:9.0f} "
               f"{r['warm_ms']:12.0f} {r['cold_ms'] / r['warm_ms']:9.2f}".replace("nan", "  -"))
     lazy = sorted((r for r in rows if r["mode"] == "lazy"), key=lambda r: r["entries"])
-    for small, large in zip(lazy, lazy[1:]):
+    for small, large in zip(lazy, lazy[1:], strict=False):
         slope = 100 * (large["rss_open_mb"] - small["rss_open_mb"]) / (large["entries"] - small["entries"])
         print(f"RSS after open grows by {slope:.2f} MB per 100 adapters from {small['entries']} to "
               f"{large['entries']} entries (lazy)")

@@ -1,7 +1,12 @@
 """CAT-Seg open-vocabulary segmentation network (official numerics), its loader and predictor. No ROS here."""
 from .build import build_catseg, get_config
-from .checkpoint import (CheckpointFormatError, CheckpointNotFoundError, UntrainedAggregatorWarning,
-                         load_catseg_weights, load_open_clip_weights)
+from .checkpoint import (
+                         CheckpointFormatError,
+                         CheckpointNotFoundError,
+                         UntrainedAggregatorWarning,
+                         load_catseg_weights,
+                         load_open_clip_weights,
+)
 from .config import AggregatorConfig, CatSegConfig, InferenceConfig, TextConfig, VisionConfig
 from .modeling.catseg import CATSeg
 from .predictor import CatSegPredictor, Prediction

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from ..core.fields import add_options, option_values
-from .ending import run_command
 from ..core.settings import SegmenterSettings
 from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..relabel.cluster import ClusterSettings
 from ..relabel.job import RelabelSettings
+from .ending import run_command
 
 ENGINE_OPTIONS = ("checkpoint", "allow_random_weights", "navigator", "device")
 

@@ -24,7 +24,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-
 # Trained LoRA deltas change a layer by a few percent of its norm. Ten times the layer's own norm
 # is no longer an adaptation: the adapter replaces the pretrained layer (lora_alpha 1e30 collapses
 # every mask to one class). A layer whose weights are ~0 is measured against an RMS of MIN_BASE_RMS.
@@ -37,7 +36,7 @@ def _resolve(entries, weights) -> list[tuple[Mapping, float, float]]:
     reads its file here, so a fusion never sees two versions of one adapter)."""
     if len(entries) != len(weights):
         raise ValueError(f"{len(entries)} entries but {len(weights)} weights")
-    return [(e.factors, float(w), float(e.scaling)) for e, w in zip(entries, weights)]
+    return [(e.factors, float(w), float(e.scaling)) for e, w in zip(entries, weights, strict=False)]
 
 
 def _concat_factors(resolved, module, device, dtype):

@@ -41,8 +41,16 @@ from typing import Callable, Mapping, NamedTuple, TypeVar
 import numpy as np
 import torch
 
-from .adapter_files import (FileIdentity, InvalidEntryError, exists, read_centroid_file, read_json,
-                            read_json_with_text, read_safetensors, read_safetensors_header)
+from .adapter_files import (
+    FileIdentity,
+    InvalidEntryError,
+    exists,
+    read_centroid_file,
+    read_json,
+    read_json_with_text,
+    read_safetensors,
+    read_safetensors_header,
+)
 from .factor_cache import FactorCache
 from .retrieval import CentroidIndex, Retrieval, retrieve
 from .settings import DEFAULTS

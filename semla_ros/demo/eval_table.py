@@ -68,7 +68,7 @@ def _observations(rows: dict, domains, exclude, labels) -> list[str]:
         order = [("zero-shot", zs), ("uniform", h.get(key("uniform"), math.nan)),
                  ("semla", h.get(key("semla"), math.nan)), ("oracle", h.get(key("oracle"), math.nan))]
         values = [v for _, v in order]
-        holds = all(a < b for a, b in zip(values, values[1:]))
+        holds = all(a < b for a, b in zip(values, values[1:], strict=False))
         ranked = " < ".join(n for n, v in sorted(order, key=lambda t: t[1]))
         out.append(f"**{label}**: h-mean zero-shot {_fmt(zs)}, uniform {_fmt(order[1][1])}, SemLA {_fmt(order[2][1])}, "
                    f"SemLA debounced {_fmt(h.get(key('semla-debounced'), math.nan))}, oracle {_fmt(order[3][1])} — "
@@ -94,8 +94,8 @@ def run_demo_table(args, settings) -> int:
     from ..catseg.predictor import CatSegPredictor
     from ..evaluation.dataset import open_dataset
     from ..evaluation.report import evaluate_libraries, write_outputs
-    from ..training.lora import TrainSettings
     from ..training.loop import LoopSettings
+    from ..training.lora import TrainSettings
 
     if getattr(args, "compare_training", False):
         from .training_table import run_training_comparison

@@ -81,7 +81,7 @@ class CachedNavigator:
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         if missing:
             new = self.inner.embed([images[i] for i in missing])
-            for i, e in zip(missing, new):
+            for i, e in zip(missing, new, strict=False):
                 self._cache[keys[i]] = np.asarray(e, np.float32)
         return np.stack([self._cache[k] for k in keys])
 
@@ -228,7 +228,7 @@ class Evaluator:
 
     def _pairs(self, folder: DomainFolder):
         n = self.settings.max_images
-        for i, (pair, sample) in enumerate(zip(folder.pairs(), folder.samples)):
+        for i, (pair, sample) in enumerate(zip(folder.pairs(), folder.samples, strict=False)):
             if n is not None and i >= n:
                 return
             yield sample.stem, pair[0], pair[1]
@@ -311,7 +311,7 @@ def _mean_contributions(records: Sequence[ImageRecord], method: str, domains: li
         rows = [r for r in records if r.method == method and r.domain == domain]
         totals = dict.fromkeys(names, 0.0)
         for r in rows:
-            for n, w in zip(r.adapters, r.weights):
+            for n, w in zip(r.adapters, r.weights, strict=False):
                 totals[n] += w
         out[domain] = {n: (v / len(rows) if rows else 0.0) for n, v in totals.items()}
     return out

@@ -34,8 +34,15 @@ from .bag import MaskBagWriter, Storage
 from .cluster import ClusterSettings, cluster_embeddings
 from .recording import RecordingError, safe_name
 from .state import FrameTable, JobFolder, write_atomic, write_json
-from .work import (EmbeddedBatch, Fusion, activate_fusion, cluster_fusion, embed_recording, frame_support,
-                   segment_batches)
+from .work import (
+    EmbeddedBatch,
+    Fusion,
+    activate_fusion,
+    cluster_fusion,
+    embed_recording,
+    frame_support,
+    segment_batches,
+)
 
 FRAME_COLUMNS = ("index", "name", "sec", "nanosec", "cluster", "distance_to_cluster_centroid", "nearest_distance",
                  "relative_distance", "support_score", "scale_free_support", "active_support",
@@ -281,7 +288,7 @@ class RelabelJob:
 
     def segment(self, tables: dict[str, FrameTable], clusters: list[Cluster]) -> dict[str, dict]:
         batch = self.settings.batch_size
-        names = {r: dict(zip(t.indices.tolist(), t.names)) for r, t in tables.items()}
+        names = {r: dict(zip(t.indices.tolist(), t.names, strict=False)) for r, t in tables.items()}
         tasks, remaining, info = [], {}, {}
         for c in clusters:
             marker = self.folder.segment_done(c.id)
@@ -307,7 +314,7 @@ class RelabelJob:
         bar = self._bar(total=sum(len(i) for t in tasks for i in t.batches), desc="segment", unit="frame")
         for r in self.workers.segment(tasks):
             rec = r.task.recording.name
-            for (index, name), mask in zip(r.frames, r.masks):
+            for (index, name), mask in zip(r.frames, r.masks, strict=False):
                 self.folder.save_mask(rec, name, mask, len(self.classes))
             entry = info[r.task.cluster]
             entry["seconds"] += r.seconds

@@ -57,7 +57,7 @@ Parameters (all read-only):
 
 
 def segmenter_usage(executable: str) -> str:
-    from semla_ros.ros import parameters   # the one table of parameters; imported for the help only
+    from semla_ros.ros import parameters  # the one table of parameters; imported for the help only
 
     rows = [f"  {spec.name:<34} {spec.default!r:<22} {'restart' if spec.read_only else 'live'}"
             for spec in parameters.SPECS]

@@ -8,8 +8,16 @@ import array
 import numpy as np
 from sensor_msgs.msg import Image
 
-from semla_ros.core.frames import (MONO8_MAX_CLASSES, SUPPORTED_ENCODINGS, BadFrame,  # noqa: F401 (re-exported)
-                                   compressed_size, compressed_to_rgb, image_to_rgb, mask_encoding, mask_pixels)
+from semla_ros.core.frames import (  # noqa: F401 (re-exported)
+    MONO8_MAX_CLASSES,
+    SUPPORTED_ENCODINGS,
+    BadFrame,
+    compressed_size,
+    compressed_to_rgb,
+    image_to_rgb,
+    mask_encoding,
+    mask_pixels,
+)
 
 
 def array_to_image(pixels: np.ndarray, encoding: str, header) -> Image:

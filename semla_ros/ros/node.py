@@ -32,8 +32,15 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_parameters,
-                       qos_profile_sensor_data, qos_profile_system_default)
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_parameters,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -46,13 +53,19 @@ from semla_ros.ros.background import BackgroundJob
 from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
 from semla_ros.ros.guard import CallbackGuard
-from semla_ros.ros.image_conversion import (BadFrame, compressed_to_rgb, image_to_rgb, mask_encoding, mask_to_image,
-                                            rgb_to_image)
+from semla_ros.ros.image_conversion import (
+    BadFrame,
+    compressed_to_rgb,
+    image_to_rgb,
+    mask_encoding,
+    mask_to_image,
+    rgb_to_image,
+)
 from semla_ros.ros.log_bridge import route_python_logging
 from semla_ros.ros.mailbox import LatestFrameMailbox
 from semla_ros.ros.overlay import blend, palette
-from semla_ros.ros.processes import HOLD_LOAD_ENV, HOLD_LOAD_LOG
 from semla_ros.ros.process import StopSignals, leave
+from semla_ros.ros.processes import HOLD_LOAD_ENV, HOLD_LOAD_LOG
 
 NODE_NAME = "semla_segmenter"
 LOG_THROTTLE_S = 5.0

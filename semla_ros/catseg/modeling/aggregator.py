@@ -61,7 +61,7 @@ class Aggregator(nn.Module):
                                                       nn.ReLU())
         self.decoder_guidance_projection = nn.ModuleList([
             nn.Sequential(nn.Conv2d(d, dp, kernel_size=3, stride=1, padding=1), nn.ReLU())
-            for d, dp in zip(agg.decoder_guidance_dims, agg.decoder_guidance_proj_dims)
+            for d, dp in zip(agg.decoder_guidance_dims, agg.decoder_guidance_proj_dims, strict=False)
         ])
         self.decoder1 = UpBlock(agg.hidden_dim, agg.decoder_dims[0], agg.decoder_guidance_proj_dims[0])
         self.decoder2 = UpBlock(agg.decoder_dims[0], agg.decoder_dims[1], agg.decoder_guidance_proj_dims[1])
@@ -84,7 +84,7 @@ class Aggregator(nn.Module):
         corr = cost_volume(image_features, text_embeddings)
         embed = self.embed_cost(corr)
         appearance = self.guidance_projection(image_features)
-        projected_guidance = [proj(g) for proj, g in zip(self.decoder_guidance_projection, decoder_guidance)]
+        projected_guidance = [proj(g) for proj, g in zip(self.decoder_guidance_projection, decoder_guidance, strict=False)]
         text = text_embeddings.mean(dim=-2)
         text = self.text_guidance_projection(text / text.norm(dim=-1, keepdim=True))
         for layer in self.layers:
