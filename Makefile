@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.semla-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo fixture-check clean
+.PHONY: venv check test test-fast demo fixture-check clean
 
 venv: $(STAMP)
 
@@ -19,11 +19,16 @@ $(STAMP): requirements.txt setup.py CMakeLists.txt package.xml msg/*.msg tools/b
 	tools/build_messages.sh $(VENV)
 	@touch $@
 
-test: $(STAMP)
+# The linter (ruff.toml) over the code and the tests, and the type check of the ROS-free engine (mypy.ini).
+check: $(STAMP)
+	$(VENV)/bin/ruff check semla_ros test launch tools
+	$(VENV)/bin/mypy
+
+test: check
 	$(PY) -m pytest test $(PYTEST_ARGS)
 
 # No process started (marker ros), nothing over 10 s (marker slow): the quick loop while editing.
-test-fast: $(STAMP)
+test-fast: check
 	$(PY) -m pytest test -m "not ros and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
