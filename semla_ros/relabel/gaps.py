@@ -126,14 +126,21 @@ def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettin
 
 def export_proposals(proposals, source, out_dir, classes, pseudo_labels=None) -> list[Path]:
     """One domain folder per proposal under `out_dir`. `source` is the capture folder or the job folder;
-    `pseudo_labels(proposal, names) -> {name: class ids}` fills labels/ (clearly marked) when given."""
+    `pseudo_labels(proposal, names) -> {name: class ids}` fills labels/ (clearly marked) when given. A folder of
+    an earlier run is never mixed into (refused before anything is written); each is built under a hidden name
+    and renamed when complete, so an interruption leaves nothing that looks finished."""
     from PIL import Image
 
     source, out_dir = Path(source), Path(out_dir)
+    taken = [p.name for p in proposals if (out_dir / p.name).exists()]
+    if taken:
+        raise ValueError(f"--out {out_dir} already holds {', '.join(taken)} (an earlier run?); give an empty --out")
     written = []
     for p in proposals:
-        target = out_dir / p.name
-        (target / IMAGES).mkdir(parents=True, exist_ok=True)
+        final = out_dir / p.name
+        target = out_dir / f".{p.name}.partial"
+        shutil.rmtree(target, ignore_errors=True)
+        (target / IMAGES).mkdir(parents=True)
         files = [n.replace("/", "__") for n in p.frames]
         if (source / "job.json").is_file():
             _extract_job_frames(source, p.frames, target / IMAGES)
@@ -149,7 +156,8 @@ def export_proposals(proposals, source, out_dir, classes, pseudo_labels=None) ->
             (target / "PSEUDO_LABELS.txt").write_text(PSEUDO_NOTE)
             meta["labels"] = "PSEUDO-LABELS: the current model's masks, not ground truth"
         (target / "proposal.json").write_text(json.dumps(meta, indent=1))
-        written.append(target)
+        target.rename(final)
+        written.append(final)
     return written
 
 
