@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cluster-scale", type=float, default=None, help="in units of the median centroid spacing")
     g.add_argument("--min-cluster-size", type=int, default=None)
     g.add_argument("--max-relative-distance", type=float, default=None,
-                   help="relabel jobs: frames farther than this x the spacing from every adapter count as uncovered")
+                   help="relabel jobs: frames farther than this x the spacing from every adapter count as uncovered "
+                        "(the node's coverage monitor's rule and window decide which of them form a gap)")
     g.add_argument("--pseudo-labels", action="store_true",
                    help="also write labels/ with the current model's masks (PSEUDO-labels, marked as such); capture "
                         "folders need --model/--checkpoint, relabel jobs use their own masks")
@@ -238,7 +239,10 @@ def cmd_gaps(args) -> int:
     lib = library_report.require_entries(AdapterLibrary.open(args.library))
     cluster = ClusterSettings(args.cluster_scale or ClusterSettings.scale,
                               args.min_cluster_size or ClusterSettings.min_size)
-    report = find_gaps(args.source, lib, cluster, args.max_relative_distance or CoverageSettings.max_relative_distance,
+    coverage = CoverageSettings()
+    if args.max_relative_distance is not None:
+        coverage = coverage.replace(max_relative_distance=args.max_relative_distance)
+    report = find_gaps(args.source, lib, cluster, coverage,
                        args.out, args.pseudo_labels, _spec(args) if args.model else None)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
