@@ -124,7 +124,7 @@ def cmd_run(args) -> int:
 
     settings = settings_from(args)
     libraries = _libraries(args.library)
-    for label, path in libraries.items():          # before the model loads and any image is read
+    for path in libraries.values():                  # before the model loads and any image is read
         check_input_folder(path, "--library")
     check_output_folder(args.out, "--out", [args.data, *libraries.values()])
     domains = open_dataset(args.data, args.domains)

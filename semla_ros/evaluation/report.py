@@ -72,7 +72,7 @@ def evaluate_libraries(predictor, navigator, domains, libraries: dict[str, Path]
                 print(f"warning: {path}: skipped {opened[label].skipped}", file=sys.stderr)
     results = {}
     with progress_bar(total=total, desc="semla-eval", unit="img", quiet=quiet) as bar:
-        for label, path, methods in runs:
+        for label, _, methods in runs:
             bar.set_description(f"semla-eval {label}")
             ev = Evaluator(predictor, opened.get(label), navigator, dataclasses.replace(settings, methods=methods),
                            adapter_for=adapter_for)

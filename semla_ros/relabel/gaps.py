@@ -97,12 +97,11 @@ def from_capture(capture_dir, library, settings: ClusterSettings = ClusterSettin
 
 def sustained_uncovered(embeddings, library, coverage: CoverageSettings,
                         retrieval) -> tuple[np.ndarray, np.ndarray]:
-    """(uncovered, in a gap): which of a recording's frames (embeddings in frame order) the node would count as a gap: each frame
-    judged by the node's own CoverageMonitor (one implementation of "uncovered" and of the window), and an
-    uncovered frame kept when the window it lies in reached GAP (`gap_fraction` of `window` embedded frames
-    uncovered); the uncovered frames of that window count too, as the evidence that confirmed it. Scattered
-    uncovered frames in a covered drive are left out, as the node leaves them. `retrieval`: top_k,
-    temperature, metric (the job's)."""
+    """(uncovered, in a gap) per frame of one recording (embeddings in frame order), as the node would judge
+    them: each frame through the node's own CoverageMonitor (one implementation of "uncovered" and of the
+    window); an uncovered frame is in a gap when its window reached GAP (`gap_fraction` of `window` embedded
+    frames uncovered), the uncovered frames of the window that confirmed it included. Scattered uncovered
+    frames of a covered drive are in no gap, as on the node. `retrieval`: the job's top_k, temperature, metric."""
     monitor = CoverageMonitor(coverage.replace(capture_dir=""))
     window: deque[int] = deque(maxlen=coverage.window)
     uncovered, keep = np.zeros(len(embeddings), dtype=bool), np.zeros(len(embeddings), dtype=bool)
@@ -119,12 +118,13 @@ def sustained_uncovered(embeddings, library, coverage: CoverageSettings,
 
 
 def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettings(),
-                     coverage: CoverageSettings = CoverageSettings()) -> tuple[list[Proposal], dict]:
+                     coverage: CoverageSettings | None = None) -> tuple[list[Proposal], dict]:
     """Frames of a finished relabelling job (frames.csv + its stored embeddings) in stretches the node's
     coverage monitor would flag as a gap (`sustained_uncovered`), per recording in frame order."""
     from ..core.settings import SegmenterSettings
     from .state import JobFolder
 
+    coverage = coverage or CoverageSettings()
     job_dir = Path(job_dir)
     manifest = json.loads((job_dir / "job.json").read_text())
     known = {e.metadata.get("navigator") for e in library.entries} - {None}
@@ -278,7 +278,7 @@ class GapReport:
 
 
 def find_gaps(source, library, cluster: ClusterSettings | None = None,
-              coverage: CoverageSettings = CoverageSettings(), out_dir=None,
+              coverage: CoverageSettings | None = None, out_dir=None,
               pseudo_labels: bool = False, engine_spec=None) -> GapReport:
     """Proposals from a capture folder or a relabelling job folder (`source`), written under `out_dir` when
     given. Pseudo-labels of a relabelling job are its own masks; of a capture folder, the masks of an engine
@@ -286,7 +286,7 @@ def find_gaps(source, library, cluster: ClusterSettings | None = None,
     folders cannot be written as asked (no classes, no model for pseudo-labels)."""
     source, cluster = Path(source), cluster or ClusterSettings()
     if (source / "job.json").is_file():
-        proposals, info = from_relabel_job(source, library, cluster, coverage)
+        proposals, info = from_relabel_job(source, library, cluster, coverage or CoverageSettings())
     else:
         proposals, info = from_capture(source, library, cluster)
     report = GapReport(source, library, proposals, info)
