@@ -253,3 +253,37 @@ def test_bench_library_refuses_size_0_and_a_dir_of_other_files(tmp_path):
     # in-process through run_command until cli/bench.py ends its benchmarks through it as well
     assert run_command("semla-bench library", library.main, ["--config", "tiny", "--dir", str(tmp_path)]) == 2
     assert tree_digest(tmp_path) == before
+
+
+def _interrupt_while_reading(command: list[str], fifo: Path) -> subprocess.CompletedProcess:
+    """Start `command`, wait until it has opened `fifo` (an image) for reading - a FIFO can be opened for writing
+    without blocking only once a reader has it open, so no timing is involved - then Ctrl-C it while it waits
+    for the image's bytes."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    while True:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:                     # ENXIO: no reader yet
+            assert proc.poll() is None, proc.communicate()[1]
+            subprocess.run(["sleep", "0.05"], check=True)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(writer)
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def test_ctrl_c_in_eval_and_train_exits_1_with_one_line_and_leaves_no_result(world, tmp_path):
+    data = fifo_dataset(tmp_path)
+    fifo = data / "fog" / "images" / "a.png"
+    result = _interrupt_while_reading([str(BIN / "semla-eval"), "run", "--data", str(data), *map(str, world["model"]),
+                                       "--methods", "zero-shot", "--out", str(tmp_path / "out")], fifo)
+    assert one_line(result, 1) == "semla-eval: interrupted; nothing finished was left behind"
+    assert not (tmp_path / "out" / "results.json").exists()
+    result = _interrupt_while_reading([str(BIN / "semla-library"), "train", str(data / "fog"), "--library",
+                                       str(tmp_path / "lib"), *map(str, world["model"])], fifo)
+    assert one_line(result, 1) == "semla-library: interrupted; nothing finished was left behind"
+    assert not (tmp_path / "lib").exists()
