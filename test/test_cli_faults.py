@@ -287,3 +287,11 @@ def test_ctrl_c_in_eval_and_train_exits_1_with_one_line_and_leaves_no_result(wor
                                        str(tmp_path / "lib"), *map(str, world["model"])], fifo)
     assert one_line(result, 1) == "semla-library: interrupted; nothing finished was left behind"
     assert not (tmp_path / "lib").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="needs cli/bench.py to end through run_command (the lead's edit); "
+                                       "drop this mark with that edit")
+def test_bench_names_an_unknown_benchmark_and_ends_benchmarks_through_run_command(tmp_path):
+    one_line(run("semla-bench", "nosuch"), 2, "nosuch", "library")       # what was wrong, and the choices
+    (tmp_path / "mine.txt").write_text("keep me")
+    one_line(run("semla-bench", "library", "--config", "tiny", "--dir", tmp_path), 2, "--dir", "did not make")
