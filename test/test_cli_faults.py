@@ -224,8 +224,9 @@ def test_library_list_inspect_gaps_on_missing_or_unusable_libraries(world, tmp_p
     broken = tmp_path / "broken"
     shutil.copytree(world["lib"], broken)
     (broken / "fog" / "adapter_config.json").unlink()
-    line = one_line(run("semla-library", "inspect", broken), 2, "--library", "no usable entry", "fog")
-    assert "adapter_config.json" in line                     # the reason, as inspect gives it
+    for command in ("inspect", "list"):
+        line = one_line(run("semla-library", command, broken), 2, "--library", "no usable entry", "fog")
+        assert "adapter_config.json" in line                 # the reason, the same for every subcommand
     one_line(run("semla-library", "gaps", world["root"], "--library", broken), 2, "no usable entry", "fog",
              "adapter_config.json")
     (tmp_path / "out.md").write_text("keep me")

@@ -175,7 +175,8 @@ def cmd_list(args) -> int:
         print(json.dumps(library_report.describe(lib), indent=2))
     else:
         _print(library_report.list_lines(lib))
-    return 0 if lib.entries else 1
+    library_report.require_entries(lib)       # an empty listing is not a success
+    return 0
 
 
 def cmd_inspect(args) -> int:
