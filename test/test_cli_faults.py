@@ -199,6 +199,9 @@ def test_eval_checks_library_and_out_before_reading_any_image(world, tmp_path):
                  "--out", tmp_path / "README.md", timeout=60)
     one_line(result, 2, "--out", "README.md", "is a file")
     assert (tmp_path / "README.md").read_text() == "keep me"
+    result = run("semla-eval", "run", "--data", data, *world["model"], "--library", world["lib"],
+                 "--max-images", "0", "--out", tmp_path / "out", timeout=60)
+    one_line(result, 2, "max_images")
 
 
 def test_library_train_refuses_max_images_0_and_an_unwritable_library_before_work(world, tmp_path):
@@ -208,6 +211,8 @@ def test_library_train_refuses_max_images_0_and_an_unwritable_library_before_wor
     (tmp_path / "file").write_text("keep me")
     one_line(run("semla-library", "train", data / "fog", "--library", tmp_path / "file", *world["model"],
                  timeout=60), 2, "--library", "is a file")
+    assert (tmp_path / "file").read_text() == "keep me"
+    one_line(run("semla-library", "import", world["lib"], "--into", tmp_path / "file"), 2, "--into", "is a file")
     assert (tmp_path / "file").read_text() == "keep me"
 
 
