@@ -19,13 +19,12 @@ from pathlib import Path
 
 from ..core.fields import add_options, option_values
 from ..core.output_paths import check_input_folder, check_output_folder
-from .ending import run_command
 from ..core.settings import SegmenterSettings
-from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..demo.training_table import DEFAULT_SEEDS
+from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
 from ..evaluation.protocol import METHODS, ProtocolSettings
 from ..training.loop import LOSSES, LoopSettings
-
+from .ending import run_command
 
 # What the protocol replays does not depend on the cache size and embedding rate.
 NOT_REPLAYED = ("embed_every_n", "adapter_cache_mb")

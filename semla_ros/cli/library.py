@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 
 from ..core import library_report
+from ..core.fields import positive_int
 from ..core.library import AdapterLibrary
 from ..core.output_paths import check_output_folder
-from ..core.fields import positive_int
-from .ending import run_command
 from ..training.loop import LOSSES, LoopSettings
 from ..training.lora import INITS, PROFILES, TrainSettings
+from .ending import run_command
 
 TRAIN, LOOP = TrainSettings(), LoopSettings()
 

@@ -40,8 +40,8 @@ from ..core.library import AdapterLibrary
 from ..core.navigator import TowerNavigator
 from ..core.progress import progress_bar
 from ..evaluation.metrics import confusion_matrix, mean_iou
-from ..training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
 from ..training.loop import LoopSettings, fit
+from ..training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
 from . import world
 
 ASSET_FORMAT = 1
