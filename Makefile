@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.semla-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv check test test-fast demo fixture-check clean
+.PHONY: venv check test test-fast demo docs fixture-check clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ test-fast: check
 
 demo: $(STAMP)
 	$(VENV)/bin/semla-demo
+
+# Every generated section of README.md and docs/*.md, rerun with today's defaults and stamped (docs/stamps.json).
+docs: $(STAMP)
+	$(PY) -m semla_ros.cli.docs regenerate
 
 fixture-check: $(STAMP)
 	$(VENV)/bin/semla-fixture-check ../shared/fixtures/catseg_official_A

@@ -5,7 +5,9 @@ before the work starts."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,3 +130,172 @@ def test_eval_run_on_a_missing_dataset(tmp_path):
                  "--out", tmp_path / "out")
     one_line(result, 2, "nosuch")
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- semla-eval, semla-library, semla-bench library
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """The demo's small model (saved), a 3-image fog domain whose FIRST image is truncated, and a library."""
+    from eval_world import save_model, small_model
+
+    from semla_ros.demo.export import export_demo_world
+
+    root = tmp_path_factory.mktemp("world")
+    config, weights = save_model(small_model(), root / "model")
+    data = export_demo_world(root / "data", ("fog",), 3)
+    first = sorted((data / "fog" / "images").iterdir())[0]
+    first.write_bytes(first.read_bytes()[:200])                 # a truncated PNG: header, no pixels
+    model = ("--model", config, "--checkpoint", weights, "--navigator", "tower")
+    assert run("semla-library", "train", data / "fog", "--library", root / "lib", "--steps", "1",
+               "--max-images", "3", "--quiet", *model).returncode == 0    # skips the truncated one
+    return {"root": root, "data": data, "model": model, "truncated": first, "lib": root / "lib"}
+
+
+def fifo_dataset(tmp_path: Path) -> Path:
+    """A dataset whose only image is a FIFO nobody writes: a command that reads any image hangs (and the
+    test times out), so a prompt refusal proves the check came before the work, with no timing involved."""
+    from semla_ros.evaluation.dataset import write_classes
+
+    images = tmp_path / "fifo" / "fog" / "images"
+    images.mkdir(parents=True)
+    (images.parent / "labels").mkdir()
+    os.mkfifo(images / "a.png")
+    (images.parent / "labels" / "a.png").write_bytes(b"")
+    write_classes(tmp_path / "fifo" / "classes.txt", ["road", "sky"])
+    return tmp_path / "fifo"
+
+
+def test_eval_skips_and_counts_a_truncated_image_even_with_max_images(world, tmp_path):
+    before = tree_digest(world["data"])
+    result = run("semla-eval", "run", "--data", world["data"], *world["model"], "--library", world["lib"],
+                 "--methods", "zero-shot", "oracle", "--max-images", "2", "--no-leave-one-out", "--quiet",
+                 "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped 1 unreadable file(s)" in result.stdout and world["truncated"].name in result.stdout
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert [s[0] for s in saved["zero-shot"]["skipped"]] == [str(world["truncated"])]
+    assert saved["zero-shot"]["scores"]["zero-shot"]["fog"]["images"] == 1     # the first 2 files, 1 readable
+    assert tree_digest(world["data"]) == before
+
+
+def test_eval_on_a_folder_without_a_readable_image_is_an_error_not_a_report(world, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    for image in (data / "fog" / "images").iterdir():
+        image.write_bytes(b"not a png")
+    result = run("semla-eval", "run", "--data", data, *world["model"], "--methods", "zero-shot", "--quiet",
+                 "--out", tmp_path / "out")
+    one_line(result, 2, "no readable image", str(data / "fog"))
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_eval_checks_library_and_out_before_reading_any_image(world, tmp_path):
+    data = fifo_dataset(tmp_path)
+    result = run("semla-eval", "run", "--data", data, *world["model"], "--library", tmp_path / "nosuch",
+                 "--out", tmp_path / "out", timeout=60)
+    one_line(result, 2, "--library", "nosuch", "does not exist")
+    (tmp_path / "README.md").write_text("keep me")
+    result = run("semla-eval", "run", "--data", data, *world["model"], "--library", world["lib"],
+                 "--out", tmp_path / "README.md", timeout=60)
+    one_line(result, 2, "--out", "README.md", "is a file")
+    assert (tmp_path / "README.md").read_text() == "keep me"
+    result = run("semla-eval", "run", "--data", data, *world["model"], "--library", world["lib"],
+                 "--max-images", "0", "--out", tmp_path / "out", timeout=60)
+    one_line(result, 2, "max_images")
+
+
+def test_library_train_refuses_max_images_0_and_an_unwritable_library_before_work(world, tmp_path):
+    data = fifo_dataset(tmp_path)
+    one_line(run("semla-library", "train", data / "fog", "--library", tmp_path / "lib", "--max-images", "0",
+                 *world["model"], timeout=60), 2, "--max-images", "below 1")
+    (tmp_path / "file").write_text("keep me")
+    one_line(run("semla-library", "train", data / "fog", "--library", tmp_path / "file", *world["model"],
+                 timeout=60), 2, "--library", "is a file")
+    assert (tmp_path / "file").read_text() == "keep me"
+    one_line(run("semla-library", "import", world["lib"], "--into", tmp_path / "file"), 2, "--into", "is a file")
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_library_train_skips_a_truncated_image_and_says_so(world, tmp_path):
+    result = run("semla-library", "train", world["data"] / "fog", "--library", tmp_path / "lib", "--steps", "1",
+                 "--max-images", "2", "--quiet", *world["model"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 images" in result.stdout and "skipped 1 unreadable file(s)" in result.stdout
+    assert world["truncated"].name in result.stdout
+
+
+def test_library_list_inspect_gaps_on_missing_or_unusable_libraries(world, tmp_path):
+    one_line(run("semla-library", "list", tmp_path / "nosuch"), 2, "nosuch", "does not exist")
+    broken = tmp_path / "broken"
+    shutil.copytree(world["lib"], broken)
+    (broken / "fog" / "adapter_config.json").unlink()
+    for command in ("inspect", "list"):
+        line = one_line(run("semla-library", command, broken), 2, "--library", "no usable entry", "fog")
+        assert "adapter_config.json" in line                 # the reason, the same for every subcommand
+    one_line(run("semla-library", "gaps", world["root"], "--library", broken), 2, "no usable entry", "fog",
+             "adapter_config.json")
+    (tmp_path / "out.md").write_text("keep me")
+    one_line(run("semla-library", "gaps", world["root"], "--library", world["lib"], "--out", tmp_path / "out.md"),
+             2, "--out", "is a file")
+    assert (tmp_path / "out.md").read_text() == "keep me"
+    one_line(run("semla-library", "gaps", tmp_path / "nosuch", "--library", world["lib"]), 2, "nosuch")
+
+
+def test_library_list_shows_init_and_profile(world):
+    result = run("semla-library", "list", world["lib"])
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[1:3]
+    assert "init" in header and "profile" in header
+    assert row.split()[:1] == ["fog"] and "standard" in row.split() and "semla" in row.split()
+
+
+def test_bench_library_refuses_size_0_and_a_dir_of_other_files(tmp_path):
+    one_line(run("semla-bench", "library", "--sizes", "40,0"), 2, "--sizes", "below 1")
+    (tmp_path / "mine.txt").write_text("keep me")
+    from semla_ros.bench import library
+    from semla_ros.cli.ending import run_command
+
+    before = tree_digest(tmp_path)
+    # in-process through run_command until cli/bench.py ends its benchmarks through it as well
+    assert run_command("semla-bench library", library.main, ["--config", "tiny", "--dir", str(tmp_path)]) == 2
+    assert tree_digest(tmp_path) == before
+
+
+def _interrupt_while_reading(command: list[str], fifo: Path) -> subprocess.CompletedProcess:
+    """Start `command`, wait until it has opened `fifo` (an image) for reading - a FIFO can be opened for writing
+    without blocking only once a reader has it open, so no timing is involved - then Ctrl-C it while it waits
+    for the image's bytes."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    while True:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:                     # ENXIO: no reader yet
+            assert proc.poll() is None, proc.communicate()[1]
+            subprocess.run(["sleep", "0.05"], check=True)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(writer)
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def test_ctrl_c_in_eval_and_train_exits_1_with_one_line_and_leaves_no_result(world, tmp_path):
+    data = fifo_dataset(tmp_path)
+    fifo = data / "fog" / "images" / "a.png"
+    result = _interrupt_while_reading([str(BIN / "semla-eval"), "run", "--data", str(data), *map(str, world["model"]),
+                                       "--methods", "zero-shot", "--out", str(tmp_path / "out")], fifo)
+    assert one_line(result, 1) == "semla-eval: interrupted; nothing finished was left behind"
+    assert not (tmp_path / "out" / "results.json").exists()
+    result = _interrupt_while_reading([str(BIN / "semla-library"), "train", str(data / "fog"), "--library",
+                                       str(tmp_path / "lib"), *map(str, world["model"])], fifo)
+    assert one_line(result, 1) == "semla-library: interrupted; nothing finished was left behind"
+    assert not (tmp_path / "lib").exists()
+
+
+def test_bench_names_an_unknown_benchmark_and_ends_benchmarks_through_run_command(tmp_path):
+    one_line(run("semla-bench", "nosuch"), 2, "nosuch", "library")       # what was wrong, and the choices
+    (tmp_path / "mine.txt").write_text("keep me")
+    one_line(run("semla-bench", "library", "--config", "tiny", "--dir", tmp_path), 2, "--dir", "did not make")

@@ -29,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.fields import add_options
+from ..core.fields import add_options, positive_int
+from ..core.output_paths import check_output_folder
+from ..core.progress import progress_bar
 from ..core.settings import SegmenterSettings
 
 DIM = 768           # the official navigator's embedding (CLIP ViT-L/14)
+DIR_MARKER = ".semla-bench-library"   # a --dir this benchmark made, and may rebuild
 
 
 def rss_mb() -> float:
@@ -58,7 +61,7 @@ def _centroids(n: int, seed: int = 0) -> np.ndarray:
     return (places[rng.integers(len(places), size=n)] + 0.5 * rng.normal(size=(n, DIM))).astype(np.float32)
 
 
-def build_store(root: Path, shapes, entries: int, pool: int, rank: int) -> Path:
+def build_store(root: Path, shapes, entries: int, pool: int, rank: int, quiet: bool = False) -> Path:
     """`root/store/` with `entries` entries over `pool` distinct adapter files (reused when it is there)."""
     import torch
 
@@ -69,15 +72,17 @@ def build_store(root: Path, shapes, entries: int, pool: int, rank: int) -> Path:
     want = {"entries": entries, "pool": pool, "rank": rank, "modules": len(shapes)}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return store
-    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)       # only inside a --dir this benchmark made (check_dir)
+    shutil.rmtree(root / "pool", ignore_errors=True)
     g = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
+    bar = progress_bar(total=pool + entries, desc="build library files", unit="file", quiet=quiet)
     for p in range(pool):
         factors = {m: (torch.randn(rank, i, generator=g) * 0.02, torch.randn(o, rank, generator=g) * 0.02)
                    for m, (o, i) in shapes.items()}
         path = write_entry(root / "pool", f"pool{p:04d}", factors, np.zeros(DIM), lora_alpha=2 * rank) / WEIGHTS_FILE
         with open(path, "rb") as f:
             os.fsync(f.fileno())      # written back, so dropping its cached pages really makes a read cold
+        bar.update(1)
     small = {m: (torch.zeros(rank, 1), torch.zeros(1, rank)) for m in shapes}
     centroids = _centroids(entries)
     for i in range(entries):
@@ -87,8 +92,8 @@ def build_store(root: Path, shapes, entries: int, pool: int, rank: int) -> Path:
         link = entry / f".{WEIGHTS_FILE}"
         os.link(root / "pool" / f"pool{i % pool:04d}" / WEIGHTS_FILE, link)
         os.replace(link, entry / WEIGHTS_FILE)
-        if (i + 1) % 1000 == 0:
-            print(f"  built {i + 1} / {entries} entries ({time.perf_counter() - start:.0f} s)", flush=True)
+        bar.update(1)
+    bar.close()
     stamp.write_text(json.dumps(want))
     return store
 
@@ -194,12 +199,23 @@ def _child(args, library: Path, mode: str) -> dict:
            "--exact-queries", str(args.exact_queries), "--swaps", str(args.swaps), "--threads", str(args.threads)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{mode} run on {library} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"the {mode} measurement of {library} failed (exit {done.returncode}): {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _sizes(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+    """`40,250,1000`: library sizes, each at least 1."""
+    return [positive_int(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def check_dir(root: Path) -> None:
+    """A --dir must be empty or one this benchmark made (its marker file): the benchmark deletes and rebuilds
+    what it finds there, so a folder holding anything else is refused before anything is touched."""
+    check_output_folder(root, "--dir")
+    if root.is_dir() and any(root.iterdir()) and not (root / DIR_MARKER).is_file():
+        raise ValueError(f"--dir {root} holds files this benchmark did not make; give an empty or new folder "
+                         "(or one an earlier semla-bench library run used)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,47 +223,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_sizes, default=[40, 1000, 10000], help="library sizes (lazy loading)")
     parser.add_argument("--eager-sizes", type=_sizes, default=[40],
                         help="sizes also measured with every factor read at open (needs 8.3 MB RAM per adapter)")
-    parser.add_argument("--pool", type=int, default=64, help="distinct adapter files on disk")
+    parser.add_argument("--pool", type=positive_int, default=64, help="distinct adapter files on disk")
     parser.add_argument("--config", default="vitb16_384")
     parser.add_argument("--rank", type=int, default=8)
     add_options(parser, SegmenterSettings, only=("top_k", "temperature"))   # the node's defaults
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--exact-queries", type=int, default=30)
-    parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument("--queries", type=positive_int, default=200)
+    parser.add_argument("--exact-queries", type=positive_int, default=30)
+    parser.add_argument("--swaps", type=positive_int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the measured process (0: default)")
     parser.add_argument("--dir", type=Path, default=None, help="where the libraries go (default: a temp dir, removed)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="lazy", help=argparse.SUPPRESS)
     parser.add_argument("--library", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args)))
         return 0
 
+    if args.dir is not None:
+        check_dir(args.dir)
     shapes = _target_shapes(args.config)
     per_adapter = sum(args.rank * (o + i) for o, i in shapes.values()) * 4
     root = args.dir or Path(tempfile.mkdtemp(prefix="semla-bench-library-"))
     root.mkdir(parents=True, exist_ok=True)
+    (root / DIR_MARKER).write_text("made by semla-bench library; its files here are rebuilt as needed\n")
     biggest = max(args.sizes + args.eager_sizes)
     pool = min(args.pool, biggest)
     need = pool * per_adapter + biggest * 64 * 1024
     free = shutil.disk_usage(root).free
     if need > free // 2:
-        print(f"error: {need / 2 ** 30:.1f} GB needed in {root}, {free / 2 ** 30:.1f} GB free (lower --pool)",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"--dir {root}: {need / 2 ** 30:.1f} GB needed, {free / 2 ** 30:.1f} GB free (lower --pool "
+                         "or give another --dir)")
     print(f"config {args.config}: {len(shapes)} target modules, r={args.rank}, {per_adapter / 1e6:.1f} MB per adapter; "
           f"K={args.top_k}; {pool} distinct adapter files ({pool * per_adapter / 1e9:.2f} GB) hard-linked by "
           f"{biggest} entries in {root}")
     try:
         start = time.perf_counter()
-        store = build_store(root, shapes, biggest, pool, args.rank)
+        store = build_store(root, shapes, biggest, pool, args.rank, args.quiet)
         print(f"library files ready in {time.perf_counter() - start:.0f} s")
         runs = [(n, "lazy") for n in args.sizes] + [(n, "eager") for n in args.eager_sizes]
         rows = []
-        for n, mode in sorted(runs, key=lambda r: (r[0], r[1] != "eager")):
-            rows.append(_child(args, library_dir(root, store, n), mode))
-            print(f"  measured {mode} {n}", flush=True)
+        with progress_bar(total=len(runs), desc="measure", unit="run", quiet=args.quiet) as bar:
+            for n, mode in sorted(runs, key=lambda r: (r[0], r[1] != "eager")):
+                bar.set_description(f"measure {mode} {n}")
+                rows.append(_child(args, library_dir(root, store, n), mode))
+                bar.update(1)
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.progress import progress_bar
+
 
 def per_image(build, images, rate_hz=10.0):
     from semla_ros.evaluation.replay import per_image as per_image_settings
@@ -101,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     per_cluster(build, images[:args.batch_size], args.batch_size, ClusterSettings())   # warm-up (imports, caches)
     times: dict[str, list[float]] = {m: [] for m in methods}
     results = {}
-    for _ in range(args.reps):
-        for name, run in methods.items():
-            start = time.perf_counter()
-            results[name] = run()
-            times[name].append(time.perf_counter() - start)
+    with progress_bar(total=args.reps * len(methods), desc="relabel methods", unit="run") as bar:
+        for _ in range(args.reps):
+            for name, run in methods.items():
+                start = time.perf_counter()
+                results[name] = run()
+                times[name].append(time.perf_counter() - start)
+                bar.update(1)
     reference = results["per-image"][0]
     print(f"\n{'method':12s} {'frames/s':>9s} {'s (median)':>11s} {'fusions':>8s} {'agree':>7s} {'mIoU':>6s}")
     for name, (masks, fusions) in results.items():

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.progress import progress_bar
 from ..core.settings import SegmenterSettings
 from ..evaluation.report import kept_sections, replace_section
 from ..evaluation.shifts import Policy, PolicySummary, ScenarioScore, replay, score
@@ -79,8 +80,11 @@ def run_suite(assets, scenario_list, policy_list, log=print):
     predictor = CatSegPredictor(model, list(world.CLASS_NAMES))
     scores: list[ScenarioScore] = []
     records: dict[str, list] = {p.name: [] for p in policy_list}
+    bar = progress_bar(total=sum(len(sc.frames) for sc in scenario_list) * len(policy_list), desc="shifts",
+                       unit="frame")
     for scenario in scenario_list:
         t0 = time.monotonic()
+        bar.set_description(f"shifts {scenario.name}")
         frames = scenario.frames
         drawn = [scenario.render(f) for f in frames]
         images, labels = [d[0] for d in drawn], [d[1] for d in drawn]
@@ -90,8 +94,10 @@ def run_suite(assets, scenario_list, policy_list, log=print):
                       confusion=confusion)
             scores.append(s)
             records[policy.name] += [(f.domain, f.blended, e) for f, e in zip(frames, frame_log, strict=False)]
+            bar.update(len(frames))
         navigator._cache.clear()
         log(f"  {scenario.name}: {len(frames)} frames x {len(policy_list)} policies in {time.monotonic() - t0:.0f} s")
+    bar.close()
     return scores, records, library
 
 

@@ -24,15 +24,20 @@ BENCHMARKS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .ending import run_command
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
         print("usage: semla-bench {%s} [options]" % ",".join(BENCHMARKS))
         for name, what in BENCHMARKS.items():
-            print(f"  {name:9s} {what}")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+            print(f"  {name:12s} {what}")
+        if argv and argv[0] in ("-h", "--help"):
+            return 0
+        wrong = f"no benchmark {argv[0]!r}" if argv else "no benchmark named"
+        print(f"semla-bench: {wrong}; choose one of {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
     module = importlib.import_module(f"semla_ros.bench.{argv[0]}")
-    return int(module.main(argv[1:]) or 0)
-
+    return run_command(f"semla-bench {argv[0]}", module.main, argv[1:])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default=DEMO_BACKEND,
                         help="how the node runs the network (node parameter `backend`; default %(default)s, "
                              "see demo/node_parameters.py; engines are cached with the assets)")
+    parser.add_argument("--record-bag", type=Path, default=None, metavar="DIR",
+                        help="only write the demo drive (--sequence, --rate) as a rosbag2 folder DIR (the input of "
+                             "docs/relabel.md's semla-relabel), then exit; an existing DIR is never replaced")
     return parser
 
 
@@ -104,6 +107,12 @@ def _report(args, assets: Assets, sequence: DomainSequence, rec, frames, build_i
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .ending import run_command
+
+    return run_command("semla-demo", demo, argv)
+
+
+def demo(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     t_start, timings = time.monotonic(), {}
     try:
@@ -111,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             sequence = DomainSequence.parse(args.sequence, args.rate)
         except ValueError as exc:
             raise DemoError(str(exc), 2) from exc
+        if args.record_bag is not None:
+            from ..demo.drive_bag import record_drive_bag
+
+            frames = len(record_drive_bag(args.record_bag, sequence))
+            print(f"wrote {args.record_bag} ({frames} frames of {args.sequence} at {args.rate:g} Hz)")
+            return 0
         assets, build_info = _assets(args, timings)
         rec, frames = _record(args, assets, sequence, timings)
         _report(args, assets, sequence, rec, frames, f"{build_info}; backend {args.backend}", timings, t_start)
@@ -118,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semla-demo: {error}", file=sys.stderr)
         return error.code
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.fields import add_options, option_values
+from ..core.output_paths import check_input_folder, check_output_folder
 from ..core.settings import SegmenterSettings
 from ..demo.training_table import DEFAULT_SEEDS
 from ..engine.spec import OFFLINE_DEFAULTS, EngineSpec
@@ -122,6 +123,9 @@ def cmd_run(args) -> int:
 
     settings = settings_from(args)
     libraries = _libraries(args.library)
+    for path in libraries.values():                  # before the model loads and any image is read
+        check_input_folder(path, "--library")
+    check_output_folder(args.out, "--out", [args.data, *libraries.values()])
     domains = open_dataset(args.data, args.domains)
     classes = tuple(next(iter(domains.values())).classes)
     spec = EngineSpec(model_config=args.model, classes=classes, settings=settings.segmenter,
@@ -134,6 +138,10 @@ def cmd_run(args) -> int:
                                  _pairs(args.adapter_for, "--adapter-for"), quiet=args.quiet)
     summary = write_outputs(results, args.out, args.exclude_from_hmean)
     print(summary["table"])
+    skipped = list(dict.fromkeys(s for r in results.values() for s in r.skipped))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s) (listed in results.json), e.g. {skipped[0][0]}: "
+              f"{skipped[0][1]}")
     print(f"wrote {args.out}/results.json, results.md, figures/ in {time.monotonic() - start:.0f} s")
     return 0
 

@@ -19,9 +19,12 @@ import sys
 from pathlib import Path
 
 from ..core import library_report
+from ..core.fields import positive_int
 from ..core.library import AdapterLibrary
+from ..core.output_paths import check_output_folder
 from ..training.loop import LOSSES, LoopSettings
 from ..training.lora import INITS, PROFILES, TrainSettings
+from .ending import run_command
 
 TRAIN, LOOP = TrainSettings(), LoopSettings()
 
@@ -67,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=LOOP.seed)
     t.add_argument("--loss", choices=LOSSES, default=LOOP.loss,
                    help="bce: the official loss; ce: cross-entropy, for base models trained with it (the demo's)")
-    t.add_argument("--max-images", type=int, default=None, help="use the first N images only")
+    t.add_argument("--max-images", type=positive_int, default=None,
+                   help="use the first N images in file order only (default: all)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing entry of that name")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -111,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cluster-scale", type=float, default=None, help="in units of the median centroid spacing")
     g.add_argument("--min-cluster-size", type=int, default=None)
     g.add_argument("--max-relative-distance", type=float, default=None,
-                   help="relabel jobs: frames farther than this x the spacing from every adapter count as uncovered")
+                   help="relabel jobs: frames farther than this x the spacing from every adapter count as uncovered "
+                        "(the node's coverage monitor's rule and window decide which of them form a gap)")
     g.add_argument("--pseudo-labels", action="store_true",
                    help="also write labels/ with the current model's masks (PSEUDO-labels, marked as such); capture "
                         "folders need --model/--checkpoint, relabel jobs use their own masks")
@@ -157,14 +162,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_add(args) -> int:
-    from ..training.entries import UnusableAdapter, add_entry
+    from ..training.entries import add_entry
 
-    try:
-        made = add_entry(args.adapter_dir, args.image_dir, args.library, lambda: _engine(args), name=args.name,
-                         overwrite=args.overwrite)
-    except UnusableAdapter as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    made = add_entry(args.adapter_dir, args.image_dir, args.library, lambda: _engine(args), name=args.name,
+                     overwrite=args.overwrite)
     print(made.summary())
     return 0
 
@@ -175,20 +176,19 @@ def cmd_list(args) -> int:
         print(json.dumps(library_report.describe(lib), indent=2))
     else:
         _print(library_report.list_lines(lib))
-    return 0 if lib.entries else 1
+    library_report.require_entries(lib)       # an empty listing is not a success
+    return 0
 
 
 def cmd_inspect(args) -> int:
-    lib = AdapterLibrary.open(args.library)
-    if not lib.entries:
-        print(f"error: no usable entry in {args.library} (skipped: {lib.skipped})", file=sys.stderr)
-        return 1
+    if args.images and not args.model:
+        raise ValueError("--images needs --model (and --checkpoint) to embed them")
+    if args.map is not None:
+        check_output_folder(args.map.parent, "--map")
+    lib = library_report.require_entries(AdapterLibrary.open(args.library))
     _print(library_report.distance_lines(lib))
     bad = library_report.deep_check(lib, _engine(args)[0] if args.model else None) if args.deep else 0
     if args.map is not None:
-        if args.images and not args.model:
-            print("error: --images needs --model (and --checkpoint) to embed them", file=sys.stderr)
-            return 2
         _centroid_map(lib, args)
         print(f"wrote {args.map}")
     return 1 if bad else 0
@@ -197,7 +197,7 @@ def cmd_inspect(args) -> int:
 def _centroid_map(lib: AdapterLibrary, args) -> None:
     """The centroids in 2-D (PCA), with the embeddings of `--images LABEL=DIR` folders as dots."""
     from ..evaluation import figures
-    from ..evaluation.dataset import open_domain
+    from ..evaluation.dataset import no_readable, open_domain
 
     samples = {}
     if args.images:
@@ -205,12 +205,18 @@ def _centroid_map(lib: AdapterLibrary, args) -> None:
         for spec in args.images:
             label, _, path = spec.partition("=")
             folder = open_domain(path or label, require_labels=False)
-            samples[label if path else folder.name] = navigator.embed(list(folder.images()))
+            skipped: list = []
+            images = list(folder.images(skipped=skipped))
+            if not images:
+                raise no_readable(folder.path, skipped)
+            samples[label if path else folder.name] = navigator.embed(images)
     args.map.parent.mkdir(parents=True, exist_ok=True)
     figures.centroid_map(list(lib.names), lib.centroids, args.map, samples, title=f"{lib.root.name}: centroids (PCA)")
 
 
 def cmd_import(args) -> int:
+    if args.into is not None:
+        check_output_folder(args.into, "--into", [args.loradb])
     model = None
     if args.model:
         from ..catseg.build import load_catseg
@@ -228,13 +234,17 @@ def cmd_gaps(args) -> int:
     from ..relabel.cluster import ClusterSettings
     from ..relabel.gaps import find_gaps
 
-    lib = AdapterLibrary.open(args.library)
-    if not lib.entries:
-        print(f"error: no usable entry in {args.library}", file=sys.stderr)
-        return 1
+    if not args.source.exists():
+        raise ValueError(f"{args.source} does not exist; give a coverage capture folder or a semla-relabel --out")
+    if args.out is not None:
+        check_output_folder(args.out, "--out", [args.source])
+    lib = library_report.require_entries(AdapterLibrary.open(args.library))
     cluster = ClusterSettings(args.cluster_scale or ClusterSettings.scale,
                               args.min_cluster_size or ClusterSettings.min_size)
-    report = find_gaps(args.source, lib, cluster, args.max_relative_distance or CoverageSettings.max_relative_distance,
+    coverage = CoverageSettings()
+    if args.max_relative_distance is not None:
+        coverage = coverage.replace(max_relative_distance=args.max_relative_distance)
+    report = find_gaps(args.source, lib, cluster, coverage,
                        args.out, args.pseudo_labels, _spec(args) if args.model else None)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -244,14 +254,14 @@ def cmd_gaps(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("semla-library", library, argv)
+
+
+def library(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     command = {"train": cmd_train, "add": cmd_add, "list": cmd_list, "inspect": cmd_inspect,
                "import": cmd_import, "gaps": cmd_gaps}[args.command]
-    try:
-        return command(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return command(args)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,17 @@ def replace(instance, **changes):
     return dataclasses.replace(instance, **changes)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be given as at least 1 (`--max-images 0` is a mistake, not "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1 (leave the option out for all)")
+    return value
+
+
 def option_name(name: str, prefix: str = "") -> str:
     return "--" + (prefix + name).replace("_", "-")
 

@@ -30,14 +30,26 @@ def describe(lib: AdapterLibrary) -> dict:
 
 
 def list_lines(lib: AdapterLibrary) -> list[str]:
-    """One line per entry, then one per skipped entry with its reason."""
+    """One line per entry (with how it was trained: init and target profile; "-" for an added or official
+    entry), then one per skipped entry with its reason."""
     lines = [f"{lib.root}: {len(lib)} entries, {len(lib.skipped)} skipped",
-             f"  {'name':16s} {'r':>3s} {'scale':>6s} {'modules':>7s} {'dim':>5s}  layout    navigator"]
+             f"  {'name':16s} {'r':>3s} {'scale':>6s} {'modules':>7s} {'dim':>5s}  {'init':11s} {'profile':7s}  "
+             "layout    navigator"]
     for e in describe(lib)["entries"]:
         layout = "official" if e["official_layout"] else "ours"
         lines.append(f"  {e['name']:16s} {e['rank']:3d} {e['scaling']:6g} {e['modules']:7d} {e['centroid_dim']:5d}  "
+                     f"{e['init'] or '-':11s} {e['profile'] or '-':7s}  "
                      f"{layout:8s}  {e['navigator'] or '(unknown: official centroid)'}")
     return lines + [f"  SKIPPED {n}: {r}" for n, r in lib.skipped]
+
+
+def require_entries(lib: AdapterLibrary) -> AdapterLibrary:
+    """The library when it has a usable entry; else the refusal, with why each entry was skipped (the one
+    wording of `inspect`, `gaps` and the rest)."""
+    if not lib.entries:
+        why = "; ".join(f"{n}: {r}" for n, r in lib.skipped) or "it holds no entry folder"
+        raise ValueError(f"--library {lib.root}: no usable entry ({why})")
+    return lib
 
 
 def distance_lines(lib: AdapterLibrary) -> list[str]:

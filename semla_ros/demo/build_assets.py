@@ -38,6 +38,7 @@ from ..catseg.config import AggregatorConfig, CatSegConfig, InferenceConfig, Tex
 from ..catseg.predictor import CatSegPredictor
 from ..core.library import AdapterLibrary
 from ..core.navigator import TowerNavigator
+from ..core.progress import progress_bar
 from ..evaluation.metrics import confusion_matrix, mean_iou
 from ..training.loop import LoopSettings, fit
 from ..training.lora import TrainSettings, domain_centroid, save_entry, train_adapter
@@ -181,10 +182,13 @@ def _clip_inputs(predictor: CatSegPredictor, images: np.ndarray) -> torch.Tensor
         return predictor.preprocess_batch(x)[0]
 
 
-def _logger(log: Callable[[str], None], what: str, steps: int):
+def _logger(log: Callable[[str], None], what: str, steps: int, bar=None):
+    """Training progress: a log line every fifth of `steps`, and one step on `bar` (the build's ETA)."""
     t0 = time.monotonic()
 
     def progress(step: int, loss: float) -> None:
+        if bar is not None:
+            bar.update(1)
         if step % max(1, steps // 5) == 0 or step == steps - 1:
             log(f"  {what} step {step + 1}/{steps} loss {loss:.3f} ({time.monotonic() - t0:.0f} s)")
     return progress
@@ -210,6 +214,13 @@ def build(out_dir: Path, params: BuildParams = BuildParams(), log: Callable[[str
 
 
 def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> Assets:
+    """The build with a bar over all training steps (the ETA; no bar when stderr is not a terminal)."""
+    with progress_bar(total=params.base_steps + len(params.domains) * params.adapter_steps,
+                      desc="demo assets", unit="step") as bar:
+        return _build_steps(out_dir, params, log, bar)
+
+
+def _build_steps(out_dir: Path, params: BuildParams, log: Callable[[str], None], bar) -> Assets:
     from safetensors.torch import save_file
 
     t_start, cpu_start = time.monotonic(), time.process_time()
@@ -243,7 +254,7 @@ def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> As
     log(f"training the base CAT-Seg on {'+'.join(params.source_domains)} ({params.base_steps} steps)")
     losses = fit(model, base_x, base_y, predictor.tokens, n_cls, _loop(params, params.base_steps, params.base_lr,
                                                                        params.seed),
-                 progress=_logger(log, "base", params.base_steps))
+                 progress=_logger(log, "base", params.base_steps, bar))
     predictor.invalidate_text_cache()   # the text tower was trained outside the predictor
     timings["base_train_s"] = time.monotonic() - t
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
@@ -264,7 +275,7 @@ def _build(out_dir: Path, params: BuildParams, log: Callable[[str], None]) -> As
                                  loop=_loop(params, params.adapter_steps, params.adapter_lr, params.seed + 1 + i))
         log(f"training adapter {d!r} ({params.adapter_steps} steps)")
         trained = train_adapter(model, classes, list(imgs), list(labs), name, settings,
-                                progress=_logger(log, d, params.adapter_steps))
+                                progress=_logger(log, d, params.adapter_steps, bar))
         save_entry(trained, library, domain_centroid(navigator, list(imgs)), {
             "domain": d, "navigator": navigator.id, "source": "semla_ros demo world", "classes": classes})
         # Held-out check of this adapter (active through PEFT) against the base model.

@@ -3,7 +3,8 @@
 
 Same frames as the camera node (`ros/demo_camera.py`): frame i shows `sequence.domain_at(i)`, street
 `sequence.seed_at(i, seed_base)`; `image` rgb8 and `ground_truth` mono8 share one header stamped
-i / rate seconds after `start_ns`. Used by the relabelling tests, its benchmark and the gap demo.
+i / rate seconds after `start_ns`. Used by the relabelling tests, its benchmark and the gap demo, and
+recorded for a user by `record_drive_bag` (`semla-demo --record-bag DIR`).
 """
 from __future__ import annotations
 
@@ -47,4 +48,27 @@ def write_drive_bag(path, sequence: DomainSequence, size=DEFAULT_SIZE, seed_base
                             is_bigendian=0, step=pixels.strides[0], data=pixels.reshape(-1))
                 writer.write(connection, ns, store.serialize_cdr(msg, Image.__msgtype__))
             truth[i] = (domain, seed)
+    return truth
+
+
+def record_drive_bag(path, sequence: DomainSequence, storage: str = "mcap") -> dict:
+    """`semla-demo --record-bag DIR`: the demo drive as a bag at `path` (a rosbag2 folder), checked before any
+    frame is rendered (an existing path is never replaced) and written under a hidden name, renamed into place
+    when complete, so an interrupted recording leaves nothing that looks like a bag. Returns what
+    `write_drive_bag` does."""
+    import shutil
+
+    from ..core.output_paths import check_output_folder
+
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise ValueError(f"--record-bag {path} exists; give a new folder name for the bag")
+    check_output_folder(path.parent, "--record-bag")
+    staging = path.with_name(f".{path.name}.partial")      # the bag keeps its own name inside (its file names)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        truth = write_drive_bag(staging / path.name, sequence, storage=storage)
+        (staging / path.name).rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return truth

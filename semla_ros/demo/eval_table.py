@@ -327,5 +327,10 @@ def _markdown(render: dict, out: Path) -> str:
               "semla-library inspect loradb --map centroids.png",
               "semla-eval run --data DATA/test --model vitb16_384 --checkpoint model_base.pth --library loradb \\",
               "    --navigator openclip:ViT-L-14/openai --sliding-window --out results/",
-              "```", ""]
+              "```", "",
+              "An image or label that cannot be decoded (truncated, corrupt) is skipped and counted, like "
+              "`semla-relabel`'s unreadable frames (`skipped` in results.json; `train` names them in its summary); "
+              "`--max-images N` takes the first N files in file order. A domain with no readable image, a missing "
+              "`--library` and an `--out` that cannot be written are refused before any image is read (exit 2).",
+              ""]
     return "\n".join(lines)

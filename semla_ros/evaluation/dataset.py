@@ -82,23 +82,61 @@ class DomainFolder:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def images(self) -> Iterator[np.ndarray]:
-        for s in self.samples:
-            yield read_image(s.image_path)
+    def first(self, limit: int | None = None) -> tuple[Sample, ...]:
+        """The first `limit` samples in file order (all when None)."""
+        return self.samples if limit is None else self.samples[:limit]
 
-    def pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(image HxWx3 uint8, label HxW uint8), checked against each other and the class list."""
-        for s in self.samples:
+    def images(self, limit: int | None = None, skipped: list | None = None) -> Iterator[np.ndarray]:
+        """The first `limit` images; an unreadable one is skipped as `pairs` does."""
+        for s in self.first(limit):
+            image = _readable(s.image_path, read_image, skipped)
+            if image is not None:
+                yield image
+
+    def pairs(self, limit: int | None = None, skipped: list | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(image HxWx3 uint8, label HxW uint8) of the first `limit` samples, as `labelled` reads them."""
+        for _, image, label in self.labelled(limit, skipped):
+            yield image, label
+
+    def labelled(self, limit: int | None = None,
+                 skipped: list | None = None) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+        """(sample, image, label) of the first `limit` samples, image and label checked against each other and
+        the class list. An unreadable file (truncated, corrupt, not an image) is appended to `skipped` as
+        (path, reason) and left out, like semla-relabel's unreadable frames; without a list it is an error."""
+        for s in self.first(limit):
             if s.label_path is None:
                 raise DatasetError(f"{s.image_path}: no label {LABEL_DIR}/{s.stem}.png")
-            image, label = read_image(s.image_path), read_label(s.label_path)
+            image = _readable(s.image_path, read_image, skipped)
+            label = None if image is None else _readable(s.label_path, read_label, skipped)
+            if label is None:
+                continue
             if image.shape[:2] != label.shape:
                 raise DatasetError(f"{s.label_path}: label is {label.shape}, image is {image.shape[:2]}")
             bad = np.unique(label[(label != IGNORE_INDEX) & (label >= len(self.classes))])
             if bad.size:
                 raise DatasetError(f"{s.label_path}: ids {bad[:5].tolist()} are not in the {len(self.classes)} "
                                    f"classes (and not {IGNORE_INDEX})")
-            yield image, label
+            yield s, image, label
+
+
+def _readable(path: Path, read, skipped: list | None):
+    """`read(path)`, or None with (path, reason) appended to `skipped` when the file cannot be decoded."""
+    try:
+        return read(path)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure costs this file only
+        reason = f"{type(exc).__name__}: {exc}"
+        if skipped is None:
+            raise DatasetError(f"{path}: unreadable ({reason})") from exc
+        skipped.append((str(path), reason))
+        return None
+
+
+def no_readable(where, skipped: list) -> DatasetError:
+    """The refusal when every file was unreadable: a run over nothing must not look like a result."""
+    first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+    return DatasetError(f"no readable image in {where} ({len(skipped)} unreadable{first})")
 
 
 def open_domain(path, classes=None, require_labels: bool = True) -> DomainFolder:

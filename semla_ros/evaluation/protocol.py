@@ -37,7 +37,7 @@ from ..core.fields import setting
 from ..core.library import AdapterLibrary
 from ..core.segmenter import InlineExecutor, SemlaSegmenter
 from ..core.settings import SegmenterSettings
-from .dataset import DomainFolder
+from .dataset import DomainFolder, no_readable
 from .metrics import ConfusionAccumulator, harmonic_mean, mean_iou, per_class_iou
 from .replay import SegmenterReplay, per_image
 
@@ -119,6 +119,7 @@ class EvaluationResult:
     images: list[ImageRecord]
     contributions: dict[str, dict[str, dict[str, float]]]  # method -> domain -> adapter -> mean weight
     candidates: dict[str, list[str]]                    # domain -> adapters allowed for it
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # unreadable files (path, reason), once each
 
     def miou_table(self) -> dict[str, dict[str, float]]:
         return {m: {d: s.miou for d, s in per.items()} for m, per in self.scores.items()}
@@ -131,7 +132,8 @@ class EvaluationResult:
                 "settings": self.settings, "library": self.library, "candidates": self.candidates,
                 "miou": self.miou_table(), "hmean": self.hmean(exclude), "hmean_excludes": list(exclude),
                 "scores": {m: {d: asdict(s) for d, s in per.items()} for m, per in self.scores.items()},
-                "contributions": self.contributions, "images": [asdict(r) for r in self.images]}
+                "contributions": self.contributions, "images": [asdict(r) for r in self.images],
+                "skipped": [list(s) for s in self.skipped]}
 
 
 def _no_progress(n: int = 1) -> None:
@@ -148,6 +150,7 @@ class Evaluator:
         self.navigator = navigator
         self.settings = settings
         self.adapter_for = dict(adapter_for or {})
+        self.skipped: list[tuple[str, str]] = []     # unreadable files met so far (a file once per method)
         needs_library = [m for m in self.settings.methods if m in LIBRARY_METHODS]
         if needs_library and (library is None or len(library) == 0):
             raise ValueError(f"methods {needs_library} need a non-empty adapter library")
@@ -224,14 +227,22 @@ class Evaluator:
             self._activate([], [])
         return EvaluationResult(classes=classes, domains=list(domains), methods=list(s.methods),
                                 settings=s.to_json(), library=str(getattr(self.library, "root", None)),
-                                scores=scores, images=records, contributions=contributions, candidates=candidates)
+                                scores=scores, images=records, contributions=contributions, candidates=candidates,
+                                skipped=list(dict.fromkeys(self.skipped)))
 
-    def _pairs(self, folder: DomainFolder):
-        n = self.settings.max_images
-        for i, (pair, sample) in enumerate(zip(folder.pairs(), folder.samples, strict=False)):
-            if n is not None and i >= n:
-                return
-            yield sample.stem, pair[0], pair[1]
+    def _pairs(self, folder: DomainFolder, progress: Callable[[int], None]):
+        """The first `max_images` samples in file order; an unreadable one is skipped and counted (it still
+        moves the progress bar), a domain with no readable one is an error, not a score over nothing."""
+        skipped: list[tuple[str, str]] = []
+        read = 0
+        for sample, image, label in folder.labelled(self.settings.max_images, skipped):
+            read += 1
+            yield sample.stem, image, label
+        if skipped:
+            progress(len(skipped))
+            self.skipped += skipped
+        if not read:
+            raise no_readable(folder.path, skipped)
 
     def _record(self, records, on_record, acc, method, domain, stem, pred, label, **extra) -> None:
         cm = acc.add(pred, label)
@@ -242,7 +253,7 @@ class Evaluator:
 
     def _run_zero_shot(self, domain, folder, acc, records, progress, on_record):
         self._activate([], [])
-        for stem, image, label in self._pairs(folder):
+        for stem, image, label in self._pairs(folder, progress):
             self._record(records, on_record, acc, "zero-shot", domain, stem, self._segment(image), label)
             progress(1)
         return ""
@@ -250,7 +261,7 @@ class Evaluator:
     def _run_fixed(self, method, domain, folder, acc, records, progress, on_record, names, weights):
         entries = [self.library[n] for n in names]
         self._activate(entries, weights)
-        for stem, image, label in self._pairs(folder):
+        for stem, image, label in self._pairs(folder, progress):
             self._record(records, on_record, acc, method, domain, stem, self._segment(image), label,
                          adapters=list(names), weights=[float(w) for w in weights])
             progress(1)
@@ -293,7 +304,7 @@ class Evaluator:
         self._activate([], [])   # the replay's segmenter takes the weights it finds as its base
         sub = AdapterLibrary(None, [self.library.entries[i] for i in rows])
         with SegmenterReplay(self.predictor, sub, self.navigator, segmenter_settings) as replay:
-            for frame, (stem, image, label) in enumerate(self._pairs(folder)):
+            for frame, (stem, image, label) in enumerate(self._pairs(folder, progress)):
                 out = replay.process(image, frame / self.settings.rate_hz, stamp=frame)
                 active = replay.segmenter.active
                 self._record(records, on_record, acc, method, domain, stem, out.class_ids, label,

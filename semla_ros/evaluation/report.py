@@ -49,8 +49,7 @@ def evaluate_libraries(predictor, navigator, domains, libraries: dict[str, Path]
     """Runs zero-shot once and the library methods per library. Returns {label: EvaluationResult}."""
     import dataclasses
 
-    from tqdm import tqdm
-
+    from ..core.progress import progress_bar
     from ..engine.build import open_library
 
     n_images = sum(len(d) if settings.max_images is None else min(len(d), settings.max_images)
@@ -65,16 +64,17 @@ def evaluate_libraries(predictor, navigator, domains, libraries: dict[str, Path]
     if lib_methods and not libraries:
         raise ValueError(f"methods {lib_methods} need --library")
     total = n_images * sum(len(methods) for _, _, methods in runs)
+    opened = {}
+    for label, path, _ in runs:                 # every library opened before the first image is read
+        if path is not None:
+            opened[label] = open_library(path, navigator, predictor.model)
+            if opened[label].skipped:
+                print(f"warning: {path}: skipped {opened[label].skipped}", file=sys.stderr)
     results = {}
-    with tqdm(total=total, desc="semla-eval", unit="img", disable=quiet) as bar:
-        for label, path, methods in runs:
-            library = None
-            if path is not None:
-                library = open_library(path, navigator, predictor.model)
-                if library.skipped:
-                    print(f"warning: {path}: skipped {library.skipped}", file=sys.stderr)
+    with progress_bar(total=total, desc="semla-eval", unit="img", quiet=quiet) as bar:
+        for label, _, methods in runs:
             bar.set_description(f"semla-eval {label}")
-            ev = Evaluator(predictor, library, navigator, dataclasses.replace(settings, methods=methods),
+            ev = Evaluator(predictor, opened.get(label), navigator, dataclasses.replace(settings, methods=methods),
                            adapter_for=adapter_for)
             results[label] = ev.run(domains, progress=bar.update)
     return results

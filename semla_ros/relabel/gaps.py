@@ -1,8 +1,8 @@
 """Proposals of new library entries from frames the library does not cover (`semla-library gaps`).
 
 Sources: a capture folder of the node's coverage monitor (core/capture.py), or a relabelling job
-folder (its stored embeddings; the frames the library does not cover are those farther than
-`max_relative_distance` x the centroid spacing from every adapter, the coverage monitor's rule).
+folder (its stored embeddings, replayed per recording through the node's CoverageMonitor: the frames
+of stretches the node would flag as a gap, not scattered uncovered frames).
 The frames are clustered like a relabelling job's (cluster.py: the library's spacing sets the
 scale); each cluster is one proposed entry: how many frames, their centroid (what the entry's
 centroid would be if trained on them, SemLA's train_average_embedding), the nearest existing
@@ -20,15 +20,15 @@ import csv
 import json
 import math
 import shutil
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..core.capture import CLASSES, IMAGES, read_capture
-from ..core.coverage import CoverageSettings
+from ..core.coverage import GAP, CoverageMonitor, CoverageSettings
 from ..core.retrieval import distances
-from ..core.support import relative_distance
 from .cluster import ClusterSettings, cluster_embeddings
 
 PSEUDO_NOTE = ("labels/ holds PSEUDO-LABELS: masks predicted by the current model (with this proposal's SemLA "
@@ -95,45 +95,78 @@ def from_capture(capture_dir, library, settings: ClusterSettings = ClusterSettin
     return proposals, {"source": "capture", "frames": len(names), "navigator": navigator}
 
 
+def sustained_uncovered(embeddings, library, coverage: CoverageSettings,
+                        retrieval) -> tuple[np.ndarray, np.ndarray]:
+    """(uncovered, in a gap) per frame of one recording (embeddings in frame order), as the node would judge
+    them: each frame through the node's own CoverageMonitor (one implementation of "uncovered" and of the
+    window); an uncovered frame is in a gap when its window reached GAP (`gap_fraction` of `window` embedded
+    frames uncovered), the uncovered frames of the window that confirmed it included. Scattered uncovered
+    frames of a covered drive are in no gap, as on the node. `retrieval`: the job's top_k, temperature, metric."""
+    monitor = CoverageMonitor(coverage.replace(capture_dir=""))
+    window: deque[int] = deque(maxlen=coverage.window)
+    uncovered, keep = np.zeros(len(embeddings), dtype=bool), np.zeros(len(embeddings), dtype=bool)
+    for i, e in enumerate(embeddings):
+        report = monitor.observe(e, library, retrieval)
+        if report.uncovered:
+            uncovered[i] = True
+            window.append(i)
+        while window and window[0] <= i - coverage.window:
+            window.popleft()
+        if report.status == GAP:
+            keep[list(window)] = True
+    return uncovered, keep
+
+
 def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettings(),
-                     max_relative_distance: float = CoverageSettings.max_relative_distance
-                     ) -> tuple[list[Proposal], dict]:
-    """Uncovered frames of a finished relabelling job (frames.csv + its stored embeddings)."""
+                     coverage: CoverageSettings | None = None) -> tuple[list[Proposal], dict]:
+    """Frames of a finished relabelling job (frames.csv + its stored embeddings) in stretches the node's
+    coverage monitor would flag as a gap (`sustained_uncovered`), per recording in frame order."""
+    from ..core.settings import SegmenterSettings
     from .state import JobFolder
 
+    coverage = coverage or CoverageSettings()
     job_dir = Path(job_dir)
     manifest = json.loads((job_dir / "job.json").read_text())
     known = {e.metadata.get("navigator") for e in library.entries} - {None}
     if known and manifest["engine"]["navigator"] not in known:
         raise ValueError(f"the job's embeddings come from navigator {manifest['engine']['navigator']!r}, the "
                          f"library's centroids from {sorted(known)}: they do not compare")
+    retrieval = SegmenterSettings().replace(**manifest.get("retrieval", {}))
     folder = JobFolder(job_dir)
-    names, embeddings, total = [], [], 0
+    names, embeddings, total, uncovered = [], [], 0, 0
     for item in manifest["inputs"]:
         rec = item["name"]
         table = folder.frame_table(rec, library.dim)
         total += len(table)
-        for pos, name in enumerate(table.names):
-            _, relative = relative_distance(table.embeddings[pos], library)
-            if math.isfinite(relative) and relative > max_relative_distance:
-                names.append(f"{rec}/{name}")
-                embeddings.append(table.embeddings[pos])
+        flagged, keep = sustained_uncovered(table.embeddings, library, coverage, retrieval)
+        uncovered += int(flagged.sum())
+        for pos in np.flatnonzero(keep):
+            names.append(f"{rec}/{table.names[pos]}")
+            embeddings.append(table.embeddings[pos])
     proposals = propose(names, np.array(embeddings).reshape(len(names), -1) if names else np.zeros((0, library.dim)),
                         library, settings)
-    return proposals, {"source": "relabel", "frames": total, "uncovered": len(names),
-                       "max_relative_distance": max_relative_distance}
+    return proposals, {"source": "relabel", "frames": total, "uncovered": uncovered, "in_gaps": len(names),
+                       "max_relative_distance": coverage.max_relative_distance, "window": coverage.window,
+                       "gap_fraction": coverage.gap_fraction}
 
 
 def export_proposals(proposals, source, out_dir, classes, pseudo_labels=None) -> list[Path]:
     """One domain folder per proposal under `out_dir`. `source` is the capture folder or the job folder;
-    `pseudo_labels(proposal, names) -> {name: class ids}` fills labels/ (clearly marked) when given."""
+    `pseudo_labels(proposal, names) -> {name: class ids}` fills labels/ (clearly marked) when given. A folder of
+    an earlier run is never mixed into (refused before anything is written); each is built under a hidden name
+    and renamed when complete, so an interruption leaves nothing that looks finished."""
     from PIL import Image
 
     source, out_dir = Path(source), Path(out_dir)
+    taken = [p.name for p in proposals if (out_dir / p.name).exists()]
+    if taken:
+        raise ValueError(f"--out {out_dir} already holds {', '.join(taken)} (an earlier run?); give an empty --out")
     written = []
     for p in proposals:
-        target = out_dir / p.name
-        (target / IMAGES).mkdir(parents=True, exist_ok=True)
+        final = out_dir / p.name
+        target = out_dir / f".{p.name}.partial"
+        shutil.rmtree(target, ignore_errors=True)
+        (target / IMAGES).mkdir(parents=True)
         files = [n.replace("/", "__") for n in p.frames]
         if (source / "job.json").is_file():
             _extract_job_frames(source, p.frames, target / IMAGES)
@@ -149,7 +182,8 @@ def export_proposals(proposals, source, out_dir, classes, pseudo_labels=None) ->
             (target / "PSEUDO_LABELS.txt").write_text(PSEUDO_NOTE)
             meta["labels"] = "PSEUDO-LABELS: the current model's masks, not ground truth"
         (target / "proposal.json").write_text(json.dumps(meta, indent=1))
-        written.append(target)
+        target.rename(final)
+        written.append(final)
     return written
 
 
@@ -227,8 +261,9 @@ class GapReport:
 
     def lines(self) -> list[str]:
         info, proposals, lib = self.info, self.proposals, self.library
-        what = (f"{info['uncovered']} of {info['frames']} frames uncovered" if self.is_job
-                else f"{info['frames']} captured frames")
+        what = (f"{info['uncovered']} of {info['frames']} frames uncovered, {info['in_gaps']} of them in gaps (at "
+                f"least {info['gap_fraction']:.0%} of {info['window']} embedded frames uncovered, the node's rule)"
+                if self.is_job else f"{info['frames']} captured frames")
         out = [f"{self.source}: {what}; {len(proposals)} proposed entr{'y' if len(proposals) == 1 else 'ies'} "
                f"(library {lib.root}, median centroid spacing {lib.median_inter_centroid_distance:.4g})"]
         for p in proposals:
@@ -243,7 +278,7 @@ class GapReport:
 
 
 def find_gaps(source, library, cluster: ClusterSettings | None = None,
-              max_relative_distance: float = CoverageSettings.max_relative_distance, out_dir=None,
+              coverage: CoverageSettings | None = None, out_dir=None,
               pseudo_labels: bool = False, engine_spec=None) -> GapReport:
     """Proposals from a capture folder or a relabelling job folder (`source`), written under `out_dir` when
     given. Pseudo-labels of a relabelling job are its own masks; of a capture folder, the masks of an engine
@@ -251,7 +286,7 @@ def find_gaps(source, library, cluster: ClusterSettings | None = None,
     folders cannot be written as asked (no classes, no model for pseudo-labels)."""
     source, cluster = Path(source), cluster or ClusterSettings()
     if (source / "job.json").is_file():
-        proposals, info = from_relabel_job(source, library, cluster, max_relative_distance)
+        proposals, info = from_relabel_job(source, library, cluster, coverage or CoverageSettings())
     else:
         proposals, info = from_capture(source, library, cluster)
     report = GapReport(source, library, proposals, info)

@@ -30,6 +30,7 @@ import numpy as np
 from ..catseg.checkpoint import state_dict_digest
 from ..core import fields
 from ..core.fields import setting
+from ..core.progress import progress_bar
 from .bag import MaskBagWriter, Storage
 from .cluster import ClusterSettings, cluster_embeddings
 from .recording import RecordingError, safe_name
@@ -139,13 +140,6 @@ class LocalWorkers:
             self._active = None
 
 
-def _no_bar(**_):
-    class Bar:
-        def update(self, n=1): ...
-        def close(self): ...
-    return Bar()
-
-
 class RelabelJob:
     """One job over one or more recordings, writing into `out`. `build` is an EngineBuild (model,
     navigator, library, segmenter); `workers` defaults to LocalWorkers(build)."""
@@ -175,16 +169,10 @@ class RelabelJob:
         self.restart = restart
         self.log = log
         self.classes = tuple(build.predictor.class_names)
-        self._bar = self._tqdm if progress else _no_bar
+        self._bar = functools.partial(progress_bar, quiet=not progress)
         self.resumed: dict[str, int] = {"embedding_batches": 0, "clusters": 0, "mask_batches": 0, "outputs": 0,
                                         "comparisons": 0}
         self.timings: dict[str, float] = {}
-
-    @staticmethod
-    def _tqdm(**kwargs):
-        from tqdm import tqdm
-
-        return tqdm(leave=False, disable=None, **kwargs)   # disable=None: no bar when stderr is no terminal
 
     # ------------------------------------------------------------------ what the job is
     @functools.cached_property

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.output_paths import check_output_folder
 from .work import EmbeddedBatch
 
 JOB_FILE = "job.json"
@@ -142,20 +143,7 @@ class JobFolder:
         """Refuse an output folder that is a file, holds an input, or lies inside one (a rerun would read
         its own outputs as frames, and a restart could remove what it must never touch); and one that
         cannot be written. Checked before any work starts."""
-        root = self.root.resolve()
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"--out {self.root} is a file, not a folder; give a folder for the job's outputs")
-        for path in inputs:
-            source = Path(path).resolve()
-            if source == root or root in source.parents:
-                raise ValueError(f"--out {self.root} holds the input {path}; give an output folder outside "
-                                 "the recordings")
-            if source in root.parents:
-                raise ValueError(f"--out {self.root} lies inside the input {path}; give an output folder "
-                                 "outside the recordings")
-        existing = next(p for p in (root, *root.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"--out {self.root}: cannot write in {existing}; give a writable folder")
+        check_output_folder(self.root, "--out", inputs)
 
     # ------------------------------------------------------------------ embeddings
     def _batch_dir(self, recording: str) -> Path:

@@ -19,7 +19,9 @@ from ..core.library import (
     read_adapter,
     write_entry,
 )
-from ..evaluation.dataset import open_domain
+from ..core.output_paths import check_output_folder
+from ..core.progress import progress_bar
+from ..evaluation.dataset import no_readable, open_domain
 from .lora import TrainedAdapter, TrainSettings, base_model_id, domain_centroid, save_entry, train_adapter
 
 
@@ -35,17 +37,23 @@ class NewEntry:
     entry: AdapterEntry
     trained: TrainedAdapter | None = None   # None: added from an existing adapter
     images: int = 0                          # images its centroid is the mean embedding of
+    skipped: tuple[tuple[str, str], ...] = ()   # unreadable files left out (path, reason)
 
     def summary(self) -> str:
         e, t = self.entry, self.trained
+        skipped = (f"; skipped {len(self.skipped)} unreadable file(s), e.g. {self.skipped[0][0]}: "
+                   f"{self.skipped[0][1]}" if self.skipped else "")
         if t is None:
-            return f"added {self.path}: {len(e.modules)} target modules, r={e.rank}, centroid of {self.images} images"
+            return (f"added {self.path}: {len(e.modules)} target modules, r={e.rank}, centroid of {self.images} "
+                    f"images{skipped}")
         return (f"wrote {self.path}: {len(e.modules)} target modules, r={e.rank}, scaling {e.scaling:g}, "
-                f"{t.trainable_parameters} trainable parameters, "
-                f"loss {t.losses[0]:.4f} -> {t.losses[-1]:.4f} in {t.seconds:.0f} s")
+                f"{t.trainable_parameters} trainable parameters, {self.images} images, "
+                f"loss {t.losses[0]:.4f} -> {t.losses[-1]:.4f} in {t.seconds:.0f} s{skipped}")
 
 
 def _free(library: Path, name: str, overwrite: bool) -> Path:
+    """The entry's folder, checked before any work: the library must be writable, the name free."""
+    check_output_folder(library, "--library")
     target = Path(library) / name
     if target.exists() and not overwrite:
         raise ValueError(f"entry {target} exists (use --overwrite)")
@@ -55,19 +63,20 @@ def _free(library: Path, name: str, overwrite: bool) -> Path:
 def train_entry(domain_dir, library: Path, settings: TrainSettings, engine: Callable[[], tuple], *,
                 name: str | None = None, max_images: int | None = None, overwrite: bool = False,
                 device: str = "cpu", show_progress: bool = True) -> NewEntry:
-    """Train one LoRA adapter on a domain folder and write it into `library` with its domain centroid.
-    `engine` gives (model, navigator); it is called once the inputs are known to be usable."""
-    from tqdm import tqdm
-
+    """Train one LoRA adapter on the first `max_images` (all: None) images of a domain folder and write it into
+    `library` with its domain centroid; an unreadable file is skipped and counted. `engine` gives (model,
+    navigator); it is called once the inputs are known to be usable."""
     folder = open_domain(domain_dir)
     name = name or folder.name
     _free(library, name, overwrite)
-    samples = folder.samples[:max_images] if max_images else folder.samples
-    pairs = list(folder.pairs())[: len(samples)]
+    skipped: list[tuple[str, str]] = []
+    pairs = list(folder.pairs(max_images, skipped))
+    if not pairs:
+        raise no_readable(folder.path, skipped)
     images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
     model, navigator = engine()
-    bar = tqdm(total=settings.loop.steps, desc=f"train {name} ({settings.init}, {settings.profile})",
-               disable=not show_progress, leave=False)
+    bar = progress_bar(total=settings.loop.steps, desc=f"train {name} ({settings.init}, {settings.profile})",
+                       unit="step", quiet=not show_progress)
 
     def progress(step, loss):
         bar.update(1)
@@ -79,7 +88,7 @@ def train_entry(domain_dir, library: Path, settings: TrainSettings, engine: Call
         "navigator": navigator.id, "domain": folder.name, "classes": list(folder.classes),
         "data": str(folder.path), "base_model": base_model_id(model)}, overwrite=overwrite)
     entry = load_entry(path, navigator_dim=navigator.dim, navigator_id=navigator.id, model=model)
-    return NewEntry(path, entry, trained, len(images))
+    return NewEntry(path, entry, trained, len(images), tuple(skipped))
 
 
 def add_entry(adapter_dir: Path, image_dir, library: Path, engine: Callable[[], tuple], *, name: str | None = None,
@@ -101,7 +110,10 @@ def add_entry(adapter_dir: Path, image_dir, library: Path, engine: Callable[[], 
         raise UnusableAdapter(f"{src} is not a usable LoRA adapter: {exc}") from exc
     folder = open_domain(image_dir, require_labels=False)
     model, navigator = engine()
-    images = list(folder.images())
+    skipped: list[tuple[str, str]] = []
+    images = list(folder.images(skipped=skipped))
+    if not images:
+        raise no_readable(folder.path, skipped)
     centroid = domain_centroid(navigator, images)
     with tempfile.TemporaryDirectory(dir=library.parent if library.parent.exists() else None) as tmp:
         # Validated where it is written, under its final name, before it enters the library.
@@ -115,4 +127,4 @@ def add_entry(adapter_dir: Path, image_dir, library: Path, engine: Callable[[], 
             raise UnusableAdapter(f"{src} is not a usable adapter for this model: {exc}") from exc
     write_entry(library, name, factors, centroid, lora_alpha=alpha, use_rslora=rslora,
                 metadata=dict(entry.metadata), overwrite=overwrite)
-    return NewEntry(target, entry, None, len(images))
+    return NewEntry(target, entry, None, len(images), tuple(skipped))
