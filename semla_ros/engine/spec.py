@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from ..backends.base import PRECISIONS, PrecisionName
-from ..backends.factory import BACKENDS, BackendName
+from ..backends.names import BACKENDS, BackendName, PrecisionName  # noqa: F401  (BACKENDS: the CLIs import it here)
 from ..core import fields
 from ..core.fields import setting
 from ..core.settings import SegmenterSettings
