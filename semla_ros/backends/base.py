@@ -10,12 +10,11 @@ model; for compiled engines see `engine_lifecycle`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal, Mapping, get_args
+from typing import Mapping
 
 import torch
 
-PrecisionName = Literal["fp32", "fp16"]
-PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+from .names import PRECISIONS, PrecisionName  # noqa: F401  (their old home)
 
 
 class Backend(ABC):

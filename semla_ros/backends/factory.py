@@ -11,19 +11,15 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import torch
 
 from .base import Backend
+from .names import AUTO, BACKENDS, DISPLAY_NAMES, BackendName  # noqa: F401  (BackendName: its old home)
 from .onnxruntime_backend import onnxruntime_unavailable_reason
 from .tensorrt_backend import tensorrt_unavailable_reason
 from .torch_backend import TorchBackend
 
-BackendName = Literal["auto", "torch", "tensorrt", "onnxruntime"]
-BACKENDS: tuple[str, ...] = get_args(BackendName)
-AUTO = BACKENDS[0]
-DISPLAY_NAMES = {"torch": "PyTorch", "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
 ONNXRUNTIME_PRECISIONS = ("fp32",)
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ and the node runs a synthetic library built for them (semla_ros.ros.synthetic_li
 debouncing that follows every change; --reload-every S calls ~/reload_library every S seconds.
 Then it also prints, per domain change, whether a swap to the new domain's adapters followed before
 the next change (and how long after the first mask of the new domain), swaps inside a stationary
-stretch, and the reload answers. The 30-minute soak of issue 15:
+stretch, and the reload answers. `--startup` measures instead the time from process start to the first mask
+(bench/startup.py). The 30-minute soak of issue 15:
 
     semla-bench node --duration 1800 --rate 10 --cycle day,night,fog,dusk --dwell 20 --reload-every 60
 """
@@ -339,6 +340,11 @@ def _print_reloads(reloads: list) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--startup" in argv:   # process start to first mask: its own module (bench/startup.py)
+        from semla_ros.bench import startup
+
+        return startup.main([arg for arg in argv if arg != "--startup"])
     args = _parser().parse_args(argv)
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

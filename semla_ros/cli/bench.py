@@ -13,7 +13,7 @@ BENCHMARKS = {
     "fusion": "adapter swap and steady-state frame time vs PEFT",
     "large_images": "full-size rgb8 frames across processes, best effort: shipped Fast DDS profile vs LARGE_DATA",
     "library": "adapter libraries of 40 to 10,000 entries: open time, RSS, retrieval, cold and warm swaps",
-    "node": "ROS node overhead, mask publish time, soak against a slow model",
+    "node": "ROS node overhead, mask publish time, soak against a slow model; --startup: start to first mask",
     "onnx": "exported network in ONNX Runtime (CPU) vs PyTorch: parity and frame time",
     "int8": "ONNX Runtime dynamic int8 vs fp32: frame time, fixture logit error, demo mIoU per domain",
     "relabel": "offline relabelling throughput: one fusion per cluster vs per image, same frames",

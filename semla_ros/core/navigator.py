@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ..catseg.predictor import check_rgb_image
+from .navigator_spec import NavigatorSpec
 
 
 @runtime_checkable
@@ -83,37 +83,6 @@ def check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     if not out:
         raise ValueError("embed() needs at least one image")
     return out
-
-
-@dataclass(frozen=True)
-class NavigatorSpec:
-    """A parsed navigator description (see the module docstring for the grammar)."""
-
-    kind: str                  # "tower" | "openclip"
-    model: str | None = None   # open_clip model name
-    tag: str | None = None     # open_clip pretrained tag whose settings (and, without path, weights) are used
-    path: str | None = None    # local checkpoint file
-
-    @classmethod
-    def parse(cls, spec: str) -> "NavigatorSpec":
-        text = str(spec).strip()
-        if text == "tower":
-            return cls("tower")
-        if not text.startswith("openclip:"):
-            raise ValueError(f"navigator {spec!r} is not 'tower' or 'openclip:MODEL/TAG' "
-                             "(or openclip:MODEL/PATH, openclip:MODEL/TAG=PATH)")
-        model, sep, source = text[len("openclip:"):].partition("/")
-        if not model or not sep or not source or any(c.isspace() for c in model):
-            raise ValueError(f"navigator {spec!r}: expected openclip:MODEL/TAG, openclip:MODEL/PATH or "
-                             "openclip:MODEL/TAG=PATH")
-        tag, eq, path = source.partition("=")
-        if eq:
-            if not tag or not path:
-                raise ValueError(f"navigator {spec!r}: TAG=PATH needs both a tag and a path")
-            return cls("openclip", model, tag, path)
-        if os.sep in source or Path(source).suffix:
-            return cls("openclip", model, None, source)
-        return cls("openclip", model, source, None)
 
 
 def build_navigator(spec: str | NavigatorSpec, model=None, *, device="cpu", normalize: bool = False):

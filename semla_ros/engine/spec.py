@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..backends.base import PRECISIONS as PRECISIONS  # re-exported: the choices beside the spec that takes them
-from ..backends.base import PrecisionName
-from ..backends.factory import BACKENDS as BACKENDS  # re-exported, as PRECISIONS
-from ..backends.factory import BackendName
+from ..backends.names import BACKENDS as BACKENDS  # re-exported: the choices beside the spec that takes them
+from ..backends.names import PRECISIONS as PRECISIONS  # re-exported, as BACKENDS
+from ..backends.names import BackendName, PrecisionName
 from ..core import fields
 from ..core.fields import setting
 from ..core.settings import SegmenterSettings

@@ -310,9 +310,10 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         if segmenter is not None and (thread is None or not thread.is_alive()):
             segmenter.close()
         self._destroy_publishers()
-        del segmenter
+        had_model, segmenter = segmenter is not None, None
         gc.collect()
-        torch = sys.modules.get("torch")
+        # Only after a model: a close during the build may find torch half imported on the build thread.
+        torch = sys.modules.get("torch") if had_model else None
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
 

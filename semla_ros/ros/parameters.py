@@ -27,7 +27,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from semla_ros.core import fields
 from semla_ros.core.coverage import CoverageSettings
 from semla_ros.core.fields import FieldInfo, setting
-from semla_ros.core.navigator import NavigatorSpec
+from semla_ros.core.navigator_spec import NavigatorSpec
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.engine.spec import EngineSpec
 
