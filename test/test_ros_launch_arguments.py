@@ -61,8 +61,8 @@ def _declared_values(args: list[str]) -> tuple[dict, list[str]]:
 
 
 def test_arguments_describe_themselves_and_name_real_parameters():
-    assert {"image_topic", "image_topics", "params_file", "namespace", "checkpoint", "library", "model_config", "navigator",
-            "backend", "device", "log_level", "managed"} == set(ARGUMENT_BY_NAME)
+    assert {"image_topic", "image_topics", "params_file", "namespace", "checkpoint", "library", "model_config",
+            "navigator", "backend", "device", "log_level", "managed"} == set(ARGUMENT_BY_NAME)
     for argument in ARGUMENTS:
         assert argument.description, argument.name
         if argument.choices:

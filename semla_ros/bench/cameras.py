@@ -10,6 +10,9 @@ The cameras publish faster than the model segments, so both set-ups run saturate
   rss_mb       the node processes' RSS summed, at the end of the window
   peak_mb      their peak RSS (VmHWM) summed
   masks_per_s  masks received on all cameras' mask topics over the window, in total, and per camera
+  cpu          CPU time the node processes used over the window / its length (cores' worth), and masks per
+               CPU-second: on a machine shared with other work, N processes get more of the CPU than one, so
+               masks per CPU-second compares what each set-up does with the CPU it got
   ms           the nodes' own means per frame (/diagnostics, last 5 s): model, all processing, publishing
 and the ratios one node / N nodes. The demo's small model (issue 24's 0.9-1.2 GB per node):
 
@@ -39,6 +42,15 @@ def _status_kb(pid: int, key: str) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -158,12 +170,12 @@ def _run(args, setup: str, params: dict, workdir: Path, listener: Listener) -> d
             print(f"{setup}: not every camera got a mask")
             return None
         listener.spin(args.warmup)
-        start = time.monotonic()
+        pids = [p.pid for p, _ in nodes]
+        start, cpu_start = time.monotonic(), sum(_cpu_s(pid) for pid in pids)
         before = [len(m) for m in listener.masks]
         listener.spin(args.duration)
-        elapsed = time.monotonic() - start
+        elapsed, cpu = time.monotonic() - start, sum(_cpu_s(pid) for pid in pids) - cpu_start
         per_camera = [(len(m) - b) / elapsed for m, b in zip(listener.masks, before, strict=True)]
-        pids = [p.pid for p, _ in nodes]
         def node_mean(key: str) -> float:
             values = [float(v.get(key, "nan")) for v in listener.values.values()]
             return sum(values) / len(values)
@@ -171,7 +183,8 @@ def _run(args, setup: str, params: dict, workdir: Path, listener: Listener) -> d
         return {"setup": setup, "nodes": len(nodes),
                 "rss_mb": sum(_status_kb(pid, "VmRSS") for pid in pids) / 1024,
                 "peak_mb": sum(_status_kb(pid, "VmHWM") for pid in pids) / 1024,
-                "masks_per_s": sum(per_camera), "per_camera": per_camera,
+                "masks_per_s": sum(per_camera), "per_camera": per_camera, "cpu_share": cpu / elapsed,
+                "masks_per_cpu_s": sum(per_camera) * elapsed / cpu,
                 "model_ms": node_mean("model_ms_mean"), "process_ms": node_mean("process_ms_mean"),
                 "publish_ms": node_mean("publish_ms_mean")}
     finally:
@@ -203,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{setup:9s}  rss_mb {result['rss_mb']:7.0f}  peak_mb {result['peak_mb']:7.0f}  "
                           f"masks_per_s {result['masks_per_s']:6.2f}  per camera "
                           + " ".join(f"{r:.2f}" for r in result["per_camera"])
+                          + f"  cpu {result['cpu_share']:.2f} cores  masks_per_cpu_s {result['masks_per_cpu_s']:.2f}"
                           + f"  ms per frame: model {result['model_ms']:.0f} process {result['process_ms']:.0f} "
                             f"publish {result['publish_ms']:.0f}"
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
@@ -216,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cameras > 1:
         print(f"one node / {args.cameras} nodes:  rss {mean(True, 'rss_mb') / mean(False, 'rss_mb'):.2f}  "
               f"peak {mean(True, 'peak_mb') / mean(False, 'peak_mb'):.2f}  "
-              f"masks/s {mean(True, 'masks_per_s') / mean(False, 'masks_per_s'):.2f}")
+              f"masks/s {mean(True, 'masks_per_s') / mean(False, 'masks_per_s'):.2f}  "
+              f"masks per CPU-second {mean(True, 'masks_per_cpu_s') / mean(False, 'masks_per_cpu_s'):.2f}")
     return 0
 
 
