@@ -5,6 +5,12 @@
     ros2 launch semla_ros segment.launch.py \
         params_file:=$(ros2 pkg prefix semla_ros)/share/semla_ros/config/semla_official.yaml
     ros2 launch semla_ros segment.launch.py managed:=true   # lifecycle node, configured + activated by events
+    ros2 launch semla_ros segment.launch.py image_topics:=[front,left,right]   # three cameras, one model
+
+With image_topics, camera `front` reads /semla/front/image and publishes /semla/front/mask, support_score,
+class_map, overlay and coverage (`fusion` and /diagnostics stay one for the node); image_topic (the single
+camera's remapping of `image`) then does not apply. A driver publishing elsewhere is remapped in the caller's
+launch file (`remappings=[("front/image", "/cam_front/color/image_raw"), ...]`) or relayed.
 
 The arguments and the precedence rule live in semla_ros.ros.launch_arguments: the params file comes
 first, then only the node-parameter arguments that were given, so a launch default never overrides a

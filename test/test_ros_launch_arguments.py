@@ -60,8 +60,8 @@ def _declared_values(args: list[str]) -> tuple[dict, list[str]]:
 
 
 def test_arguments_describe_themselves_and_name_real_parameters():
-    assert {"image_topic", "params_file", "namespace", "checkpoint", "library", "model_config", "navigator",
-            "backend", "device", "log_level", "managed"} == set(ARGUMENT_BY_NAME)
+    assert {"image_topic", "image_topics", "params_file", "namespace", "checkpoint", "library", "model_config",
+            "navigator", "backend", "device", "log_level", "managed"} == set(ARGUMENT_BY_NAME)
     for argument in ARGUMENTS:
         assert argument.description, argument.name
         if argument.choices:
@@ -77,6 +77,9 @@ def test_only_given_arguments_reach_the_node_and_after_the_params_file():
     assert node_parameters("/u.yaml", _launch_values()) == ["/u.yaml"]
     assert node_parameters("/u.yaml", _launch_values(device="cuda", library="/lib", image_topic="/cam")) == [
         "/u.yaml", {"device": "cuda", "library_path": "/lib"}]
+    assert node_parameters("/u.yaml", _launch_values(image_topics="[front, left,'right']")) == [
+        "/u.yaml", {"image_topics": ["front", "left", "right"]}]
+    assert node_parameters("/u.yaml", _launch_values(image_topics="rear")) == ["/u.yaml", {"image_topics": ["rear"]}]
 
 
 def test_params_file_value_wins_over_launch_defaults_and_a_given_argument_wins_over_the_file(tmp_path):
@@ -91,10 +94,12 @@ def test_params_file_value_wins_over_launch_defaults_and_a_given_argument_wins_o
     assert (values["device"], values["backend"], values["model_config"], values["checkpoint"], values["top_k"]) == (
         "cpu", "torch", "tiny", "/weights/model_large.pth", 7)
 
-    given = _launch_values(device="cuda:1", checkpoint="/other/model.pth", navigator="tower")
+    given = _launch_values(device="cuda:1", checkpoint="/other/model.pth", navigator="tower",
+                           image_topics="[front,left]")
     values, problems = _declared_values(_as_launch_ros_passes_them(node_parameters(str(user), given), tmp_path))
     assert not problems
     assert (values["device"], values["checkpoint"], values["navigator"]) == ("cuda:1", "/other/model.pth", "tower")
+    assert values["image_topics"] == ["front", "left"]
     assert (values["backend"], values["model_config"], values["top_k"]) == ("torch", "tiny", 7)
 
 

@@ -33,3 +33,28 @@ def test_close_wakes_a_waiting_taker_and_refuses_items():
     assert not taker.is_alive() and result == [None]
     box.put("late")
     assert box.take(0) is None and box.closed
+
+
+def test_camera_mailboxes_take_every_ready_camera_newest_first_and_count_per_camera():
+    from semla_ros.ros.mailbox import CameraMailboxes
+
+    box = CameraMailboxes(["front", "left", "right"])
+    box.put("left", "l1")
+    box.put("front", "f1")
+    box.put("left", "l2")          # replaces l1
+    assert box.take_ready(0) == [("front", "f1"), ("left", "l2")]   # camera order; the silent right camera absent
+    assert box.replaced_by_camera == {"front": 0, "left": 1, "right": 0} and box.replaced == 1
+    assert box.take_ready(0.01) == []
+    box.put("right", "r1")
+    box.clear()                    # deactivate: queued frames are dropped, not counted
+    assert box.take_ready(0) == [] and box.replaced == 1
+
+
+def test_camera_mailboxes_wake_for_any_camera_and_close():
+    from semla_ros.ros.mailbox import CameraMailboxes
+
+    box = CameraMailboxes(["front", "left"])
+    threading.Timer(0.05, box.put, args=("left", "frame")).start()
+    assert box.take_ready(5.0) == [("left", "frame")]
+    box.close()
+    assert box.put("front", "late") is False and box.take_ready(0) == [] and box.closed

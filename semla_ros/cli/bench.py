@@ -9,6 +9,7 @@ import importlib
 import sys
 
 BENCHMARKS = {
+    "cameras": "N cameras in one node (image_topics) vs N single-camera nodes: total RSS and masks per second",
     "catseg": "CAT-Seg forward on CPU/GPU: ms per frame and peak memory",
     "fusion": "adapter swap and steady-state frame time vs PEFT",
     "large_images": "full-size rgb8 frames across processes, best effort: shipped Fast DDS profile vs LARGE_DATA",

@@ -60,15 +60,19 @@ class NodeStats:
         self.timings = {name: RollingWindow(window_s) for name in TIMINGS}
         self.totals = {name: 0.0 for name in TIMINGS}  # sums since start, for benchmarks
         self.engine: dict[str, str] = {}  # last engine figures (support, adapters, swaps, ...)
+        # Per camera (a node serving several): frames received, processed and bad.
+        self.cameras: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
-    def frame_received(self) -> None:
+    def frame_received(self, camera: str = "") -> None:
         with self._lock:
             self.received += 1
+            self.cameras[camera]["received"] += 1
             self.input_window.add()
 
-    def bad_frame(self, kind: str) -> None:
+    def bad_frame(self, kind: str, camera: str = "") -> None:
         with self._lock:
             self.bad[kind] += 1
+            self.cameras[camera]["bad"] += 1
 
     def callback_error(self, name: str) -> int:
         """Count an unexpected exception in callback `name`; return its count so far."""
@@ -80,9 +84,10 @@ class NodeStats:
         with self._lock:
             self.not_ready += 1
 
-    def frame_processed(self, **timings_ms: float) -> None:
+    def frame_processed(self, camera: str = "", **timings_ms: float) -> None:
         with self._lock:
             self.processed += 1
+            self.cameras[camera]["processed"] += 1
             self.output_window.add()
             for name, value in timings_ms.items():
                 self.timings[name].add(value)
@@ -96,6 +101,16 @@ class NodeStats:
     def bad_total(self) -> int:
         with self._lock:
             return sum(self.bad.values())
+
+    def camera_values(self, stale_by_camera: dict[str, int]) -> list[tuple[str, str]]:
+        """`camera_<label>_frames_received|processed|bad|dropped_stale` for each camera (labels as given)."""
+        with self._lock:
+            counts = {camera: dict(self.cameras.get(camera, {})) for camera in stale_by_camera}
+        return [(f"camera_{camera}_{key}", str(value)) for camera, stale in stale_by_camera.items()
+                for key, value in (("frames_received", counts[camera].get("received", 0)),
+                                   ("frames_processed", counts[camera].get("processed", 0)),
+                                   ("frames_bad", counts[camera].get("bad", 0)),
+                                   ("frames_dropped_stale", stale))]
 
     def values(self, stale_frames: int) -> list[tuple[str, str]]:
         with self._lock:

@@ -22,12 +22,16 @@ class Argument:
     default: str = NOT_GIVEN
     choices: tuple[str, ...] = ()
     parameter: str | None = None   # the node parameter this argument sets when given
+    is_list: bool = False           # a string-array parameter: '[a, b]' or 'a,b' on the command line
 
 
 # Choices agree with engine.spec.BACKENDS and the launch levels of rcutils (test_ros_launch_arguments.py).
 ARGUMENTS: tuple[Argument, ...] = (
     Argument("image_topic", "Input sensor_msgs/Image topic (image_topic/compressed when input_transport is "
-             "compressed)", default="/camera/image_raw"),
+             "compressed) of the single camera", default="/camera/image_raw"),
+    Argument("image_topics", "Several cameras, one model: their namespaces, e.g. [front,left,right] (camera front "
+             "reads <namespace>/front/image and publishes <namespace>/front/mask, ...); '' = as in params_file",
+             parameter="image_topics", is_list=True),
     Argument("params_file", "Parameter file of the node (every parameter documented in config/semla.yaml; "
              "config/semla_official.yaml is the official SemLA set-up). Default: config/semla.yaml"),
     Argument("namespace", "Namespace of the node and its topics (mask, support_score, fusion, class_map, "
@@ -59,10 +63,18 @@ def executable(values: Mapping[str, str]) -> str:
     return "semla_segmenter_managed" if values.get("managed") == "true" else "semla_segmenter"
 
 
-def given_parameters(values: Mapping[str, str]) -> dict[str, str]:
+def text_list(text: str) -> list[str]:
+    """'[front, left,right]' or 'front,left' -> ['front', 'left', 'right'] (quotes and blanks around names dropped)."""
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    return [item.strip().strip("'\"") for item in inner.split(",")] if inner.strip() else []
+
+
+def given_parameters(values: Mapping[str, str | list[str]]) -> dict[str, str | list[str]]:
     """The node parameters set by the launch arguments the user gave (non-empty), under their parameter names."""
-    return {argument.parameter: values[argument.name] for argument in ARGUMENTS
-            if argument.parameter and values.get(argument.name, NOT_GIVEN) != NOT_GIVEN}
+    return {argument.parameter: text_list(values[argument.name]) if argument.is_list else values[argument.name]
+            for argument in ARGUMENTS if argument.parameter and values.get(argument.name, NOT_GIVEN) != NOT_GIVEN}
 
 
 def node_parameters(params_file: str, values: Mapping[str, str]) -> list:

@@ -14,6 +14,7 @@ and enables the publishers, `deactivate` unsubscribes and keeps the model, `clea
 """
 from __future__ import annotations
 
+import collections
 import functools
 import gc
 import os
@@ -62,7 +63,8 @@ from semla_ros.ros.image_conversion import (
     rgb_to_image,
 )
 from semla_ros.ros.log_bridge import route_python_logging
-from semla_ros.ros.mailbox import LatestFrameMailbox
+from semla_ros.ros.cameras import MergedFrameTime, label, topic
+from semla_ros.ros.mailbox import CameraMailboxes
 from semla_ros.ros.overlay import blend, palette
 from semla_ros.ros.process import StopSignals, leave
 from semla_ros.ros.processes import HOLD_LOAD_ENV, HOLD_LOAD_LOG
@@ -78,6 +80,24 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 
 
 @dataclass
+class Camera:
+    """One camera the node serves (parameter image_topics): its namespace ('' = the node's), its output
+    publishers, and the vocabulary its class_map announced last."""
+
+    name: str
+    mask: Any = None
+    support: Any = None
+    overlay: Any = None
+    coverage: Any = None
+    class_map: Any = None
+    announced: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
+
+    @property
+    def label(self) -> str:
+        return label(self.name)
+
+
+@dataclass
 class Frame:
     """A converted frame waiting for the inference thread."""
 
@@ -86,7 +106,8 @@ class Frame:
     received: float       # time.monotonic() at callback entry
     queued: float         # time.monotonic() when put into the mailbox
     conversion_ms: float
-    clock_s: float = 0.0  # the node clock (ROS time: sim time with use_sim_time) at callback entry
+    clock_s: float        # the node clock (ROS time: sim time with use_sim_time) at callback entry
+    camera: Camera        # the camera it came from
 
 
 def frame_seconds(header, clock_s: float, source: str) -> tuple[float, bool]:
@@ -149,19 +170,21 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._stats = NodeStats()
         self._health = Health()
         self._guard = CallbackGuard(self._stats, self._health, self.get_logger())
-        self._mailbox = LatestFrameMailbox()
+        self._cameras: list[Camera] = []    # from image_topics at configure
+        self._mailbox = CameraMailboxes([])
+        self._frame_time = MergedFrameTime()
+        self._header_cameras: collections.OrderedDict = collections.OrderedDict()   # id(header) -> (header, camera)
         self._live_changes: queue.SimpleQueue = queue.SimpleQueue()   # stored parameter changes, in order
         self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
         self._thread: threading.Thread | None = None
-        self._sub = None
+        self._subs: list = []
         self._outputs: list = []   # our lifecycle publishers (not `_publishers`: rclpy's own list)
         self._backend_status = None           # the engine backend's last (level, message), reported on change
         self._coverage: CoverageMonitor | None = None
         self._coverage_state = None
         self._unstamped_said = False
         self._palettes: dict[int, np.ndarray] = {}
-        self._class_map: tuple[tuple[str, ...], int] = ((), 0)   # (vocabulary published last, its version)
         self._unusable_logged: set[str] = set()
         self._state = "unconfigured"
         self._closing = threading.Event()   # set by close(): a configure in progress gives up
@@ -198,6 +221,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self._state = "not running: invalid parameters"
             return FAILURE
         self._state = "loading model"
+        self._cameras = [Camera(name) for name in self._value("image_topics")]
         try:
             self._create_publishers()
         except Exception as error:  # a bad qos_overrides value (type or policy name) fails the transition
@@ -209,7 +233,8 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         if segmenter is None:
             self._destroy_publishers()
             return FAILURE
-        self._mailbox = LatestFrameMailbox()
+        self._mailbox = CameraMailboxes([camera.name for camera in self._cameras])
+        self._frame_time = MergedFrameTime()
         self._segmenter = segmenter
         self._thread = threading.Thread(target=self._run, args=(segmenter,), name="semla-inference", daemon=True)
         self._thread.start()
@@ -218,12 +243,14 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
 
     @transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Enable the publishers, then subscribe to the camera."""
+        """Enable the publishers, then subscribe to the cameras."""
         result = super().on_activate(state)
         try:
-            self._sub = self._subscribe()
+            for camera in self._cameras:
+                self._subs.append(self._subscribe(camera))
         except Exception as error:  # a bad qos_overrides value fails the transition, never the node
             self._report("qos_overrides", [("error", f"input not subscribed: {type(error).__name__}: {error}")])
+            self._unsubscribe()
             super().on_deactivate(state)
             return FAILURE
         self._state = "running"
@@ -271,33 +298,37 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self._outputs.append(created)
             return created
 
-        self._mask_pub = publisher(Image, "mask")
-        self._support_pub = publisher(SupportScore, "support_score")
-        self._overlay_pub = publisher(Image, "overlay")
-        self._coverage_pub = publisher(CoverageStatus, "coverage")
-        self._fusion_pub = publisher(AdapterFusion, "fusion", FUSION_QOS)
-        self._class_map_pub = publisher(ClassMap, "class_map", CLASS_MAP_QOS)
+        for camera in self._cameras:   # per camera, under its namespace
+            camera.mask = publisher(Image, topic(camera.name, "mask"))
+            camera.support = publisher(SupportScore, topic(camera.name, "support_score"))
+            camera.overlay = publisher(Image, topic(camera.name, "overlay"))
+            camera.coverage = publisher(CoverageStatus, topic(camera.name, "coverage"))
+            camera.class_map = publisher(ClassMap, topic(camera.name, "class_map"), CLASS_MAP_QOS)
+            camera.announced = ((), 0)
+        self._fusion_pub = publisher(AdapterFusion, "fusion", FUSION_QOS)   # one for the node: one model
 
     def _destroy_publishers(self) -> None:
         publishers, self._outputs = self._outputs, []
         for publisher in publishers:
             self.destroy_lifecycle_publisher(publisher)
 
-    def _subscribe(self):
+    def _subscribe(self, camera: Camera):
+        """The camera's input, in a callback group of its own (one camera's callback never waits for another's)."""
         in_qos = qos_profile(self._value("input_qos"), self._value("input_qos_depth"))
         if self._value("input_transport") == "compressed":
-            msg_type, topic, callback = CompressedImage, "image/compressed", self._on_compressed
+            msg_type, name, convert = CompressedImage, "image/compressed", compressed_to_rgb
         else:
-            msg_type, topic, callback = Image, "image", self._on_image
-        return self.create_subscription(msg_type, topic, self._guard.callback("image", callback), in_qos,
-                                        callback_group=MutuallyExclusiveCallbackGroup(),
+            msg_type, name, convert = Image, "image", image_to_rgb
+        callback = functools.partial(self._accept, camera, convert)
+        return self.create_subscription(msg_type, topic(camera.name, name), self._guard.callback("image", callback),
+                                        in_qos, callback_group=MutuallyExclusiveCallbackGroup(),
                                         qos_overriding_options=QOS_OVERRIDES)
 
     def _unsubscribe(self) -> None:
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
-        self._mailbox.take(timeout=0)   # a frame already queued is not processed after deactivate
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            self.destroy_subscription(sub)
+        self._mailbox.clear()   # a frame already queued is not processed after deactivate
 
     def _release(self) -> None:
         """Stop the inference thread (bounded: a frame inside a slow model is not waited for), close the
@@ -331,28 +362,25 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         return colours
 
     # ------------------------------------------------------------------ input callbacks
-    def _on_image(self, msg: Image) -> None:
-        self._accept(msg, image_to_rgb)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._accept(msg, compressed_to_rgb)
-
-    def _accept(self, msg, convert) -> None:
+    def _accept(self, camera: Camera, convert, msg) -> None:
+        """A camera's frame: converted and put into the camera's mailbox slot (never blocks)."""
         received = time.monotonic()
         clock_s = self.get_clock().now().nanoseconds * 1e-9
-        self._stats.frame_received()
+        self._stats.frame_received(camera.label)
         if self._segmenter is None:
             self._stats.frame_not_ready()
             return
         try:
             rgb = convert(msg, self._value("max_input_pixels"))
         except BadFrame as bad:
-            self._stats.bad_frame(bad.kind)
-            self.get_logger().warning(f"dropped bad frame ({bad}); {self._stats.bad_total} so far",
+            self._stats.bad_frame(bad.kind, camera.label)
+            where = f" from camera {camera.name}" if camera.name else ""
+            self.get_logger().warning(f"dropped bad frame{where} ({bad}); {self._stats.bad_total} so far",
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         queued = time.monotonic()
-        self._mailbox.put(Frame(rgb, msg.header, received, queued, (queued - received) * 1e3, clock_s))
+        self._mailbox.put(camera.name, Frame(rgb, msg.header, received, queued, (queued - received) * 1e3, clock_s,
+                                             camera))
 
     # ------------------------------------------------------------------ inference thread
     def _build_until_closed(self):
@@ -408,12 +436,15 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         while not mailbox.closed:
             step(segmenter, mailbox)
 
-    def _step(self, segmenter, mailbox: LatestFrameMailbox) -> None:
-        """One turn of the inference thread: parameter changes made meanwhile, then the newest frame."""
-        frame = mailbox.take(timeout=0.25)
+    def _step(self, segmenter, mailbox: CameraMailboxes) -> None:
+        """One turn of the inference thread: parameter changes made meanwhile, then the newest frame of each
+        camera that has one, oldest first (one at a time through the segmenter; see docs/cameras.md)."""
+        ready = mailbox.take_ready(timeout=0.25)
         self._apply_live_changes(segmenter)
-        if frame is not None:
-            self._process(frame, segmenter)
+        source = self._value("frame_time")
+        timed = [(frame_seconds(frame.header, frame.clock_s, source), frame) for _, frame in ready]
+        for (time_s, unstamped), frame in sorted(timed, key=lambda item: item[0][0]):
+            self._process(frame, segmenter, self._frame_time(frame.camera.name, time_s), unstamped)
 
     def _report(self, source: str, entries: list[tuple[str, str]]) -> None:
         """Replace one source's health entries and log the problems among them once."""
@@ -433,9 +464,12 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         if classes != segmenter.predictor.class_names:
             segmenter.set_classes(classes)
 
-    def _process(self, frame: Frame, segmenter) -> None:
+    def _process(self, frame: Frame, segmenter, time_s: float, unstamped: bool) -> None:
         taken = time.monotonic()
-        time_s, unstamped = frame_seconds(frame.header, frame.clock_s, self._value("frame_time"))
+        camera = frame.camera
+        self._header_cameras[id(frame.header)] = (frame.header, camera)   # which camera an embedding came from
+        while len(self._header_cameras) > 64:
+            self._header_cameras.popitem(last=False)
         if unstamped and not self._unstamped_said:   # said once: log + diagnostics WARN
             self._unstamped_said = True
             self._report("frame_time", [("warn", "frames arrive without a header stamp: shift timing uses the "
@@ -452,16 +486,16 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._check_backend(segmenter.backend)
         num_classes = len(result.classes)
         try:
-            self._publish_class_map_if_new(result.classes, frame.header)
-            self._mask_pub.publish(mask_to_image(result.class_ids, num_classes, frame.header))
-            self._support_pub.publish(self._support_message(result, frame.header))
+            self._publish_class_map_if_new(camera, result.classes, frame.header)
+            camera.mask.publish(mask_to_image(result.class_ids, num_classes, frame.header))
+            camera.support.publish(self._support_message(result, frame.header))
             if result.fusion is not None:
                 self._publish_fusion(result.fusion, frame.header, segmenter.library)
             if result.embedding is not None and self._coverage is not None and segmenter.library is not None:
                 self._observe_coverage(segmenter, result, frame)
-            if self._overlay_pub.get_subscription_count() > 0:  # only computed for a viewer
+            if camera.overlay.get_subscription_count() > 0:  # only computed for a viewer
                 overlay = blend(frame.rgb, result.class_ids, self._palette(num_classes), self._value("overlay_alpha"))
-                self._overlay_pub.publish(rgb_to_image(overlay, frame.header))
+                camera.overlay.publish(rgb_to_image(overlay, frame.header))
                 self._stats.overlays_published += 1
         except Exception as error:
             self._stats.publish_errors += 1
@@ -471,7 +505,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         published = time.monotonic()
         latency_ms = (published - frame.received) * 1e3
         self._stats.frame_processed(
-            conversion_ms=frame.conversion_ms, queue_ms=(taken - frame.queued) * 1e3,
+            camera.label, conversion_ms=frame.conversion_ms, queue_ms=(taken - frame.queued) * 1e3,
             model_ms=result.model_ms, process_ms=(processed - taken) * 1e3,
             publish_ms=(published - processed) * 1e3, latency_ms=latency_ms,
             overhead_ms=latency_ms - result.model_ms)
@@ -486,17 +520,18 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             f"latency {latency_ms:.1f} ms; support {result.support:.4f}, ema distance {result.ema_distance:.4f} "
             f"(threshold {result.threshold:.4f})", throttle_duration_sec=FRAME_LOG_THROTTLE_S)
 
-    def _publish_class_map_if_new(self, classes: tuple[str, ...], header) -> None:
-        """Say what mask values mean whenever a frame is the first one segmented with a vocabulary; the
-        message carries that frame's header, so a subscriber knows from which mask on it applies."""
-        published, version = self._class_map
+    def _publish_class_map_if_new(self, camera: Camera, classes: tuple[str, ...], header) -> None:
+        """Say what mask values mean whenever a frame is the camera's first one segmented with a vocabulary;
+        the message carries that frame's header, so a subscriber knows from which mask on it applies."""
+        published, version = camera.announced
         if tuple(classes) == published:
             return
         version += 1
-        self._class_map_pub.publish(ClassMap(header=header, class_names=list(classes), vocabulary_version=version,
-                                             mask_encoding=mask_encoding(len(classes))))
-        self._class_map = (tuple(classes), version)
-        self.get_logger().info(f"class map v{version}: {len(classes)} classes ({mask_encoding(len(classes))})")
+        camera.class_map.publish(ClassMap(header=header, class_names=list(classes), vocabulary_version=version,
+                                          mask_encoding=mask_encoding(len(classes))))
+        camera.announced = (tuple(classes), version)
+        where = f" of camera {camera.name}" if camera.name else ""
+        self.get_logger().info(f"class map{where} v{version}: {len(classes)} classes ({mask_encoding(len(classes))})")
 
     def _check_backend(self, backend) -> None:
         """An engine backend says how frames run (engine, or PyTorch while it builds/rebuilds and why):
@@ -525,6 +560,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         navigator runs beside segmentation, so it can be an earlier frame than this one), WARN while a gap lasts."""
         header = result.embedded_stamp if hasattr(result.embedded_stamp, "stamp") else frame.header
         image = result.embedded_image if result.embedded_image is not None else frame.rgb
+        camera = self._header_cameras.get(id(header), (None, frame.camera))[1]
         stamp = header.stamp
         try:
             report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, image,
@@ -535,7 +571,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self._report("coverage", [("error", f"capturing frames failed: {error}")])
             self._coverage.update_settings(capture_dir="")
             return
-        self._coverage_pub.publish(CoverageStatus(
+        camera.coverage.publish(CoverageStatus(
             header=header, status=report.status, nearest_distance=float(report.nearest_distance),
             relative_distance=float(report.relative_distance), scale_free_support=float(report.scale_free_support),
             uncovered_fraction=float(report.uncovered_fraction), frames_captured=report.frames_captured,
@@ -706,6 +742,9 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             message = "running"
         rows = ([("state", self._state), ("lifecycle_state", self.lifecycle_state())]
                 + self._stats.values(self._mailbox.replaced) + self._health.rows())
+        if len(self._cameras) > 1:
+            stale = self._mailbox.replaced_by_camera
+            rows += self._stats.camera_values({camera.label: stale.get(camera.name, 0) for camera in self._cameras})
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                                 f"{self.get_fully_qualified_name()}: segmenter",
                                                 LEVEL_BYTES[level], message, rows))

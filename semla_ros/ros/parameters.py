@@ -30,6 +30,7 @@ from semla_ros.core.fields import FieldInfo, setting
 from semla_ros.core.navigator_spec import NavigatorSpec
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.engine.spec import EngineSpec
+from semla_ros.ros import cameras
 
 Qos = Literal["sensor_data", "default", "system_default"]
 
@@ -38,6 +39,14 @@ Qos = Literal["sensor_data", "default", "system_default"]
 class NodeSettings:
     """The node's own parameters: topics, QoS, frame time, overlay, diagnostics (no engine part reads them)."""
 
+    image_topics: tuple[str, ...] = setting(
+        ("",), live=False, help="Cameras this node serves: one namespace each ('' = the node's own)",
+        doc="Cameras this node serves with one model, navigator, library and fusion, e.g. [front, left, right]: "
+            "camera `front` subscribes `front/image` and publishes `front/mask`, `front/support_score`, "
+            "`front/class_map`, `front/overlay` and `front/coverage` with its input's header; `fusion` and "
+            "/diagnostics stay one for the node. The domain is decided from all cameras' frames. Default [''] "
+            "is one camera in the node's own namespace (`image` -> `mask`). Remap a driver's topic onto a "
+            "camera's input (`-r front/image:=/cam_front/image_raw`).")
     input_transport: Literal["raw", "compressed"] = setting(
         "raw", live=False, help="Subscribe to 'image' (raw) or 'image/compressed'",
         doc="raw: subscribe to `image` (rgb8, bgr8, rgba8, bgra8, mono8, mono16; any row padding). "
@@ -193,6 +202,10 @@ def validate(changes: Mapping[str, Any]) -> str | None:
                 NavigatorSpec.parse(str(value))
             except ValueError as error:
                 return f"navigator: {error}"
+        if name == "image_topics":
+            problem = cameras.camera_problem(value)
+            if problem:
+                return problem
         if name == "classes":
             names = clean_classes(value)
             if not names or any(not c for c in names):
