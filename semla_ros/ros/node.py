@@ -51,6 +51,7 @@ from semla_ros.core.coverage import GAP, CoverageMonitor
 from semla_ros.msg import AdapterFusion, ClassMap, CoverageStatus, SupportScore
 from semla_ros.ros import parameters
 from semla_ros.ros.background import BackgroundJob
+from semla_ros.ros.cameras import MergedFrameTime, label, topic
 from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
 from semla_ros.ros.guard import CallbackGuard
@@ -63,7 +64,6 @@ from semla_ros.ros.image_conversion import (
     rgb_to_image,
 )
 from semla_ros.ros.log_bridge import route_python_logging
-from semla_ros.ros.cameras import MergedFrameTime, label, topic
 from semla_ros.ros.mailbox import CameraMailboxes
 from semla_ros.ros.overlay import blend, palette
 from semla_ros.ros.process import StopSignals, leave
