@@ -40,5 +40,5 @@ class Backend(ABC):
         """(level, message) about how frames run now, for diagnostics; None: nothing to say (PyTorch)."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  an optional hook: PyTorch holds nothing to release, engines override it
         """Release engines/buffers (nothing for PyTorch)."""

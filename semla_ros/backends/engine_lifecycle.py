@@ -128,9 +128,11 @@ class EngineRuntime(ABC):
     def run(self, handle, views: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(V,3,S,S) views + (T,E) text -> (V,T,h,w) float32 logits."""
 
+    @abstractmethod
     def set_weights(self, handle, names: list[str]) -> None:
         """Make the engine hold the live model's current values of `names` (all reachable); raise on failure."""
 
+    @abstractmethod
     def release(self, handle) -> None:
         """Free what the engine holds."""
 

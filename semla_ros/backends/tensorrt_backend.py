@@ -123,7 +123,8 @@ class TensorRTRuntime(EngineRuntime):
             plan = self._build_plan(onnx_path, names, capacity, opt_classes)
             self.build_seconds = time.perf_counter() - start
             self.engines.store_plan(key, plan)
-            log.info("built a TensorRT engine in %.1f s (%s)", self.build_seconds, self.engines.path(key, "engine.plan"))
+            log.info("built a TensorRT engine in %.1f s (%s)", self.build_seconds,
+                     self.engines.path(key, "engine.plan"))
         engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
         if engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {self.engines.path(key, 'engine.plan')}")
