@@ -23,12 +23,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .engine_cache import EngineCache, EngineKey, OnnxKey
 from .engine_lifecycle import EngineRuntime
 from .onnx_weights import OnnxWeightRef, WeightMapping
+
+if TYPE_CHECKING:   # an optional runtime, imported where it runs
+    import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,8 @@ def _build_code_digest() -> str:
 
 @dataclass
 class TrtEngine:
-    engine: object
-    context: object
+    engine: trt.ICudaEngine
+    context: trt.IExecutionContext
     refs: dict[str, OnnxWeightRef]     # refittable parameter -> its initializer in the engine
     plan_path: Path
 
