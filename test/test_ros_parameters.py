@@ -13,7 +13,8 @@ from semla_ros.ros.parameters import SPEC_BY_NAME, SPECS, validate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_seed", "library_path", "navigator",
-                  "navigator_normalize", "backend", "device", "precision", "engine_cache_dir", "sliding_window", "input_transport",
+                  "navigator_normalize", "backend", "device", "precision", "engine_cache_dir", "sliding_window",
+                  "input_transport",
                   "input_qos", "input_qos_depth", "output_qos", "output_qos_depth", "diagnostics_period_s",
                   "coverage_capture_dir"}
 LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_threshold", "threshold_mode",
