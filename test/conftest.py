@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,16 @@ def reference_dir() -> Path:
 
 
 _domain_ids = itertools.count()
+
+
+@pytest.fixture
+def loradb(tmp_path, fixture_dir) -> Path:
+    """A writable copy of fixture A's official loradb."""
+    root = tmp_path / "loradb"
+    shutil.copytree(fixture_dir / "loradb", root)
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return root
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from semla_ros.catseg.build import build_catseg
@@ -24,16 +23,6 @@ from semla_ros.core.targets import semla_target_modules
 from semla_ros.demo import world
 from semla_ros.demo.build_assets import ADAPTER_SEED0, adapter_name, demo_config
 from semla_ros.training.lora import domain_centroid
-
-
-@pytest.fixture(scope="module", autouse=False)
-def one_torch_thread():
-    """One torch thread for the module: these small kernels gain nothing from a second one, and on a busy
-    machine OpenMP's spin-waiting made them 20x slower (measured: 1.5 s vs 68 ms a frame)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def random_demo_engine(root: Path, domains=world.DOMAINS, images_per_domain: int = 48, seed: int = 0):

@@ -297,7 +297,8 @@ def test_weights_become_inputs_in_our_layout_behind_identity_too():
          numpy_helper.from_array(c, "shared")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     f32 = np.dtype("float32")
-    refs = {"a.weight": OnnxWeightRef("onnx::MatMul_1", True, f32), "b.weight": OnnxWeightRef("onnx::MatMul_2", True, f32),
+    refs = {"a.weight": OnnxWeightRef("onnx::MatMul_1", True, f32),
+            "b.weight": OnnxWeightRef("onnx::MatMul_2", True, f32),
             "c.weight": OnnxWeightRef("shared", False, f32), "d.weight": OnnxWeightRef("shared", False, f32)}
     feeds = weights_as_inputs(model, refs, {"a.weight": a.shape, "b.weight": b.shape, "c.weight": c.shape,
                                             "d.weight": c.shape})

@@ -45,7 +45,8 @@ def synthetic_state_dict(entries, semla_aliases: bool) -> dict[str, torch.Tensor
 def test_manifest_state_dict_loads_strictly(reference_dir, name, semla_aliases):
     info = manifest(reference_dir, name)
     state = synthetic_state_dict(info["state_dict"], semla_aliases)
-    expected_count = info["num_state_dict_keys_semla_module" if semla_aliases else "num_state_dict_keys_upstream_module"]
+    expected_count = info["num_state_dict_keys_semla_module" if semla_aliases
+                          else "num_state_dict_keys_upstream_module"]
     assert len(state) == expected_count
     model = build_catseg(name, device="meta")
     result = model.load_state_dict(state, strict=True, assign=True)

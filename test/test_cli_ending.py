@@ -23,7 +23,8 @@ def _raise(exc):
 
 @pytest.mark.parametrize("exc, code, line", [
     (ValueError("--sizes must be >= 1, got 0"), 2, "semla-x: --sizes must be >= 1, got 0"),
-    (FileNotFoundError(2, "No such file or directory", "/data/none"), 2, "semla-x: /data/none: No such file or directory"),
+    (FileNotFoundError(2, "No such file or directory", "/data/none"), 2,
+     "semla-x: /data/none: No such file or directory"),
     (PermissionError(13, "Permission denied", "/ro/out"), 2, "semla-x: /ro/out: Permission denied"),
     (WorkFailed("2 of 5 adapters failed to train"), 1, "semla-x: 2 of 5 adapters failed to train"),
     (KeyboardInterrupt(), 1, "semla-x: interrupted; nothing finished was left behind"),

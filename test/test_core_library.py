@@ -13,15 +13,6 @@ from semla_ros.core.library import AdapterLibrary, write_entry
 QKV = ".attn.q_proj"
 
 
-@pytest.fixture
-def loradb(tmp_path, fixture_dir):
-    root = tmp_path / "loradb"
-    shutil.copytree(fixture_dir / "loradb", root)
-    for p in root.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return root
-
-
 def fixture_shapes(root):
     tensors = load_file(str(root / "fog" / "adapter_model.safetensors"))
     return {k[len("base_model.model."):-len(".lora_A.weight")]: (tensors[k.replace("lora_A", "lora_B")].shape[0],

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_core_library import loradb  # noqa: F401  (the fixture: a writable copy of fixture A's loradb)
 
 from semla_ros.core.library import AdapterLibrary
 

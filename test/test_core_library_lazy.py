@@ -59,7 +59,7 @@ def test_open_reads_no_factor_and_first_use_validates(tmp_path):
     assert lib.cache.stats().items == 0 and not any(e.cached for e in lib.entries)
     assert all(e.lazy and e.modules == tuple(SHAPES) and e.rank == RANK for e in lib.entries)
     with pytest.raises(InvalidEntryError, match="NaN or inf"):
-        lib["b"].factors
+        _ = lib["b"].factors
     a = lib["a"].factors                                  # read on first use, exactly what was written
     assert all(torch.equal(a[m][0], written["a"][m][0]) and torch.equal(a[m][1], written["a"][m][1]) for m in SHAPES)
     assert lib["a"].cached and lib.cache.stats().items == 1 and lib["a"].factors is a   # the cache's copy
@@ -78,7 +78,7 @@ def test_lru_cache_bound_holds_and_evicted_factors_are_freed(tmp_path):
     lib = AdapterLibrary.open(tmp_path, cache=cache)
     first = weakref.ref(lib["a"].factors["blocks.0.fc"][0])
     for name in ("b", "c", "b", "d"):
-        lib[name].factors
+        _ = lib[name].factors
         stats = cache.stats()
         assert stats.bytes <= stats.max_bytes and stats.items <= 2
     assert [e.name for e in lib.entries if e.cached] == ["b", "d"]       # c was the least recently used
@@ -112,8 +112,8 @@ def test_files_changed_after_open_are_handled_at_fusion_time(tmp_path):
     assert selection.entries[0].factors["blocks.0.fc"][0] is in_use["blocks.0.fc"][0]
     new = lib.reload()                                                # the operator reloads
     assert new.names == ("b", "c") and "unreadable" in dict(new.skipped)["a"]
-    assert torch.equal(new["b"].factors["blocks.0.fc"][0],
-                       load_file(str(weights_file(tmp_path / "lib", "b")))["base_model.model.blocks.0.fc.lora_A.weight"])
+    on_disk = load_file(str(weights_file(tmp_path / "lib", "b")))
+    assert torch.equal(new["b"].factors["blocks.0.fc"][0], on_disk["base_model.model.blocks.0.fc.lora_A.weight"])
     with pytest.raises(ValueError, match="no usable adapter is left.*refused by the check"):
         new.select([0.0, 0.0, 0.0], top_k=1, check=refuse)
 
@@ -127,7 +127,7 @@ def test_reload_keeps_unchanged_adapters_cached_and_prefetch_reads_ahead(tmp_pat
     new = lib.reload()
     assert new.cache is lib.cache and new["a"].cached and not new["b"].cached and not new["c"].cached
     misses = lib.cache.stats().misses
-    new["a"].factors
+    _ = new["a"].factors
     assert lib.cache.stats().misses == misses             # a is still the same file: no read
     nan_data(weights_file(tmp_path, "c"))
     assert new.prefetch([2]) == 0 and [n for n, _ in new.failed] == ["c"]   # found bad ahead of a fusion

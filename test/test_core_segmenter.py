@@ -45,7 +45,7 @@ def tiny_targets(fixture_dir):
 
 def make_library(root, targets, names=("red", "green", "blue"), scale=0.05, seed=0):
     g = torch.Generator().manual_seed(seed)
-    for i, name in enumerate(names):
+    for name in names:
         factors = {m: (torch.randn(4, i_f, generator=g) * scale, torch.randn(o_f, 4, generator=g) * scale)
                    for m, (i_f, o_f) in targets.items()}
         write_entry(root, name, factors, MeanColorNavigator().embed([frame(name)])[0], lora_alpha=8,

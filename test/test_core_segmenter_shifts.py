@@ -22,6 +22,7 @@ from semla_ros.core.segmenter import InlineExecutor, SemlaSegmenter
 from semla_ros.core.settings import SegmenterSettings
 
 DOMAINS = ("clear", "night", "fog")
+DEFAULTS = SegmenterSettings()   # frozen: one shared default
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def clear_night_clear():
     return frames_of([("clear", 3), ("night", 4), ("clear", 4)])
 
 
-def fusions(engine, frames, wall_pace: float, use_stamps: bool, settings=SegmenterSettings()):
+def fusions(engine, frames, wall_pace: float, use_stamps: bool, settings=DEFAULTS):
     """Replay with the frames' stamps at 10 Hz and a wall clock running at `wall_pace` x real time."""
     predictor, library, navigator = engine
     wall = [0.0]

@@ -122,7 +122,7 @@ def test_frame_trigger_fuses_every_frame_for_that_frame():
     deb = debouncer("frame", warmup_frames=1)
     fusions = run(deb, stream)
     assert len(fusions) == 20
-    for (i, _, query), e in zip(fusions[1:], stream[1:], strict=False):
+    for (_, _, query), e in zip(fusions[1:], stream[1:], strict=False):
         np.testing.assert_array_equal(query, e)            # per-image: the frame's own embedding
 
 

@@ -99,7 +99,8 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
     n = len(world.CLASS_NAMES)
 
     def score(images, labels):
-        conf = sum(confusion_matrix(predictor.predict(img).class_ids, lab, n) for img, lab in zip(images, labels, strict=False))
+        conf = sum(confusion_matrix(predictor.predict(img).class_ids, lab, n)
+                   for img, lab in zip(images, labels, strict=False))
         return mean_iou(conf)
 
     gains = {}

@@ -34,7 +34,8 @@ def test_held_out_domain_is_flagged_captured_proposed_trained_and_covered_next_d
     assert not any(f.get("status") != "covered" for f in first["frames"] if f["domain"] == "clear")
     captured = [f for f in first["frames"] if f.get("captured")]
     assert len(captured) == first["captured"] >= 3 and all(f["domain"] == "night" for f in captured)
-    assert all(b["t"] - a["t"] >= 0.5 - 1e-9 for a, b in zip(captured, captured[1:], strict=False))   # the capture rate limit
+    # the capture rate limit
+    assert all(b["t"] - a["t"] >= 0.5 - 1e-9 for a, b in zip(captured, captured[1:], strict=False))
     (proposal,) = result["proposals"]["proposals"]
     assert proposal["frames"] == len(captured) and proposal["mean_relative_distance"] > 0.5
     assert result["labelled"] == {"night": len(captured)}

@@ -11,7 +11,7 @@ transient. The benchmark (`semla-bench shifts`) runs the full-length suite on th
 from __future__ import annotations
 
 import pytest
-from shift_setup import one_torch_thread, random_demo_engine  # noqa: F401 (fixture)
+from shift_setup import random_demo_engine
 
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.demo import scenarios

@@ -59,7 +59,8 @@ def test_accumulator_sums_images():
     acc = ConfusionAccumulator(3)
     acc.add(PRED, GT)
     acc.add(PRED[:, :2], GT[:, :2])
-    np.testing.assert_array_equal(acc.matrix, confusion_matrix(PRED, GT, 3) + confusion_matrix(PRED[:, :2], GT[:, :2], 3))
+    np.testing.assert_array_equal(acc.matrix,
+                                  confusion_matrix(PRED, GT, 3) + confusion_matrix(PRED[:, :2], GT[:, :2], 3))
     assert acc.images == 2
 
 

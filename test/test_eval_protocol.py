@@ -126,8 +126,8 @@ def test_cli_run_writes_table_json_and_figures(setup, tmp_path):
     out = tmp_path / "out"
     rc = main(["run", "--data", str(setup["data"]["fog"].path.parent), "--model", str(config), "--checkpoint",
                str(weights), "--library", f"std={setup['library'].root}", "--out", str(out), "--top-k", "2",
-               "--exclude-from-hmean", "clear", "--quiet", "--max-images", "1", "--methods", "zero-shot", "oracle", "semla",
-               "semla-debounced"])
+               "--exclude-from-hmean", "clear", "--quiet", "--max-images", "1",
+               "--methods", "zero-shot", "oracle", "semla", "semla-debounced"])
     assert rc == 0
     md = (out / "results.md").read_text()
     assert "| zero-shot |" in md and "| semla |" in md and "clear*" in md

@@ -20,8 +20,9 @@ def test_dry_run_writes_a_report_that_says_the_gpu_tests_did_not_run(tmp_path):
     wheels.mkdir()
     (wheels / "tensorrt_cu13_bindings-11.4.0.106-cp312-none-manylinux_2_28_x86_64.whl").write_bytes(b"")
     out = tmp_path / "report" / "gpu_check.json"
-    done = subprocess.run([sys.executable, "tools/gpu_check.py", "--dry-run", "--wheels", str(wheels), "--out", str(out),
-                           "--tests", GPU_TEST], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "tools/gpu_check.py", "--dry-run", "--wheels", str(wheels),
+                           "--out", str(out), "--tests", GPU_TEST],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["dry_run"] and report["ok"] is False and "did not run" in report["verdict"]

@@ -38,7 +38,8 @@ def test_init_moves_minor_and_major_components_out_of_the_weight():
     x = torch.randn(3, 12)
     before = base(x).detach().clone()
     w0 = base[0].weight.detach().clone()
-    model = get_peft_model(base, LoraConfig(r=3, lora_alpha=6, target_modules=["0", "2"]), adapter_name=recyclelora.MAIN)
+    model = get_peft_model(base, LoraConfig(r=3, lora_alpha=6, target_modules=["0", "2"]),
+                           adapter_name=recyclelora.MAIN)
     model.add_adapter(recyclelora.SUB, LoraConfig(r=1, lora_alpha=1, target_modules=["0", "2"]))
     model.base_model.set_adapter([recyclelora.MAIN, recyclelora.SUB])
     initial = recyclelora.init_recyclelora(model, {recyclelora.MAIN: 2.0, recyclelora.SUB: 1.0})

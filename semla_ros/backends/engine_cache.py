@@ -16,9 +16,9 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import Field, asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ def default_cache_dir() -> Path:
 
 class CacheKey:
     """Mixin for frozen dataclass keys: the digest of every field names the entry's folder."""
+
+    # Every subclass is a dataclass; declared so the type checker knows asdict() accepts a CacheKey.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:24]
@@ -93,7 +96,7 @@ class ArtifactCache:
             return None
         return path
 
-    def store(self, key: CacheKey, name: str, write: Callable[[Path], None]) -> Path:
+    def store(self, key: CacheKey, name: str, write: Callable[[Path], object]) -> Path:
         """Write the artifact with `write(partial_path)`, publish it atomically, then evict old entries."""
         path = self.path(key, name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,7 @@ class ArtifactCache:
     def entries(self) -> list[tuple[Path, float, int]]:
         """(folder, last use, bytes) of every entry, oldest first; folders without key.json count as used
         when they were last modified (a build in progress, or one that died)."""
-        found = []
+        found: list[tuple[Path, float, int]] = []
         if not self.root.is_dir():
             return found
         for folder in self.root.iterdir():

@@ -38,7 +38,7 @@ from ..catseg.checkpoint import state_dict_digest
 from ..catseg.modeling.catseg import CATSeg
 from ..catseg.utils.onnx import EXPORTER, OPSET, export_class_limit, export_code_digest, export_onnx
 from ..core.targets import semla_target_modules
-from .base import Backend
+from .base import Backend, WeightUpdate
 from .engine_cache import ArtifactCache, OnnxKey, default_cache_dir
 from .onnx_weights import WeightMapping, load_initializers, map_parameters_to_onnx
 
@@ -52,7 +52,7 @@ MIN_PROFILE = 64
 MAX_CLASSES = 65535      # what a mono16 mask can index: the capacity of an engine without class profile
 
 
-def engine_parameter_names(model: torch.nn.Module) -> set[str]:
+def engine_parameter_names(model: CATSeg) -> set[str]:
     """Parameters the engine's graph depends on: those the image path reaches (autograd on one
     probe forward). The text tower stays in PyTorch (text embeddings are an engine input) and
     the dense last block never uses its q/k projections, so their fused weights need no update."""
@@ -100,14 +100,6 @@ class BuiltEngine:
     broken: str | None = None      # why its weights are unknown (a failed update or run)
 
 
-@dataclass(frozen=True)
-class WeightUpdate:
-    updated: int                   # fused weights the engine now holds through an in-place update
-    seconds: float
-    rebuild_started: bool          # a rebuild is running or queued (PyTorch serves meanwhile)
-    unreached: tuple[str, ...]     # fused weights baked into the engine with another value
-
-
 class EngineRuntime(ABC):
     """One engine technology: builds from an ONNX file, runs a frame, updates reachable weights in place."""
 
@@ -128,9 +120,11 @@ class EngineRuntime(ABC):
     def run(self, handle, views: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(V,3,S,S) views + (T,E) text -> (V,T,h,w) float32 logits."""
 
+    @abstractmethod
     def set_weights(self, handle, names: list[str]) -> None:
         """Make the engine hold the live model's current values of `names` (all reachable); raise on failure."""
 
+    @abstractmethod
     def release(self, handle) -> None:
         """Free what the engine holds."""
 
@@ -205,7 +199,7 @@ class EngineBackend(Backend):
         self._install_finished()
         engine = self._served
         reason = self._unfit(engine, int(text_embeddings.shape[0]))
-        if reason is None:
+        if reason is None and engine is not None:   # _unfit gives a reason when there is no engine
             try:
                 logits = self.runtime.run(engine.handle, clip_images, text_embeddings)
             except Exception as exc:  # an engine that cannot run a frame is not trusted again

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class BackendChoice:
     """What `backend: auto` runs, and why (said once: log, /diagnostics, `semla-bench`)."""
 
-    kind: str
+    kind: BackendName   # never "auto": the backend it resolved to
     reason: str
 
     def __str__(self) -> str:
@@ -86,8 +86,9 @@ def make_backend(kind: str, predictor, *, precision: str = "fp32", cache_dir: st
         note = f"{DISPLAY_NAMES[kind]} backend requested but {reason}; running the PyTorch backend instead"
         warn(note)
         return TorchBackend(predictor, precision=precision if device.type == "cuda" else "fp32"), note
-    from .engine_lifecycle import EngineBackend
+    from .engine_lifecycle import EngineBackend, EngineRuntime
 
+    runtime: EngineRuntime
     if kind == "tensorrt":
         from .tensorrt_backend import TensorRTRuntime
 

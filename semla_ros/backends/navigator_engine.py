@@ -15,7 +15,7 @@ import inspect
 import logging
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..catseg.utils.onnx import EXPORTER, OPSET
 from .engine_cache import ArtifactCache, OnnxKey, default_cache_dir
 from .engine_lifecycle import EXPORT_LOCK
 from .onnxruntime_backend import SPIN, onnxruntime_unavailable_reason
+
+if TYPE_CHECKING:   # an optional runtime, imported where it runs
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class EngineNavigator:
         self.threads, self.opset = int(threads), int(opset)
         self.cache = ArtifactCache(Path(cache_dir or default_cache_dir()) / "onnx")
         self._say = say
-        self._session = None
+        self._session: ort.InferenceSession | None = None
         self._failure: str | None = None
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="semla-navigator-build")
@@ -144,8 +147,11 @@ class EngineNavigator:
 
     # ------------------------------------------------------------------ embedding
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        session = self._session
+        if session is None:   # embed() calls this only while the engine serves
+            raise RuntimeError("the navigator's ONNX Runtime session is not built (or was closed)")
         x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N,D) float32 embeddings: the engine's once built, the PyTorch tower's until then."""

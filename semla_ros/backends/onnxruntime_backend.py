@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from ..catseg.utils.onnx import INPUT_NAMES, OUTPUT_NAME
 from .engine_cache import OnnxKey
 from .engine_lifecycle import EngineRuntime
 from .onnx_weights import OnnxWeightRef, WeightMapping
+
+if TYPE_CHECKING:   # an optional runtime, imported where it runs
+    import onnxruntime as ort
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # ONNX Runtime's worker threads spin after each run by default, taking the cores PyTorch (text tower, fusion,
@@ -73,8 +76,11 @@ def weights_as_inputs(model, refs: Mapping[str, OnnxWeightRef],
         name = param if param not in existing else f"semla_weight:{param}"
         graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[param])))
         if name != ref.onnx_name:
-            op, attrs = ("Transpose", {"perm": [1, 0]}) if ref.transposed else ("Identity", {})
-            nodes.insert(0, helper.make_node(op, [name], [ref.onnx_name], name=f"semla_feed:{param}", **attrs))
+            if ref.transposed:
+                feed = helper.make_node("Transpose", [name], [ref.onnx_name], name=f"semla_feed:{param}", perm=[1, 0])
+            else:
+                feed = helper.make_node("Identity", [name], [ref.onnx_name], name=f"semla_feed:{param}")
+            nodes.insert(0, feed)
         feeds.append((param, name))
     del graph.node[:]
     graph.node.extend(nodes)
@@ -83,7 +89,7 @@ def weights_as_inputs(model, refs: Mapping[str, OnnxWeightRef],
 
 @dataclass
 class OrtEngine:
-    session: object
+    session: ort.InferenceSession
     feeds: tuple[tuple[str, str], ...]   # (parameter name, graph input name)
 
 

@@ -23,12 +23,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .engine_cache import EngineCache, EngineKey, OnnxKey
 from .engine_lifecycle import EngineRuntime
 from .onnx_weights import OnnxWeightRef, WeightMapping
+
+if TYPE_CHECKING:   # an optional runtime, imported where it runs
+    import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,8 @@ def _build_code_digest() -> str:
 
 @dataclass
 class TrtEngine:
-    engine: object
-    context: object
+    engine: trt.ICudaEngine
+    context: trt.IExecutionContext
     refs: dict[str, OnnxWeightRef]     # refittable parameter -> its initializer in the engine
     plan_path: Path
 
@@ -123,7 +127,8 @@ class TensorRTRuntime(EngineRuntime):
             plan = self._build_plan(onnx_path, names, capacity, opt_classes)
             self.build_seconds = time.perf_counter() - start
             self.engines.store_plan(key, plan)
-            log.info("built a TensorRT engine in %.1f s (%s)", self.build_seconds, self.engines.path(key, "engine.plan"))
+            log.info("built a TensorRT engine in %.1f s (%s)", self.build_seconds,
+                     self.engines.path(key, "engine.plan"))
         engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
         if engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {self.engines.path(key, 'engine.plan')}")

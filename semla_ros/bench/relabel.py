@@ -47,7 +47,8 @@ def per_cluster(build, images, batch_size, cluster_settings):
         activate_fusion(build.segmenter, lib, cluster_fusion(lib, emb[rows].mean(axis=0), build.spec.settings))
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            for i, m in zip(chunk, predict_masks(build.predictor, build.backend, [images[i] for i in chunk]), strict=False):
+            chunk_masks = predict_masks(build.predictor, build.backend, [images[i] for i in chunk])
+            for i, m in zip(chunk, chunk_masks, strict=False):
                 masks[i] = m
     build.segmenter.fuse_now([], [])
     return masks, int(labels.max()) + 1

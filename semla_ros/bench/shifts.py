@@ -151,7 +151,7 @@ def pair_table(scores, policy_list, library, scenario="every pair") -> str:
     per = {p.name: next((x for x in scores if x.scenario == scenario and x.policy == p.name), None)
            for p in policy_list}
     pairs = []
-    for p, s in per.items():
+    for s in per.values():
         if s is not None:
             pairs += [(a, b) for a, b, _ in s.changes]
     pairs = sorted(dict.fromkeys(pairs), key=lambda ab: spacing(*ab))
@@ -205,7 +205,7 @@ def wrong_fusion_rows(records) -> list[dict]:
     out = []
     for policy, recs in records.items():
         groups = {True: [], False: []}
-        for d, blended, e in recs:
+        for _d, blended, e in recs:
             if e.active and e.top1 and math.isfinite(e.active_scale_free_support) and not blended:
                 groups[e.active[0] == e.top1].append((e.active_scale_free_support, e.scale_free_support, e.miou))
         row = dict(policy=policy)
@@ -418,7 +418,7 @@ def run_overhead(args, argv_text: str | None = None) -> int:
     print(f"{args.config} + {args.navigator} (random weights), {height}x{width}, CPU, torch threads "
           f"{torch.get_num_threads()}, embed_every_n {args.embed_every_n}; {args.reps} rounds of {args.frames} frames "
           "per mode, modes interleaved", flush=True)
-    for name, fn in runs.items():   # warm-up: first calls, the startup fusion, thread start
+    for fn in runs.values():   # warm-up: first calls, the startup fusion, thread start
         for i in range(args.warmup):
             fn(i)
     times = {name: [] for name in runs}

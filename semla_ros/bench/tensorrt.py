@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser, SegmenterSettings, only=("top_k",))   # the node's default K
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--precisions", default="fp32,fp16")
-    parser.add_argument("--cache-dir", default=None, help="engine cache (default: a fresh temp dir, so builds are timed)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="engine cache (default: a fresh temp dir, so builds are timed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with torch.no_grad():
         reference = torch_fp32.forward(views, text)
-        rows.append(dict(backend="torch eager fp32", ms=_time_cuda(lambda: torch_fp32.forward(views, text), args.repeats),
-                         max_abs_diff=0.0))
+        rows.append(dict(backend="torch eager fp32",
+                         ms=_time_cuda(lambda: torch_fp32.forward(views, text), args.repeats), max_abs_diff=0.0))
         torch_fp16 = TorchBackend(predictor, "fp16")
         rows.append(dict(backend="torch autocast fp16",
                          ms=_time_cuda(lambda: torch_fp16.forward(views, text), args.repeats),
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_s = time.perf_counter() - start
         with torch.no_grad():
             diff = (backend.forward(views, text) - reference).abs().max().item()
-            ms = _time_cuda(lambda: backend.forward(views, text), args.repeats)
+            ms = _time_cuda(lambda backend=backend: backend.forward(views, text), args.repeats)
             # Refit after a fusion, then compare with PyTorch running the same fused weights.
             predictor.load_weights(fused.weights)
             torch.cuda.synchronize()
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = [row for row in rows if "refit_max_abs_diff" in row]
     for row in checks:
         print(f"after refit ({row['backend']}): max|Δ| vs PyTorch with the same fused weights = "
-              f"{row['refit_max_abs_diff']:.2e} (tolerance {row['tolerance']:g}), served by {row['served_after_refit']}")
+              f"{row['refit_max_abs_diff']:.2e} (tolerance {row['tolerance']:g}), "
+              f"served by {row['served_after_refit']}")
     ok = all(r["refit_max_abs_diff"] <= r["tolerance"] and r["max_abs_diff"] <= r["tolerance"]
              and r["served_after_refit"] == "engine" and not r["rebuild"] for r in checks)
     if args.json is not None:

@@ -556,7 +556,7 @@ class AdapterLibrary:
             if entry.cached or entry.name in self._failed:
                 continue
             try:
-                entry.factors
+                _ = entry.factors   # reads them into the cache (validating them)
             except InvalidEntryError as exc:
                 bad.append((int(row), str(exc)))
                 continue

@@ -236,7 +236,8 @@ def _build_steps(out_dir: Path, params: BuildParams, log: Callable[[str], None],
     # Data: every frame rendered from its own seed; the three sets never share a street.
     t = time.monotonic()
     base_seeds = range(BASE_SEED0, BASE_SEED0 + params.base_images)
-    src_imgs, src_labels = zip(*(world.dataset(d, base_seeds, params.size) for d in params.source_domains), strict=False)
+    src_imgs, src_labels = zip(*(world.dataset(d, base_seeds, params.size) for d in params.source_domains),
+                               strict=False)
     base_x = _clip_inputs(predictor, np.concatenate(src_imgs))
     base_y = torch.from_numpy(np.concatenate(src_labels)).long()
     adapt, held = {}, {}

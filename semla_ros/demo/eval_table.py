@@ -64,7 +64,7 @@ def _observations(rows: dict, domains, exclude, labels) -> list[str]:
     out = []
     zs = h.get("zero-shot", math.nan)
     for label in labels:
-        key = (lambda m: f"{m} [{label}]")
+        key = (lambda m, label=label: f"{m} [{label}]")
         order = [("zero-shot", zs), ("uniform", h.get(key("uniform"), math.nan)),
                  ("semla", h.get(key("semla"), math.nan)), ("oracle", h.get(key("oracle"), math.nan))]
         values = [v for _, v in order]
@@ -278,17 +278,21 @@ def _markdown(render: dict, out: Path) -> str:
         "(`--work`, default `<demo asset cache>/eval/`).",
         "",
         f"- Data: the demo world, {n_test} held-out images per domain (seeds never trained on), "
-        f"{params['size'][0]}x{params['size'][1]} px, {len(world.CLASS_NAMES)} classes. Base model: the demo's small CAT-Seg, "
+        f"{params['size'][0]}x{params['size'][1]} px, {len(world.CLASS_NAMES)} classes. "
+        "Base model: the demo's small CAT-Seg, "
         f"trained on {', '.join(params['source_domains'])} only. Navigator: frozen copy of its image tower "
         "(a real deployment uses CLIP ViT-L/14, the official navigator).",
         f"- Leave-one-out: uniform, SemLA and SemLA debounced never see the target domain's own adapter; "
         f"oracle is that adapter alone (the upper bound). Top-K {s['top_k']}, T {s['temperature']}, "
         f"{s['metric']} distance. Debounced: the node's policy ({_policy(s)}) "
         f"replayed at {s['rate_hz']:g} Hz per domain from a fresh start.",
-        f"- Libraries: **demo** = the demo build's adapters (cross-entropy, its own loop); **std** and **rrqr** = "
-        f"`semla-library train` adapters on the same frames, "
-        f"{'official BCE loss' if budget and budget['loss'] == 'bce' else 'cross-entropy loss (the demo base model was trained with it)'}, r 8, α 16, AdamW, warm-up + cosine, clip 0.01, same budget and seed"
-        + (f" ({budget['steps']} steps, batch {budget['batch_size']}, LR {budget['lr']:g}, seed {budget['seed']})" if budget else "")
+        "- Libraries: **demo** = the demo build's adapters (cross-entropy, its own loop); **std** and **rrqr** = "
+        "`semla-library train` adapters on the same frames, "
+        + ("official BCE loss" if budget and budget["loss"] == "bce"
+           else "cross-entropy loss (the demo base model was trained with it)")
+        + ", r 8, α 16, AdamW, warm-up + cosine, clip 0.01, same budget and seed"
+        + (f" ({budget['steps']} steps, batch {budget['batch_size']}, LR {budget['lr']:g}, seed {budget['seed']})"
+           if budget else "")
         + "; only the LoRA init differs (rrqr: main part on the minor, sub part on the major pivoted-QR "
           "directions of each frozen weight, see `semla_ros/training/rrqr.py`).",
         f"- mIoU in %; h-mean over the target domains (source domain{'s' if len(exclude) > 1 else ''} "

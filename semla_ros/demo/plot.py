@@ -69,7 +69,8 @@ def plot_demo(path: Path, rec, frames, per_frame, swaps, rows, sequence, t0: flo
                       ha="right", va="top", color="crimson")
     ax_d.set_ylabel("distance")
     ax_d.legend(loc="upper left", fontsize=7, framealpha=0.8)
-    ax_d.set_title("SemLA demo: domain-shift detection and adapter swaps (dashed red = swap; x = seconds since the first frame)", fontsize=11, pad=18)
+    ax_d.set_title("SemLA demo: domain-shift detection and adapter swaps "
+                   "(dashed red = swap; x = seconds since the first frame)", fontsize=11, pad=18)
     ax_s.set_ylabel("support")
     ax_s.legend(loc="upper left", fontsize=7, framealpha=0.8)
 

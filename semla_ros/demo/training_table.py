@@ -190,7 +190,8 @@ def markdown(render: dict, out: Path) -> str:
         t = train[method]
         cells = [_pm(*s["interval"][method][row]) for row in ROWS]
         lines.append(f"| {method} | {t['trainable_parameters']:,} | {t['entry_rank']} | "
-                     f"{t['train_seconds_mean']:.1f} (+{t['init_seconds_mean']:.1f} init) | " + " | ".join(cells) + " |")
+                     f"{t['train_seconds_mean']:.1f} (+{t['init_seconds_mean']:.1f} init) | "
+                     + " | ".join(cells) + " |")
     lines += ["", "Paired difference to standard LoRA (h-mean points, same seed):", "",
               "| library | oracle | SemLA | SemLA debounced |", "|---|---:|---:|---:|"]
     for method in [m for m in render["methods"] if m != "standard"]:

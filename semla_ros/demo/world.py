@@ -213,7 +213,8 @@ def _tunnel(sc: Scene) -> None:
     sc.paint(portal, SKY, np.array([0.95, 0.95, 0.9], np.float32), 1e3)
     sc.emit(portal, np.array([1.0, 1.0, 0.95], np.float32))
     road, side = _ground(sc, road_half, walk, BUILDING)
-    sc.shade(road & (np.abs(np.abs(sc.xx - sc.vx) - road_half * 0.5 * np.clip((sc.yy - sc.horizon) / (h - sc.horizon), 0, 1)) < 0.6),
+    lane = road_half * 0.5 * np.clip((sc.yy - sc.horizon) / (h - sc.horizon), 0, 1)
+    sc.shade(road & (np.abs(np.abs(sc.xx - sc.vx) - lane) < 0.6),
              np.array([0.9, 0.8, 0.3], np.float32))
     objs = [("car", rng.uniform(0.15, 0.95), rng.uniform(-0.6, 0.6)) for _ in range(rng.integers(1, 4))]
     for kind, p in (("person", 0.5), ("pole", 0.8)):
@@ -271,7 +272,8 @@ def _appearance(sc: Scene, domain: str) -> np.ndarray:
     elif domain == "snow":
         cover = ((lab == ROAD) | (lab == SIDEWALK) | (lab == VEGETATION)) & ~sky
         snowy = np.clip(0.85 + 0.08 * _grain(rng, h, w), 0, 1)[..., None] * np.array([0.93, 0.95, 1.0], np.float32)
-        tracks = (lab == ROAD) & (np.abs(np.abs(sc.xx - sc.vx) - 0.3 * np.clip(sc.yy - sc.horizon, 0, None)) < 0.06 * np.clip(sc.yy - sc.horizon, 0, None) + 0.5)
+        below = np.clip(sc.yy - sc.horizon, 0, None)
+        tracks = (lab == ROAD) & (np.abs(np.abs(sc.xx - sc.vx) - 0.3 * below) < 0.06 * below + 0.5)
         img = col * np.array([0.8, 0.85, 0.95], np.float32)
         mix = np.where(tracks, 0.35, 0.8).astype(np.float32)[..., None]
         img[cover] = (mix * snowy + (1 - mix) * img)[cover]

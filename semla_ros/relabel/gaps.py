@@ -31,6 +31,8 @@ from ..core.coverage import GAP, CoverageMonitor, CoverageSettings
 from ..core.retrieval import distances
 from .cluster import ClusterSettings, cluster_embeddings
 
+DEFAULT_CLUSTER = ClusterSettings()   # frozen: one shared default instance
+
 PSEUDO_NOTE = ("labels/ holds PSEUDO-LABELS: masks predicted by the current model (with this proposal's SemLA "
                "fusion), not ground truth. An adapter trained on them learns the model's own mistakes too; "
                "replace them with real labels where you can.\n")
@@ -51,7 +53,7 @@ class Proposal:
                 "nearest_adapters": [{"name": n, "distance": d, "relative_distance": r} for n, d, r in self.nearest]}
 
 
-def propose(names, embeddings, library, settings: ClusterSettings = ClusterSettings(), prefix: str = "gap",
+def propose(names, embeddings, library, settings: ClusterSettings = DEFAULT_CLUSTER, prefix: str = "gap",
             nearest: int = 3) -> list[Proposal]:
     """Cluster uncovered frames' embeddings; one proposal per cluster, largest first."""
     x = np.asarray(embeddings, dtype=np.float64)
@@ -81,7 +83,8 @@ def propose(names, embeddings, library, settings: ClusterSettings = ClusterSetti
     return out
 
 
-def from_capture(capture_dir, library, settings: ClusterSettings = ClusterSettings()) -> tuple[list[Proposal], dict]:
+def from_capture(capture_dir, library,
+                 settings: ClusterSettings = DEFAULT_CLUSTER) -> tuple[list[Proposal], dict]:
     names, embeddings, records, info = read_capture(capture_dir)
     navigator = info.get("navigator")
     known = {e.metadata.get("navigator") for e in library.entries} - {None}
@@ -117,7 +120,7 @@ def sustained_uncovered(embeddings, library, coverage: CoverageSettings,
     return uncovered, keep
 
 
-def from_relabel_job(job_dir, library, settings: ClusterSettings = ClusterSettings(),
+def from_relabel_job(job_dir, library, settings: ClusterSettings = DEFAULT_CLUSTER,
                      coverage: CoverageSettings | None = None) -> tuple[list[Proposal], dict]:
     """Frames of a finished relabelling job (frames.csv + its stored embeddings) in stretches the node's
     coverage monitor would flag as a gap (`sustained_uncovered`), per recording in frame order."""
@@ -205,7 +208,7 @@ def _extract_job_frames(job_dir: Path, frames: list[str], images: Path) -> None:
         with open(job_dir / item["name"] / "frames.csv") as f:
             index = {int(r["index"]) for r in csv.DictReader(f) if r["name"] in names}
         rec = open_recording(item["path"], item.get("topic"), None, item.get("rate_hz", 10.0), name=item["name"])
-        for frame in rec.frames(skip=lambda i: i not in index):
+        for frame in rec.frames(skip=lambda i, index=index: i not in index):
             if hasattr(frame, "image"):
                 Image.fromarray(frame.image).save(images / f"{item['name']}__{frame.name}.png")
 

@@ -302,7 +302,7 @@ class RelabelJob:
         bar = self._bar(total=sum(len(i) for t in tasks for i in t.batches), desc="segment", unit="frame")
         for r in self.workers.segment(tasks):
             rec = r.task.recording.name
-            for (index, name), mask in zip(r.frames, r.masks, strict=False):
+            for (_index, name), mask in zip(r.frames, r.masks, strict=False):
                 self.folder.save_mask(rec, name, mask, len(self.classes))
             entry = info[r.task.cluster]
             entry["seconds"] += r.seconds

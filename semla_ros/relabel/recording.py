@@ -132,7 +132,8 @@ class BagRecording:
                     if key in labels:
                         label = image_pixels(store.deserialize_cdr(labels[key], "sensor_msgs/msg/Image"))
                         if label.shape != image.shape[:2] or label.dtype != np.uint8:
-                            raise BadFrame("bad_length", f"label {label.shape} {label.dtype} does not fit image {image.shape}")
+                            raise BadFrame("bad_length",
+                                           f"label {label.shape} {label.dtype} does not fit image {image.shape}")
                 except Exception as exc:  # a corrupt message costs this frame only
                     yield Skipped(index, f"{type(exc).__name__}: {exc}")
                     continue

@@ -175,7 +175,8 @@ class JobFolder:
             frame_ids=[str(n) for p in parts for n in p["frame_ids"]], labelled=cat("labelled", bool),
             embeddings=np.concatenate([p["embeddings"] for p in parts]).astype(np.float32) if parts
             else np.zeros((0, dim), np.float32),
-            skipped=[(int(i), str(r)) for p in parts for i, r in zip(p["skipped_indices"], p["skipped_reasons"], strict=False)],
+            skipped=[(int(i), str(r)) for p in parts
+                     for i, r in zip(p["skipped_indices"], p["skipped_reasons"], strict=False)],
             embed_seconds=float(sum(float(p["seconds"]) for p in parts)))
         order = np.argsort(table.indices, kind="stable")
         if not np.array_equal(order, np.arange(len(order))):

@@ -80,9 +80,10 @@ def check_fusion_fixture(fixture_dir, model, predictor) -> list[CheckRow]:
                 produced = {
                     "text_embeddings": text,
                     "logits": logits,
-                    "sem_seg": lambda: predictor.postprocess(logits, image.shape[:2], padded),
-                    "sliding_sem_seg": lambda: predictor.sliding_postprocess(predictor.sliding_logits(image, text),
-                                                                             image.shape[:2]),
+                    "sem_seg": lambda logits=logits, padded=padded: predictor.postprocess(logits, image.shape[:2],
+                                                                                         padded),
+                    "sliding_sem_seg": lambda text=text: predictor.sliding_postprocess(
+                        predictor.sliding_logits(image, text), image.shape[:2]),
                 }
                 for what, value in produced.items():
                     key = f"{prefix}_{what}"

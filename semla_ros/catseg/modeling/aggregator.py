@@ -84,7 +84,8 @@ class Aggregator(nn.Module):
         corr = cost_volume(image_features, text_embeddings)
         embed = self.embed_cost(corr)
         appearance = self.guidance_projection(image_features)
-        projected_guidance = [proj(g) for proj, g in zip(self.decoder_guidance_projection, decoder_guidance, strict=False)]
+        projected_guidance = [proj(g) for proj, g in
+                              zip(self.decoder_guidance_projection, decoder_guidance, strict=False)]
         text = text_embeddings.mean(dim=-2)
         text = self.text_guidance_projection(text / text.norm(dim=-1, keepdim=True))
         for layer in self.layers:
