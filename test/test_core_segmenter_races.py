@@ -50,18 +50,20 @@ def process_with_hook(seg, k: int, action, image):
 @pytest.mark.slow   # a frame or two per line of a frame's decision
 def test_a_manual_request_landing_anywhere_in_a_fusing_frame_is_served_and_reported_as_manual(library):
     # trigger "frame": every frame fuses for itself (a shift), so a request made while a frame decides can be
-    # lost to that fusion; one it leaves pending is for the next frame's fusion to serve
+    # lost to that fusion; one it leaves pending is for the next adaptation to serve. A fusion is swapped in
+    # the frame after it was staged when one is still waiting, so the request's shows within three frames.
     seg = make_segmenter(library, trigger="frame")
     assert seg.process(frame("red", 0)).fusion.reason == "startup"
+    images = (frame("red", i) for i in itertools.count(1))
     for k in itertools.count():
-        fusing, fired = process_with_hook(seg, k, seg.request_adaptation, frame("red", 2 * k + 1))
+        fusing, fired = process_with_hook(seg, k, seg.request_adaptation, next(images))
         if not fired:
             break
         assert fusing.embedded and fusing.fusion is not None
         reasons = [fusing.fusion.reason]
-        if reasons != ["manual"]:   # not served by this frame's fusion: the next one must serve it
-            reasons.append(seg.process(frame("red", 2 * k + 2)).fusion.reason)
-        assert reasons in (["manual"], ["shift", "manual"]), f"request made at line {k} of the frame: {reasons}"
+        while "manual" not in reasons and len(reasons) < 3:
+            reasons.append(seg.process(next(images)).fusion.reason)
+        assert reasons[-1] == "manual" and set(reasons[:-1]) <= {"shift"}, f"request made at line {k}: {reasons}"
     seg.close()
     assert k > 20    # the hook really walked through the frame
 
