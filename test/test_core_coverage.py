@@ -12,6 +12,7 @@ from PIL import Image
 from semla_ros.core.capture import read_capture
 from semla_ros.core.coverage import COVERED, GAP, GAP_SUSPECTED, CoverageMonitor, CoverageSettings
 from semla_ros.core.library import AdapterEntry, AdapterLibrary
+from semla_ros.core.retrieval import retrieve
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.evaluation.dataset import open_domain
 
@@ -111,3 +112,16 @@ def test_settings_are_validated_and_change_live(tmp_path):
     with pytest.raises(ValueError):
         monitor.update_settings(gap_fraction=0.1)
     assert monitor.settings.gap_fraction == 0.8                                # refused: nothing changed
+
+
+def test_the_segmenters_retrieval_is_reused_and_unusable_entries_are_not_nearest():
+    metric = "euclidean"   # (cosine is undefined at centroid a, the origin)
+    settings = SegmenterSettings(top_k=2, metric=metric)
+    library, e = _library(), np.array([9.0, 1.0])
+    found = retrieve(e, library.index, settings.top_k, settings.temperature, metric)
+    searched, reused = CoverageMonitor().observe(e, library, settings), CoverageMonitor().observe(
+        e, library, settings, found=found)
+    assert searched == reused and searched.nearest_distance == pytest.approx(math.hypot(1.0, 1.0))
+    library._exclude([(1, "truncated since the open")])      # b, the nearest, found unusable (as select does)
+    report = CoverageMonitor().observe(e, library, settings)
+    assert "b" not in report.nearest_adapters and report.nearest_distance == pytest.approx(math.hypot(9.0, 1.0))

@@ -4,12 +4,13 @@ Geometry: centroids on a line and around it, in units of the library's median sp
 distance rule's threshold 0.5 and the retrieval rule's margin read like the node's relative settings.
 """
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from semla_ros.core.debounce import DomainShiftDebouncer
-from semla_ros.core.retrieval import retrieve
+from semla_ros.core.retrieval import CentroidIndex, retrieve
 from semla_ros.core.settings import SegmenterSettings
 from semla_ros.core.trigger import DistanceRule, RetrievalRule, weight_distance
 
@@ -155,3 +156,15 @@ def test_retrieval_trigger_needs_its_rule_and_validates():
     deb = debouncer()
     deb.configure(deb.settings, 0.5, trigger="distance")
     assert deb.trigger == "distance" and math.isclose(deb.threshold, 0.5)
+
+
+def test_the_rule_searches_the_current_index_once_per_ema_and_never_ranks_an_excluded_entry():
+    library = SimpleNamespace(index=CentroidIndex(CENTROIDS))   # what the rule reads of a library: its index
+    rule = RetrievalRule(library, 2, 0.05, "euclidean", 0.05, 0.5)
+    assert rule.over(B, A) and rule.candidate(B) == 1
+    assert rule.retrieve(B) is rule.retrieve(B.copy())          # asked twice about one EMA: one search
+    library.index = library.index.excluding([1])                 # B's adapter found unusable since
+    expected = retrieve(B, library.index, 2, 0.05)
+    assert rule.candidate(B) == int(expected.indices[0]) != 1 and 1 not in rule.retrieve(B).indices
+    library.index = library.index.excluding(range(len(CENTROIDS)))
+    assert not rule.over(B, A) and rule.candidate(B) == -1       # nothing usable: no shift to confirm

@@ -6,6 +6,8 @@ r=8: 8.3 MB per adapter), each configuration measured in a fresh subprocess so i
             time, and RSS growth per 100 adapters
   retrieve  top-K of a query through the library's index, next to the exact full pass it replaces
             (same rows and weights is checked on every query)
+  decision  what the node does per embedding besides the network: debouncer + retrieval trigger, the
+            embedding's retrieval, its support numbers and the coverage monitor (no adaptation)
   swap      select (retrieve + read the K adapters) + stage W_base + dW + copy into the model, cold
             (factors not cached, their file pages dropped from the OS cache) and warm (cached);
             text embeddings are left out (the same work in both)
@@ -110,6 +112,36 @@ def library_dir(root: Path, store: Path, n: int) -> Path:
     return lib
 
 
+def decision_ms(lib, queries, args) -> list[float]:
+    """Seconds-per-embedding samples of the node's decision (debouncer + trigger, retrieval, support,
+    coverage) on a stream of `queries`, with the fusion of the first one active."""
+    from semla_ros.core.coverage import CoverageMonitor
+    from semla_ros.core.debounce import DomainShiftDebouncer, resolve_threshold
+    from semla_ros.core.retrieval import retrieve
+    from semla_ros.core.support import frame_support
+    from semla_ros.core.trigger import RetrievalRule
+
+    s = SegmenterSettings(top_k=args.top_k, temperature=args.temperature, trigger="retrieval", warmup_frames=1)
+    spacing = lib.median_inter_centroid_distance                 # once per library, not per embedding
+    rule = RetrievalRule(lib, s.top_k, s.temperature, s.metric,
+                         resolve_threshold(s.switch_margin, s.threshold_mode, spacing), s.weight_change)
+    debouncer, monitor = DomainShiftDebouncer(s, 1.0, rule=rule), CoverageMonitor()
+    first = retrieve(queries[0], lib.index, s.top_k, s.temperature, s.metric)
+    debouncer.update(queries[0], 0.0)
+    debouncer.propose(queries[0], 0.0)
+    debouncer.commit(queries[0])
+    names = [lib.names[i] for i in first.indices]
+    times = []
+    for i, q in enumerate(queries[1:], 1):
+        t = time.perf_counter()
+        debouncer.update(q, 0.1 * i)
+        r = retrieve(q, lib.index, s.top_k, s.temperature, s.metric)
+        frame_support(q, lib, r, s.metric, names, first.weights)
+        monitor.observe(q, lib, s, found=r, now=0.1 * i)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def _drop_page_cache(path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -161,6 +193,7 @@ def measure(args) -> dict:
             full = retrieve(q, centroids, args.top_k, args.temperature)
             exact.append(time.perf_counter() - t)
             same &= np.array_equal(r.indices, full.indices) and np.array_equal(r.weights, full.weights)
+    decision = decision_ms(lib, queries, args)
 
     stager = WeightStager(model, lib.target_modules)
     cold, warm, read = [], [], []
@@ -185,7 +218,7 @@ def measure(args) -> dict:
     ms = lambda values: 1e3 * statistics.median(values) if values else float("nan")   # noqa: E731
     return {"mode": args.mode, "entries": n, "skipped": len(lib.skipped), "open_s": open_s,
             "rss_open_mb": after - before, "retrieve_ms": ms(fast), "retrieve_min_ms": 1e3 * min(fast),
-            "exact_ms": ms(exact), "identical": bool(same),
+            "exact_ms": ms(exact), "identical": bool(same), "decision_ms": ms(decision),
             "cold_ms": ms(cold), "cold_read_ms": ms(read), "warm_ms": ms(warm), "rss_end_mb": rss_mb() - before,
             "cache_mb": lib.cache.stats().bytes / 2 ** 20, "threads": torch.get_num_threads()}
 
@@ -275,13 +308,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"{'loading':8s} {'entries':>7s} {'open s':>7s} {'RSS +MB':>8s} {'MB/100':>7s} {'retrieve ms':>11s} "
-          f"{'(min)':>6s} {'exact ms':>9s} {'same':>5s} {'swap cold ms':>12s} {'(read ms)':>9s} {'swap warm ms':>12s} "
+          f"{'(min)':>6s} {'exact ms':>9s} {'same':>5s} {'decision ms':>11s} {'swap cold ms':>12s} {'(read ms)':>9s} "
+          f"{'swap warm ms':>12s} "
           f"{'cold/warm':>9s}")
     for r in rows:
         print(f"{r['mode']:8s} {r['entries']:7d} {r['open_s']:7.2f} {r['rss_open_mb']:8.1f} "
               f"{100 * r['rss_open_mb'] / r['entries']:7.2f} {r['retrieve_ms']:11.3f} {r['retrieve_min_ms']:6.3f} "
               f"{r['exact_ms']:9.3f} "
-              f"{'yes' if r['identical'] else 'NO':>5s} {r['cold_ms']:12.0f} {r['cold_read_ms']:9.0f} "
+              f"{'yes' if r['identical'] else 'NO':>5s} {r['decision_ms']:11.3f} {r['cold_ms']:12.0f} "
+              f"{r['cold_read_ms']:9.0f} "
               f"{r['warm_ms']:12.0f} {r['cold_ms'] / r['warm_ms']:9.2f}".replace("nan", "  -"))
     lazy = sorted((r for r in rows if r["mode"] == "lazy"), key=lambda r: r["entries"])
     for small, large in zip(lazy, lazy[1:], strict=False):
@@ -290,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{large['entries']} entries (lazy)")
     print(f"\nretrieve: top-{args.top_k} through the library index (median of {args.queries} queries); exact: the "
           f"full float64 pass (median of {args.exact_queries}); same: identical rows and weights on every query. "
+          "decision: per embedding, debouncer + retrieval trigger + retrieval + support + coverage (median). "
           f"swap: select + stage + copy into the model, median of {args.swaps}; cold: the {args.top_k} adapters "
           "not cached and their pages dropped from the OS cache. torch threads: " + str(rows[0]["threads"]))
     return 0 if all(r["identical"] and r["skipped"] == 0 for r in rows) else 1

@@ -28,7 +28,7 @@ import numpy as np
 from . import fields
 from .capture import GapCapture
 from .fields import setting
-from .retrieval import retrieve
+from .retrieval import Retrieval, retrieve
 from .support import frame_support, relative_distance
 
 # The values of semla_ros/msg/CoverageStatus's status constants.
@@ -138,16 +138,19 @@ class CoverageMonitor:
         return GapCapture(s.capture_dir, s.capture_max_frames, classes=self._classes, navigator_id=self._navigator_id)
 
     def observe(self, embedding, library, retrieval, image: np.ndarray | None = None,
-                name: str | None = None, info: dict | None = None, now: float | None = None) -> CoverageReport:
+                name: str | None = None, info: dict | None = None, now: float | None = None,
+                found: Retrieval | None = None) -> CoverageReport:
         """Judge one embedded frame. `library` is the segmenter's AdapterLibrary, `retrieval` its
         SegmenterSettings (top-K, temperature, metric: the support is the node's). With `image` and
         `name` an uncovered frame may be captured (rate limit and size bound permitting). `now` is the
         frame's time (its stamp; default: the clock), so the rate limit holds in the frames' own time;
-        a time going backwards (a bag replayed in a loop) restarts the limit."""
+        a time going backwards (a bag replayed in a loop) restarts the limit. `found`: the embedding's retrieval
+        with those settings, made already by the segmenter (FrameResult.retrieval): then nothing is searched again."""
         s = self._settings
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
-        nearest, relative = relative_distance(e, library)
-        r = retrieve(e, library.centroids, retrieval.top_k, retrieval.temperature, retrieval.metric)
+        r = found if found is not None else retrieve(e, library.index, retrieval.top_k, retrieval.temperature,
+                                                     retrieval.metric)
+        nearest, relative = relative_distance(e, library, r, retrieval.metric)
         support = frame_support(e, library, r, retrieval.metric).scale_free
         uncovered = bool((math.isfinite(relative) and relative > s.max_relative_distance)
                          or (s.min_scale_free_support > 0 and math.isfinite(support)

@@ -190,6 +190,10 @@ class CentroidIndex:
     def exclude(self) -> np.ndarray:
         return self._exclude
 
+    def rows(self, indices) -> np.ndarray:
+        """These rows' centroids, float64 (K,D): what a caller needs of the matrix without copying all of it."""
+        return self._rows[np.asarray(indices, dtype=np.int64)].astype(np.float64)
+
     def excluding(self, rows) -> "CentroidIndex":
         """The same index with these rows never returned (added to the ones excluded already)."""
         copy = object.__new__(CentroidIndex)

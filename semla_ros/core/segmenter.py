@@ -8,8 +8,10 @@ text tower) runs on another worker. Replay and tests inject `InlineExecutor`, wh
 once, so an embedding and the adaptation it starts count for the frame itself and replay is
 deterministic. A finished adaptation is swapped in right before a frame is segmented, so a frame
 never sees half a model. Any failure leaves the previous model active and is reported as a
-FusionEvent with ok=False. The active fusion is one `ActiveFusion` record; the debouncer owns the
-reference.
+FusionEvent with ok=False, and a navigator failure costs no mask (FrameResult.navigator_error, counted;
+the next due frame embeds again). Requests (`request_adaptation`, a reload) may come from any thread and
+are taken by the adaptation that serves it (core/requests.py). The active fusion is one `ActiveFusion`
+record; the debouncer owns the reference.
 
 Time is the frame's (`time_s`, the header stamp in the node); it running backwards (a bag looping)
 restarts the debouncer and drops embeddings still in flight from before the jump.
@@ -29,12 +31,11 @@ import numpy as np
 from .debounce import DomainShiftDebouncer, resolve_threshold
 from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
+from .requests import PendingRequest, merged
 from .retrieval import Retrieval, retrieve, support_score
 from .settings import SegmenterSettings
 from .support import Support, frame_support
 from .trigger import RetrievalRule
-
-REASONS = ("startup", "shift", "manual", "reload")
 
 
 class InlineExecutor(Executor):
@@ -95,6 +96,8 @@ class FrameResult:
     embedded_time_s: float = math.nan
     supports: Support = Support()
     time_s: float = math.nan   # the frame's time the debouncer used
+    navigator_error: str | None = None   # the navigator failed on the frame collected now (reported once)
+    retrieval: Retrieval | None = None   # the embedding's retrieval in the library (coverage reuses it)
 
 
 @dataclass(frozen=True)
@@ -154,12 +157,13 @@ class SemlaSegmenter:
         self._future: Future | None = None
         self._prefetching: Future | None = None
         self._queued: tuple | None = None     # (query, reason, stamp) waiting for the worker; the newest wins
-        self._request: str | None = None      # manual / reload request for the next frame
+        self._requests = PendingRequest()     # manual / reload, served by the next adaptation
         self._active: ActiveFusion | None = None
         self._swap_count = 0
         self._failed = 0
         self._frame = 0
-        self._support = math.nan
+        self._navigator_errors = 0
+        self._navigator_error: str | None = None   # collected on this frame, not yet reported
         self._closed = False
         if library is not None and len(library) > 0:
             self._install_library(library)
@@ -176,6 +180,11 @@ class SemlaSegmenter:
     @property
     def failed_fusions(self) -> int:
         return self._failed
+
+    @property
+    def navigator_errors(self) -> int:
+        """Embeddings the navigator failed to make (each frame still got its mask)."""
+        return self._navigator_errors
 
     @property
     def library(self) -> AdapterLibrary | None:
@@ -216,9 +225,8 @@ class SemlaSegmenter:
                 self._library.cache.resize(self._settings.adapter_cache_mb)
 
     def request_adaptation(self, reason: str = "manual") -> None:
-        if reason not in REASONS:
-            raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
-        self._request = reason
+        """Adapt for the current EMA on the next frame that can (thread-safe; never lost once returned)."""
+        self._requests.put(reason)
 
     def reload_library(self, root=None) -> tuple[int, list[tuple[str, str]]]:
         """Open the library again (or another root); the current one stays active on any failure.
@@ -238,7 +246,7 @@ class SemlaSegmenter:
                              "keeping the current one")
         with self._lock:
             self._install_library(new)
-            self._request = "reload"
+            self._requests.put("reload")
         return len(new), new.skipped
 
     def set_classes(self, names: list[str]) -> None:
@@ -292,13 +300,16 @@ class SemlaSegmenter:
             self._frame += 1
             active = self._active
             distance_rule = self._library is not None and self._settings.trigger == "distance"
+            navigator_error, self._navigator_error = self._navigator_error, None
             return FrameResult(
-                class_ids=class_ids, classes=classes, support=self._support,
+                class_ids=class_ids, classes=classes,
+                support=self._retrieval.support if self._retrieval is not None else math.nan,
                 ema_distance=decision.ema_distance if decision is not None else math.nan,
                 threshold=self.threshold if distance_rule else math.nan,
                 consecutive=decision.consecutive if decision is not None else 0,
                 active_adapters=len(active.entries) if active is not None else 0,
                 embedded=embedded, fusion=fusion, model_ms=model_ms, supports=self._supports(), time_s=now,
+                navigator_error=navigator_error,
                 **(self._embedded_fields() if embedded else {}))
 
     # ------------------------------------------------------------------ internals
@@ -319,7 +330,7 @@ class SemlaSegmenter:
         s, lib = self._settings, self._library
         rule = None
         if s.trigger == "retrieval" and lib is not None:
-            rule = RetrievalRule(lib.centroids, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
+            rule = RetrievalRule(lib, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
                                  s.weight_change)
         trigger = s.trigger if lib is not None else "distance"   # no library: nothing to retrieve from
         self._debouncer.configure(s, self.threshold, trigger=trigger, rule=rule)
@@ -334,16 +345,15 @@ class SemlaSegmenter:
             raise ValueError("a library needs a navigator to embed frames (none was given)")
         debouncer = self._debouncer
         decision = self._collect_embedding()   # finished since the last frame (a worker thread)
-        due = self._frame % self._settings.embed_every_n == 0 or (self._request and debouncer.ema is None)
+        due = self._frame % self._settings.embed_every_n == 0 or (self._requests.pending and debouncer.ema is None)
         if due and self._embedding_job is None:
             future = self._embed_executor.submit(self.navigator.embed, [image_rgb])
             self._embedding_job = _EmbeddingJob(future, stamp, now, self._epoch, image_rgb)
             decision = self._collect_embedding() or decision   # an inline executor has finished it already
-        if self._request is not None and not debouncer.warming_up and debouncer.ema is not None:
-            request, self._request = self._request, None   # adapt for the current EMA now
-            query = debouncer.ema
+        if self._requests.pending and not debouncer.warming_up and debouncer.ema is not None:
+            query = debouncer.ema   # adapt for the current EMA now
             debouncer.propose(query, now)
-            self._start_adaptation(query, request, stamp)
+            self._start_adaptation(query, None, stamp)   # the request is taken by the adaptation it starts
         return decision is not None, decision
 
     def _collect_embedding(self):
@@ -352,7 +362,15 @@ class SemlaSegmenter:
         if job is None or not job.future.done():
             return None
         self._embedding_job = None
-        embedding = job.future.result()[0]   # a navigator error surfaces here, once; the next due frame retries
+        try:   # the mask never depends on the navigator: its error is counted and reported once, the next
+            # due frame retries
+            embedding = np.asarray(job.future.result()[0], dtype=np.float64).reshape(-1)
+            if not np.all(np.isfinite(embedding)):
+                raise ValueError("the navigator's embedding contains NaN or inf")
+        except Exception as exc:
+            self._navigator_errors += 1
+            self._navigator_error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return None
         if job.epoch != self._epoch:
             return None
         self._embedded_frame = job
@@ -362,7 +380,7 @@ class SemlaSegmenter:
         """FrameResult's fields for the embedding that reached the debouncer on this frame."""
         job = self._embedded_frame
         return dict(embedding=self._embedding, embedded_stamp=job.stamp, embedded_image=job.image,
-                    embedded_time_s=job.time_s)
+                    embedded_time_s=job.time_s, retrieval=self._retrieval)
 
     def _decide(self, embedding, stamp, now):
         """One embedding: debouncer update, support, and the adaptation it asks for."""
@@ -370,23 +388,22 @@ class SemlaSegmenter:
         decision = debouncer.update(embedding, now)
         self._embedding = np.asarray(embedding, dtype=np.float64)
         self._retrieval = retrieve(self._embedding, library.index, s.top_k, s.temperature, s.metric)
-        self._support = self._retrieval.support
         if decision.consecutive > 0 and not decision.shift:   # a shift is being confirmed: read ahead
             self._prefetch(library, self._retrieval.indices)
-        # One adaptation per embedding; it also serves a pending request (a reload before the first
-        # fusion is reported as "reload", not as a "startup" followed by a second swap).
-        request, reason = self._request, None
+        # One adaptation per embedding; it also serves a pending request (taken when it starts, and
+        # reported under the request's reason: a reload before the first fusion is "reload", not a
+        # "startup" followed by a second swap; a manual request met by a shift is "manual").
+        reason = None
         if decision.shift:
             reason = "shift"                         # the debouncer proposed it already
-        elif request is not None and not decision.warming_up:
-            reason = request
+        elif self._requests.pending and not decision.warming_up:
+            reason = "request"
         elif decision.startup and self._active is None and not self.adapting:
             reason = "startup"
         if reason is not None:
-            self._request = None
             if reason != "shift":
                 debouncer.propose(decision.query, now)
-            self._start_adaptation(decision.query, reason, stamp)
+            self._start_adaptation(decision.query, None if reason == "request" else reason, stamp)
         return decision
 
     def _supports(self) -> Support:
@@ -406,7 +423,13 @@ class SemlaSegmenter:
             self._prefetching = self._executor.submit(library.prefetch, rows)
 
     def _start_adaptation(self, query, reason, stamp) -> None:
+        """Adapt for `query` now, or when the running adaptation is swapped in (the newest query wins; a
+        request it takes, or a queued one took, is served by it and names its reason)."""
+        reason = merged(reason, self._requests.take())
+        if self._queued is not None:
+            reason = merged(self._queued[1], reason)
         if self._future is None:
+            self._queued = None
             self._future = self._executor.submit(self._adapt, query, reason, stamp)
         else:
             self._queued = (query, reason, stamp)
@@ -453,8 +476,7 @@ class SemlaSegmenter:
         finally:
             # only now: the next adaptation reuses the staging buffers this swap just copied
             if self._queued is not None:
-                queued, self._queued = self._queued, None
-                self._start_adaptation(*queued)
+                self._start_adaptation(*self._queued)
 
     def _write(self, fused: FusedWeights, text=None, classes=()) -> None:
         self.predictor.load_weights(fused.weights, text, classes)

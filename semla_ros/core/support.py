@@ -46,16 +46,22 @@ def frame_support(embedding, library, retrieval: Retrieval, metric: str, active_
                scale_free=scale_free_support(retrieval.weights, retrieval.distances, spacing))
     if len(active_names):
         if active_centroids is None:
-            active_centroids = library.centroids[[library.names.index(n) for n in active_names]]
+            active_centroids = np.stack([library[n].centroid for n in active_names])
         d = distances(embedding, np.asarray(active_centroids), metric)
         out.update(active=support_score(active_weights, d), active_is_top=active_names[0] == top,
                    active_scale_free=scale_free_support(active_weights, d, spacing))
     return Support(**out)
 
 
-def relative_distance(embedding, library) -> tuple[float, float]:
-    """(Euclidean distance to the nearest centroid, that distance / the library's median centroid spacing;
-    nan when the spacing is not a positive number)."""
+def relative_distance(embedding, library, retrieval: Retrieval | None = None,
+                      metric: str | None = None) -> tuple[float, float]:
+    """(Euclidean distance to the nearest usable centroid, that distance / the library's median centroid
+    spacing; nan when the spacing is not a positive number). `retrieval`, the embedding's own euclidean
+    one (`metric`), already holds the nearest: then no second search runs."""
     spacing = library.median_inter_centroid_distance
-    nearest = float(distances(embedding, library.centroids, "euclidean").min())
+    if retrieval is not None and metric == "euclidean" and len(retrieval.indices):
+        nearest = float(retrieval.distances[0])
+    else:
+        found = library.index.nearest(embedding, 1, "euclidean")[1]
+        nearest = float(found[0]) if len(found) else math.inf
     return nearest, (nearest / spacing if math.isfinite(spacing) and spacing > 0 else math.nan)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .retrieval import Retrieval, retrieve
+from .retrieval import CentroidIndex, Retrieval, retrieve
 
 
 def weight_distance(a: Retrieval, b: Retrieval) -> float:
@@ -43,32 +43,47 @@ class DistanceRule:
 class RetrievalRule:
     """Over when retrieval for the EMA would build a materially different fusion than for the reference.
 
+    `source` is what retrieval searches: a library (its `index` is read on every call, so entries found
+    unusable since are never ranked), a `CentroidIndex`, or an (N,D) array. One EMA is retrieved once however
+    often the debouncer asks about it (`over`, then `candidate`), and the reference's retrieval is kept while
+    the reference stays: a decision costs one index retrieval at any library size.
     `margin` is in euclidean embedding units (the debouncer's geometry), whatever `metric` ranks by.
     """
 
-    def __init__(self, centroids, top_k: int, temperature: float, metric: str, margin: float, weight_change: float):
-        self.centroids = np.asarray(centroids, dtype=np.float64)
+    def __init__(self, source, top_k: int, temperature: float, metric: str, margin: float, weight_change: float):
+        self._source = source if hasattr(source, "index") or isinstance(source, CentroidIndex) \
+            else CentroidIndex(np.asarray(source, dtype=np.float64))
         self.top_k, self.temperature, self.metric = int(top_k), float(temperature), metric
         self.margin, self.weight_change = float(margin), float(weight_change)
-        self._active: tuple[bytes, Retrieval] | None = None   # retrieval of the last reference seen
+        self._memo: dict[bytes, tuple[CentroidIndex, Retrieval]] = {}   # the last few queries retrieved
+
+    @property
+    def index(self) -> CentroidIndex:
+        source = self._source
+        return source if isinstance(source, CentroidIndex) else source.index
 
     def retrieve(self, query) -> Retrieval:
-        return retrieve(query, self.centroids, self.top_k, self.temperature, self.metric)
-
-    def _for_reference(self, reference: np.ndarray) -> Retrieval:
-        key = reference.tobytes()
-        if self._active is None or self._active[0] != key:
-            self._active = (key, self.retrieve(reference))
-        return self._active[1]
+        query = np.asarray(query, dtype=np.float64)
+        key, index = query.tobytes(), self.index
+        held = self._memo.pop(key, None)   # re-inserted last: the least recently used goes first
+        if held is None or held[0] is not index:   # a new index: an entry was excluded since
+            held = (index, retrieve(query, index, self.top_k, self.temperature, self.metric))
+        self._memo[key] = held
+        if len(self._memo) > 4:
+            self._memo.pop(next(iter(self._memo)))
+        return held[1]
 
     def over(self, ema: np.ndarray, reference: np.ndarray) -> bool:
-        active, candidate = self._for_reference(reference), self.retrieve(ema)
+        active, candidate = self.retrieve(reference), self.retrieve(ema)
+        if not len(active.indices) or not len(candidate.indices):
+            return False     # nothing usable is left to fuse
         old, new = int(active.indices[0]), int(candidate.indices[0])
         if old != new:
-            d_old, d_new = np.linalg.norm(self.centroids[[old, new]] - ema[None, :], axis=1)
+            d_old, d_new = np.linalg.norm(self.index.rows([old, new]) - np.asarray(ema)[None, :], axis=1)
             return float(d_old - d_new) > self.margin
         return weight_distance(active, candidate) > self.weight_change
 
     def candidate(self, ema: np.ndarray) -> int:
-        """The top-1 adapter (library row) of the fusion a swap for `ema` would build."""
-        return int(self.retrieve(ema).indices[0])
+        """The top-1 adapter (library row) of the fusion a swap for `ema` would build (-1: none is usable)."""
+        r = self.retrieve(ema)
+        return int(r.indices[0]) if len(r.indices) else -1

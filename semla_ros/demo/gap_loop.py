@@ -77,7 +77,7 @@ def drive(spec, library: Path, sequence: DomainSequence, seed_base: int, capture
                               "weights": out.fusion.weights})
             if out.embedding is not None:
                 r = monitor.observe(out.embedding, seg.library, seg.settings, shot.image, f"{i:06d}",
-                                    {"index": i, "domain": domain, "seed": seed})
+                                    {"index": i, "domain": domain, "seed": seed}, found=out.retrieval)
                 row.update(status=STATUS_NAMES[r.status], relative_distance=r.relative_distance,
                            uncovered_fraction=r.uncovered_fraction, captured=r.captured)
             frames.append(row)

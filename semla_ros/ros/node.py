@@ -483,6 +483,9 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
         processed = time.monotonic()
+        if result.navigator_error is not None:   # the frame kept its mask; the next due frame embeds again
+            self.get_logger().error(f"navigator failed ({segmenter.navigator_errors} so far): "
+                                    f"{result.navigator_error}", throttle_duration_sec=LOG_THROTTLE_S)
         self._check_backend(segmenter.backend)
         num_classes = len(result.classes)
         try:
@@ -566,7 +569,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             report = self._coverage.observe(result.embedding, segmenter.library, segmenter.settings, image,
                                             f"{stamp.sec:010d}_{stamp.nanosec:09d}",
                                             {"sec": stamp.sec, "nanosec": stamp.nanosec, "frame_id": header.frame_id},
-                                            now=result.embedded_time_s)
+                                            now=result.embedded_time_s, found=result.retrieval)
         except OSError as error:   # a full or read-only disk stops capturing, never the node
             self._report("coverage", [("error", f"capturing frames failed: {error}")])
             self._coverage.update_settings(capture_dir="")
