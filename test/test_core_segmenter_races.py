@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from test_core_segmenter import MeanColorNavigator, frame, library, make_library, make_segmenter, tiny_targets  # noqa: F401 (fixtures)
+from test_core_segmenter import MeanColorNavigator, frame, make_library, make_segmenter
+from test_core_segmenter import library as library_fixture  # noqa: F401  (the fixture `library`)
+from test_core_segmenter import tiny_targets as tiny_targets_fixture  # noqa: F401  (the fixture `tiny_targets`)
 
 from semla_ros.core import segmenter as segmenter_module
 from semla_ros.core.requests import PendingRequest

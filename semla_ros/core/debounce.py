@@ -140,7 +140,8 @@ class DomainShiftDebouncer:
 
     def rollback(self, query) -> None:
         """The fusion made for `query` failed: unless a newer one is being made, r is the active query again."""
-        if self._reference is not None and query is not None and np.array_equal(self._reference, _vector(query)):
+        failed = _vector(query)
+        if self._reference is not None and failed is not None and np.array_equal(self._reference, failed):
             self._reference = None if self._committed is None else self._committed.copy()
             self._clear_run()
 
@@ -163,7 +164,7 @@ class DomainShiftDebouncer:
             self.restart()
         self._last_time = now
         self._seen += 1
-        if self._seen <= self.warmup_frames:
+        if self._ema is None or self._seen <= self.warmup_frames:
             # Warm-up: the running mean of the first frames, not an EMA from an arbitrary start.
             self._ema = e.copy() if self._ema is None else self._ema + (e - self._ema) / self._seen
         else:

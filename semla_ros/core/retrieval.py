@@ -16,10 +16,14 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .settings import DEFAULTS, METRICS
+
+if TYPE_CHECKING:
+    import torch
 
 LOG = logging.getLogger(__name__)
 PREFILTER_MIN_ROWS = 512   # below this the exact pass is as fast as the prefilter
@@ -148,8 +152,8 @@ class CentroidIndex:
         if not np.issubdtype(rows.dtype, np.floating):
             rows = rows.astype(np.float64)
         self._rows = rows
-        self._exclude = np.zeros(0, np.int64)
-        self._half = None
+        self._exclude: np.ndarray = np.zeros(0, np.int64)
+        self._half: torch.Tensor | None = None   # float16 rows of the prefilter (None: exact pass only)
         wanted = len(rows) >= PREFILTER_MIN_ROWS if prefilter is None else prefilter
         if wanted and len(rows) and rows.shape[1] and np.all(np.isfinite(rows)) \
                 and _half_dot_is_float32_accumulated(rows.shape[1]):
@@ -240,7 +244,10 @@ class CentroidIndex:
         half = scaled.astype(np.float16)
         half64 = half.astype(np.float64)
         q_sq = float(half64 @ half64)
-        approx = (self._half @ torch.from_numpy(half)).double()   # torch: numpy's partition is 3x slower here
+        rows16 = self._half
+        if rows16 is None:
+            return None
+        approx = (rows16 @ torch.from_numpy(half)).double()   # torch: numpy's partition is 3x slower here
         approx.mul_(-2.0).add_(self._half_sq).add_(q_sq)           # ||q_hat - c_hat||^2 for every row
         slack = 2.0 * (self._dot_coeff * np.sqrt(q_sq) * self._half_norm_max + 2.0 ** -25) \
             + 1e-12 * (q_sq + self._half_norm_max ** 2)

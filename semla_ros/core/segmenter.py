@@ -379,6 +379,8 @@ class SemlaSegmenter:
     def _embedded_fields(self) -> dict:
         """FrameResult's fields for the embedding that reached the debouncer on this frame."""
         job = self._embedded_frame
+        if job is None:   # no embedding has reached the debouncer yet
+            return dict(embedding=self._embedding, retrieval=self._retrieval)
         return dict(embedding=self._embedding, embedded_stamp=job.stamp, embedded_image=job.image,
                     embedded_time_s=job.time_s, retrieval=self._retrieval)
 
@@ -412,8 +414,8 @@ class SemlaSegmenter:
         if e is None or r is None or library is None:
             return Support()
         entries = active.entries if active is not None else ()
-        return frame_support(e, library, r, self._settings.metric, [entry.name for entry in entries],
-                             active.weights if entries else (),
+        weights = active.weights if active is not None and entries else ()
+        return frame_support(e, library, r, self._settings.metric, [entry.name for entry in entries], weights,
                              np.stack([entry.centroid for entry in entries]) if entries else None)
 
     def _prefetch(self, library: AdapterLibrary, rows) -> None:
@@ -439,7 +441,9 @@ class SemlaSegmenter:
         start = time.perf_counter()
         library, s = self._library, self._settings
         try:
-            selection = library.select(query, s.top_k, s.temperature, s.metric, check=self._stager.check_adapter)
+            if library is None:
+                raise RuntimeError("no adapter library")
+            selection = library.select(query, s.top_k, s.temperature, s.metric, check=self._staging().check_adapter)
             r = selection.retrieval
             staged = self._stage(list(selection.entries), r.weights, query, r.distances, reason, stamp, start)
             staged.event.skipped = list(selection.skipped)
@@ -447,9 +451,15 @@ class SemlaSegmenter:
         except Exception as exc:  # reported as a failed FusionEvent; the old model stays
             return self._failure(reason, stamp, start, exc, query)
 
+    def _staging(self) -> WeightStager:
+        """The weight stager; there is one whenever a library is (a fusion without one is a bug, said so)."""
+        if self._stager is None:
+            raise RuntimeError("no weight stager: the segmenter has no adapter library")
+        return self._stager
+
     def _stage(self, entries, weights, query, distances, reason, stamp, start) -> _Staged:
         entries = [e.load() for e in entries]   # the active fusion holds its factors (no file is read again)
-        fused = self._stager.stage_fusion(entries, weights)
+        fused = self._staging().stage_fusion(entries, weights)
         classes = tuple(self.predictor.class_names)
         text = self.predictor.text_embeddings(overrides=fused.parameter_overrides())
         event = FusionEvent(adapters=[e.name for e in entries], weights=[float(w) for w in weights],
@@ -503,10 +513,11 @@ class SemlaSegmenter:
     def _restore_active(self) -> None:
         """Rewrite the active fusion's weights after a swap failed half-way (they are rebuilt, not kept)."""
         active = self._active
+        stager = self._staging()
         if active is not None and active.entries:
-            self._write(self._stager.stage_fusion(active.entries, active.weights))
+            self._write(stager.stage_fusion(active.entries, active.weights))
         else:
-            self._write(self._stager.base_weights())
+            self._write(stager.base_weights())
 
     def _record_failure(self, staged: _Staged) -> FusionEvent:
         self._failed += 1

@@ -22,7 +22,8 @@ from .retrieval import CentroidIndex, Retrieval, retrieve
 
 def weight_distance(a: Retrieval, b: Retrieval) -> float:
     """Total variation distance between two fusions' weights over the union of their adapters, in [0, 1]."""
-    wa, wb = dict(zip(a.indices.tolist(), a.weights, strict=False)), dict(zip(b.indices.tolist(), b.weights, strict=False))
+    wa = dict(zip(a.indices.tolist(), a.weights, strict=True))
+    wb = dict(zip(b.indices.tolist(), b.weights, strict=True))
     return 0.5 * float(sum(abs(wa.get(i, 0.0) - wb.get(i, 0.0)) for i in set(wa) | set(wb)))
 
 
