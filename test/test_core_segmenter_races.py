@@ -7,15 +7,27 @@ import sys
 
 import numpy as np
 import pytest
-from test_core_segmenter import MeanColorNavigator, frame, make_library, make_segmenter
-from test_core_segmenter import library as library_fixture  # noqa: F401  (the fixture `library`)
-from test_core_segmenter import tiny_targets as tiny_targets_fixture  # noqa: F401  (the fixture `tiny_targets`)
+from test_core_segmenter import (
+    MeanColorNavigator,
+    frame,
+    make_library,
+    make_segmenter,
+    tiny_targets,  # noqa: F401  (a fixture, used through `library`)
+)
 
 from semla_ros.core import segmenter as segmenter_module
 from semla_ros.core.requests import PendingRequest
 from semla_ros.core.retrieval import retrieve
 
 WORKER = {"_adapt", "_stage", "_failure"}   # the adaptation worker's methods (inline here): no frame code runs there
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_targets):  # noqa: F811  (tiny_targets: the imported fixture)
+    """The segmenter tests' three-adapter library (test_core_segmenter.make_library)."""
+    from semla_ros.core.library import AdapterLibrary
+
+    return AdapterLibrary.open(make_library(tmp_path_factory.mktemp("lib"), tiny_targets), navigator_dim=3)
 
 
 def process_with_hook(seg, k: int, action, image):
