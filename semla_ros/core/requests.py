@@ -9,8 +9,10 @@ request carries the request's reason even when a confirmed shift started it: the
 from __future__ import annotations
 
 import threading
+from typing import Literal, get_args
 
-REQUESTS = ("manual", "reload")   # strongest last
+RequestReason = Literal["manual", "reload"]
+REQUESTS: tuple[str, ...] = get_args(RequestReason)   # strongest last
 
 
 def merged(old: str | None, new: str | None) -> str | None:

@@ -24,7 +24,7 @@ import time
 import traceback
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -51,13 +51,17 @@ class InlineExecutor(Executor):
         return future
 
 
+# Why a fusion was made: the first one, a confirmed domain shift, ~/adapt_now, ~/reload_library.
+FusionReason = Literal["startup", "shift", "manual", "reload"]
+
+
 @dataclass
 class FusionEvent:
     adapters: list[str]
     weights: list[float]
     distances: list[float]
     support: float
-    reason: str  # "startup" | "shift" | "manual" | "reload"
+    reason: FusionReason
     duration_ms: float
     swap_count: int
     ok: bool = True

@@ -14,7 +14,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Final, Literal
 
 from ..catseg.build import load_catseg
 from ..catseg.predictor import CatSegPredictor
@@ -23,12 +23,17 @@ from ..core.navigator import ImageNavigator, build_navigator
 from ..core.segmenter import SemlaSegmenter
 from .spec import EngineSpec
 
+# A part's health, worst last (the levels of /diagnostics: OK, WARN, ERROR).
+HealthLevel = Literal["ok", "warn", "error"]
+
 LOG = logging.getLogger(__name__)
 
 LIBRARY_HINT = ("a library is a SemLA loradb directory (<name>/adapter_config.json, "
                 "adapter_model.safetensors, <name>_statistics.npz), made by SemLA or `semla-library`")
 SOURCES = ("model", "backend", "navigator", "library")
-OK, WARN, ERROR = "ok", "warn", "error"
+OK: Final[HealthLevel] = "ok"
+WARN: Final[HealthLevel] = "warn"
+ERROR: Final[HealthLevel] = "error"
 
 
 class EngineConfigError(ValueError):
@@ -47,11 +52,11 @@ class EngineBuild:
     library: AdapterLibrary | None = None
     backend: Any = None
     device: str = "cpu"
-    health: dict[str, tuple[str, str]] = field(default_factory=dict)
+    health: dict[str, tuple[HealthLevel, str]] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)   # (source, level, message), in order
 
-    def report(self, source: str, level: str, message: str) -> None:
+    def report(self, source: str, level: HealthLevel, message: str) -> None:
         """Record a part's state; the worst level stays the part's health (error > warn > ok)."""
         order = (OK, WARN, ERROR)
         current = self.health.get(source)
