@@ -11,7 +11,6 @@ random r=8 adapters. Measured in one run:
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 
@@ -56,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     from semla_ros.catseg.build import build_catseg
     from semla_ros.catseg.predictor import CatSegPredictor
     from semla_ros.core.fusion import WeightStager
     from semla_ros.core.library import AdapterEntry
     from semla_ros.core.targets import semla_target_modules
+
+    from .peft_reference import peft_copy
 
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -86,18 +87,9 @@ def main(argv: list[str] | None = None) -> int:
           f"T={args.classes}")
 
     # PEFT copy of the same model, the K adapters loaded the way SemLA loads them.
-    peft_model = None
-    for e in entries:
-        config = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets, lora_dropout=0.0)
-        if peft_model is None:
-            peft_model = get_peft_model(copy.deepcopy(model), config, adapter_name=e.name)
-        else:
-            peft_model.add_adapter(e.name, config)
-        for name, (a, b) in e.factors.items():
-            layer = peft_model.base_model.model.get_submodule(name)
-            layer.lora_A[e.name].weight.data.copy_(a)
-            layer.lora_B[e.name].weight.data.copy_(b)
-    peft_model.eval()
+    peft_model = peft_copy(model, [
+        (e.name, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets, lora_dropout=0.0), e.factors)
+        for e in entries])
     names = [e.name for e in entries]
 
     # --- swap

@@ -13,7 +13,6 @@ about speed. The last line: `stream: ours/official N.NNx, ours/plain N.NNx (back
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 import time
@@ -44,23 +43,17 @@ class OfficialPipeline:
     """SemLA's per-image loop on a PEFT copy of the model holding every library adapter (as SemLA loads them)."""
 
     def __init__(self, predictor, library, navigator, top_k: int, temperature: float):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from .peft_reference import peft_copy
 
         self.predictor, self.library, self.navigator = predictor, library, navigator
         self.top_k, self.temperature = top_k, temperature
-        peft_model = None
-        for entry in library.entries:
-            config = LoraConfig(r=entry.rank, lora_alpha=entry.scaling * entry.rank,
-                                target_modules=list(entry.factors), lora_dropout=0.0)
-            if peft_model is None:
-                peft_model = get_peft_model(copy.deepcopy(predictor.model), config, adapter_name=entry.name)
-            else:
-                peft_model.add_adapter(entry.name, config)
-            for name, (a, b) in entry.factors.items():
-                layer = peft_model.base_model.model.get_submodule(name)
-                layer.lora_A[entry.name].weight.data.copy_(a)
-                layer.lora_B[entry.name].weight.data.copy_(b)
-        self.peft_model = peft_model.eval()
+        peft_model = peft_copy(predictor.model, [
+            (entry.name, LoraConfig(r=entry.rank, lora_alpha=entry.scaling * entry.rank,
+                                    target_modules=list(entry.factors), lora_dropout=0.0), entry.factors)
+            for entry in library.entries])
+        self.peft_model = peft_model
         self.network = peft_model.base_model.model
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -40,7 +41,7 @@ class Navigator(Protocol):
         ...
 
 
-class ImageNavigator:
+class ImageNavigator(ABC):
     """A navigator whose embedding is `network` (a frozen image tower: (B,3,S,S) -> (B,D)) on prepared batches.
 
     Why split: the network call is pluggable (`embed(images, forward=...)`, like `CatSegPredictor.predict`),
@@ -53,9 +54,9 @@ class ImageNavigator:
     normalize: bool
     device: torch.device
 
+    @abstractmethod
     def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
         """(B,3,S,S) float32 network input of checked images."""
-        raise NotImplementedError
 
     @torch.inference_mode()
     def embed(self, images: Sequence[np.ndarray], forward=None) -> np.ndarray:
