@@ -49,6 +49,7 @@ POLICY_SETTINGS = {
                                  dwell_s=0.0, warmup_frames=1),
     "distance-demo": _DEFAULT.replace(trigger="distance", top_k=3, ema_alpha=0.3,    # make demo's, before
                                       min_consecutive=4, cooldown_s=3.0, dwell_s=0.0, warmup_frames=5),
+    "retrieval": _DEFAULT.replace(trigger="retrieval", cooldown_s=2.0),             # the default before
     "default": _DEFAULT,                                                             # the node now
 }
 POLICY_TEXT = {
@@ -57,10 +58,13 @@ POLICY_TEXT = {
                 "the node's rule and defaults before this benchmark",
     "distance-demo": "EMA distance with `make demo`'s former settings (top-3, α 0.3, 4 hits, cooldown 3 s, "
                      "5 warm-up frames)",
-    "default": f"the node's defaults now (`trigger: {_DEFAULT.trigger}`, α {_DEFAULT.ema_alpha:g}, margin "
-               f"{_DEFAULT.switch_margin:g} × median spacing, dwell {_DEFAULT.dwell_s:g} s, "
-               f"{_DEFAULT.min_consecutive} hits, cooldown {_DEFAULT.cooldown_s:g} s, "
-               f"{_DEFAULT.warmup_frames} warm-up frames)",
+    "retrieval": f"the node's defaults before the evidence trigger (`trigger: retrieval`, α {_DEFAULT.ema_alpha:g}, "
+                 f"margin {_DEFAULT.switch_margin:g} × median spacing, dwell {_DEFAULT.dwell_s:g} s, "
+                 f"{_DEFAULT.min_consecutive} hits, cooldown 2 s, {_DEFAULT.warmup_frames} warm-up frames)",
+    "default": f"the node's defaults now (`trigger: {_DEFAULT.trigger}`, evidence threshold "
+               f"{_DEFAULT.evidence_threshold:g}, flap damping {_DEFAULT.flap_penalty:g} per flap within "
+               f"{_DEFAULT.flap_window_s:g} s, half-life {_DEFAULT.flap_half_life_s:g} s, cooldown "
+               f"{_DEFAULT.cooldown_s:g} s, {_DEFAULT.warmup_frames} warm-up frames)",
 }
 
 

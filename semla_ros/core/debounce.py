@@ -1,5 +1,11 @@
 """Domain-shift debouncing: swap adapters only when the camera's domain really changed.
 
+The default trigger, "evidence" (core/evidence.py), weighs every embedded frame's evidence for each other
+adapter against the active one and swaps as soon as a candidate's accumulated evidence is enough (a few
+frames for a clear change, longer for weak evidence, never on noise); the query is the mean of the frames
+behind that evidence. The rules below (EMA, dwell, consecutive hits) belong to the "retrieval" and
+"distance" triggers.
+
 Per embedded frame the EMA moves, e_bar <- (1 - alpha) e_bar + alpha e_t. The EMA is "over" when the
 trigger rule says so (core/trigger.py: distance to the reference, or a materially different fusion
 from retrieval). A shift is confirmed when it has been over, towards the same candidate, for
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .evidence import ShiftEvidence
 from .settings import THRESHOLD_MODES, TRIGGERS, SegmenterSettings
 from .trigger import DistanceRule
 
@@ -78,14 +85,15 @@ class DomainShiftDebouncer:
     """Debounces with a `SegmenterSettings` (validated where it was made) and an absolute `threshold` (the
     distance rule's, resolved from switch_threshold by `resolve_threshold`). `trigger` overrides the settings'
     one (the segmenter runs "distance" without a library); `rule` decides when the EMA is over for the
-    retrieval trigger (the distance trigger builds its own)."""
+    retrieval trigger (the distance trigger builds its own); `evidence` is the evidence trigger's `ShiftEvidence`."""
 
-    def __init__(self, settings: SegmenterSettings, threshold: float, *, trigger: str | None = None, rule=None):
-        self.configure(settings, threshold, trigger=trigger, rule=rule)
+    def __init__(self, settings: SegmenterSettings, threshold: float, *, trigger: str | None = None, rule=None,
+                 evidence: ShiftEvidence | None = None):
+        self.configure(settings, threshold, trigger=trigger, rule=rule, evidence=evidence)
         self.reset()
 
     def configure(self, settings: SegmenterSettings, threshold: float, *, trigger: str | None = None,
-                  rule=None) -> None:
+                  rule=None, evidence: ShiftEvidence | None = None) -> None:
         """Change parameters live (checked before any is applied). An infinite threshold means no shift can
         be confirmed by distance (a library with one entry)."""
         trigger = settings.trigger if trigger is None else trigger
@@ -95,7 +103,11 @@ class DomainShiftDebouncer:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         if trigger == "retrieval" and rule is None:
             raise ValueError("the retrieval trigger needs its rule (the library's centroids and retrieval settings)")
+        if trigger == "evidence" and evidence is None:
+            raise ValueError("the evidence trigger needs its ShiftEvidence (the library's centroids)")
         self.settings, self.threshold, self.trigger, self.rule = settings, float(threshold), trigger, rule
+        self.evidence = evidence
+        self._reference_row: tuple[bytes, int] | None = None   # (reference bytes, its top-1 row)
         self.alpha, self.dwell_s, self.cooldown_s = settings.ema_alpha, settings.dwell_s, settings.cooldown_s
         self.min_consecutive, self.warmup_frames = settings.min_consecutive, settings.warmup_frames
         self._over = DistanceRule(self.threshold) if trigger == "distance" else rule
@@ -114,6 +126,9 @@ class DomainShiftDebouncer:
         self._last_attempt = -math.inf
         self._last_time = -math.inf
         self._run: deque = deque()
+        if getattr(self, "evidence", None) is not None:
+            self.evidence.reset()
+            self.evidence.forget_flaps()
 
     @property
     def ema(self) -> np.ndarray | None:
@@ -136,7 +151,10 @@ class DomainShiftDebouncer:
 
     def commit(self, query) -> None:
         """The fusion made for `query` is now active."""
+        before = self._active_row(self._committed)
         self._committed = _vector(query)
+        if self.evidence is not None and before >= 0:
+            self.evidence.moved(before, self._active_row(self._committed), self._last_time)
 
     def rollback(self, query) -> None:
         """The fusion made for `query` failed: unless a newer one is being made, r is the active query again."""
@@ -150,9 +168,24 @@ class DomainShiftDebouncer:
         self._over_since = math.nan
         self._candidate = None
         self._run.clear()
+        if self.evidence is not None:
+            self.evidence.reset()
+
+    def _active_row(self, query) -> int:
+        """The library row of the top-1 adapter retrieval gives `query` (-1: no query or nothing usable);
+        computed once per query."""
+        if query is None or self.evidence is None:
+            return -1
+        key = query.tobytes()
+        if self._reference_row is None or self._reference_row[0] != key:
+            rows, _ = self.evidence.index.nearest(query, 1, self.settings.metric)
+            self._reference_row = (key, int(rows[0]) if len(rows) else -1)
+        return self._reference_row[1]
 
     # ------------------------------------------------------------------ one embedded frame
-    def update(self, embedding, now: float) -> DebounceDecision:
+    def update(self, embedding, now: float, candidates=None) -> DebounceDecision:
+        """One embedded frame at `now`; `candidates`: the rows its retrieval ranks (the evidence trigger
+        searches them itself when not given)."""
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(e)):
             raise ValueError("embedding contains NaN or inf")
@@ -182,6 +215,8 @@ class DomainShiftDebouncer:
                 self.propose(e, now)
             return DebounceDecision(shift=shift, ema_distance=distance, consecutive=int(shift), warming_up=warming,
                                     ema=self._ema.copy(), query=e.copy(), restarted=restarted)
+        if self.trigger == "evidence":
+            return self._weigh_evidence(e, now, candidates, cooling, distance, restarted)
         if self._over.over(self._ema, self._reference):
             candidate = self._over.candidate(self._ema)
             if self._consecutive == 0 or candidate != self._candidate:   # a run leads to one candidate
@@ -208,3 +243,22 @@ class DomainShiftDebouncer:
                 self.propose(query, now)
         return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, warming_up=warming,
                                 ema=self._ema.copy(), query=self._ema.copy(), restarted=restarted)
+
+    def _weigh_evidence(self, e, now, candidates, cooling, distance, restarted) -> DebounceDecision:
+        evidence = self.evidence
+        assert evidence is not None and self._reference is not None
+        active = self._active_row(self._reference)
+        if candidates is None:
+            candidates, _ = evidence.index.nearest(e, self.settings.top_k, self.settings.metric)
+        found = evidence.observe(e, active, candidates, now)
+        shift = found is not None and not cooling
+        if found is not None and shift and self._active_row(found.query) == active:
+            evidence.drop(found.row)    # the run's mean still retrieves the active adapter first
+            shift = False
+        consecutive = found.frames if found is not None else evidence.leading_frames
+        if shift:
+            assert found is not None
+            self._ema = found.query.copy()
+            self.propose(found.query, now)
+        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, ema=self._ema.copy(),
+                                query=self._ema.copy(), restarted=restarted)

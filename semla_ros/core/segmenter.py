@@ -29,6 +29,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from .debounce import DomainShiftDebouncer, resolve_threshold
+from .evidence import ShiftEvidence
 from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
 from .requests import PendingRequest, merged
@@ -332,12 +333,16 @@ class SemlaSegmenter:
 
     def _configure_debouncer(self) -> None:
         s, lib = self._settings, self._library
-        rule = None
+        rule = evidence = None
         if s.trigger == "retrieval" and lib is not None:
             rule = RetrievalRule(lib, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
                                  s.weight_change)
+        if s.trigger == "evidence" and lib is not None:
+            window = max(s.min_consecutive, math.ceil((2.0 - s.ema_alpha) / s.ema_alpha))
+            evidence = ShiftEvidence(lib, s.evidence_threshold, window, s.flap_window_s, s.flap_penalty,
+                                     s.flap_half_life_s, lib.median_inter_centroid_distance)
         trigger = s.trigger if lib is not None else "distance"   # no library: nothing to retrieve from
-        self._debouncer.configure(s, self.threshold, trigger=trigger, rule=rule)
+        self._debouncer.configure(s, self.threshold, trigger=trigger, rule=rule, evidence=evidence)
 
     def _observe(self, image_rgb, stamp, now):
         """Start embedding this frame if due and the navigator is free; feed a finished embedding to the
@@ -391,9 +396,9 @@ class SemlaSegmenter:
     def _decide(self, embedding, stamp, now):
         """One embedding: debouncer update, support, and the adaptation it asks for."""
         library, s, debouncer = self._library, self._settings, self._debouncer
-        decision = debouncer.update(embedding, now)
         self._embedding = np.asarray(embedding, dtype=np.float64)
         self._retrieval = retrieve(self._embedding, library.index, s.top_k, s.temperature, s.metric)
+        decision = debouncer.update(embedding, now, candidates=self._retrieval.indices)
         if decision.consecutive > 0 and not decision.shift:   # a shift is being confirmed: read ahead
             self._prefetch(library, self._retrieval.indices)
         # One adaptation per embedding; it also serves a pending request (taken when it starts, and

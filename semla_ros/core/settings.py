@@ -13,10 +13,10 @@ from .fields import setting
 
 Metric = Literal["euclidean", "cosine"]
 ThresholdMode = Literal["absolute", "relative"]
-# What confirms a domain shift (core/trigger.py): the fusion retrieval would build for the EMA differs
-# materially from the active one; the EMA moved far from the active reference (the mission's rule);
-# every embedded frame (per-image SemLA, the official way).
-Trigger = Literal["retrieval", "distance", "frame"]
+# What confirms a domain shift: enough accumulated per-frame evidence for another adapter (core/evidence.py);
+# the fusion retrieval would build for the EMA differs materially from the active one (core/trigger.py); the
+# EMA moved far from the active reference (the mission's rule); every embedded frame (per-image SemLA).
+Trigger = Literal["evidence", "retrieval", "distance", "frame"]
 METRICS: tuple[str, ...] = get_args(Metric)
 THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
 TRIGGERS: tuple[str, ...] = get_args(Trigger)
@@ -27,9 +27,9 @@ class SegmenterSettings:
     """Retrieval, shift debouncing and the adapter cache; all live-updatable through
     SemlaSegmenter.update_settings().
 
-    The debouncing defaults are the best measured on the shift scenarios (`semla-bench shifts`,
-    docs/shifts.md); the mission's rule is `trigger="distance"` (with ema_alpha 0.1, cooldown_s 5,
-    dwell_s 0 and warmup_frames 1 it is the node's rule before the scenarios existed)."""
+    The shift defaults are the best measured on the shift scenarios (`semla-bench shifts`, docs/shifts.md);
+    the mission's rule is `trigger="distance"` (with ema_alpha 0.1, cooldown_s 5, dwell_s 0 and
+    warmup_frames 1 it is the node's rule before the scenarios existed)."""
 
     top_k: int = setting(5, low=1, high=64, help="Adapters fused per swap (paper default 5; best 7)",
                          doc="Adapters fused per swap (SemLA default 5; best in the paper 7).")
@@ -50,25 +50,49 @@ class SegmenterSettings:
                                             doc="relative | absolute: how switch_threshold and switch_margin are read.")
     min_consecutive: int = setting(3, low=1, high=10000,
                                    help="Embedded frames in a row over the threshold before a swap")
-    cooldown_s: float = setting(2.0, low=0.0, high=86400.0,
-                                help="Minimum seconds between two swaps (and before retrying a failed fusion)")
+    cooldown_s: float = setting(0.5, low=0.0, high=86400.0,
+                                help="Minimum seconds between two fusion attempts (and before retrying a failed one)")
     trigger: Trigger = setting(
-        "retrieval",
-        help="What confirms a shift: retrieval (the fusion retrieval would build for the EMA differs materially "
-             "from the active one), distance (||EMA - reference|| > switch_threshold), frame (re-fuse on every "
-             "embedded frame: per-image SemLA)",
-        doc="What makes the EMA \"over\" (a shift candidate):\n"
+        "evidence",
+        help="What confirms a shift: evidence (enough accumulated per-frame evidence for another adapter), "
+             "retrieval (the fusion retrieval would build for the EMA differs materially from the active one), "
+             "distance (||EMA - reference|| > switch_threshold), frame (re-fuse on every embedded frame: "
+             "per-image SemLA)",
+        doc="What confirms a domain shift:\n"
+            "  evidence: every embedded frame adds, for each other adapter it retrieves, how much closer it is to "
+            "that adapter's centroid than to the active top-1's (in units of the two centroids' spacing); a "
+            "candidate whose sum reaches evidence_threshold (sums never go below 0, so noise does not build up) "
+            "is swapped to, fused for the mean of the frames behind it. A clear change swaps within a few "
+            "frames, weak evidence waits, noise never swaps. Flapping between near domains is damped "
+            "(flap_*). ema_alpha, min_consecutive, dwell_s, switch_margin and weight_change do not apply.\n"
             "  retrieval: the fusion retrieval would build for the EMA differs materially from the active one: "
             "its top-1 adapter changed (by switch_margin, see below) or, same top-1, the weights moved by more "
-            "than weight_change. Knows the library: it swaps between near domains and never between two points "
-            "that retrieve the same fusion.\n"
+            "than weight_change. A swap needs \"over\" for min_consecutive embedded frames in a row AND dwell_s "
+            "seconds.\n"
             "  distance: ||ema - reference|| > switch_threshold (the mission's rule; the reference is the query "
-            "of the active fusion). Before the scenarios its settings were ema_alpha 0.1, cooldown_s 5, dwell_s 0, "
-            "warmup_frames 1.\n"
+            "of the active fusion), with min_consecutive and dwell_s like retrieval. Before the scenarios its "
+            "settings were ema_alpha 0.1, cooldown_s 5, dwell_s 0, warmup_frames 1.\n"
             "  frame: re-fuse on every embedded frame for that frame alone (per-image SemLA, the official way; a "
             "fusion per frame).\n"
-            "A swap needs \"over\" for min_consecutive embedded frames in a row AND dwell_s seconds, and "
-            "cooldown_s seconds since the last swap.")
+            "Every trigger waits cooldown_s seconds after a fusion attempt before the next.")
+    evidence_threshold: float = setting(
+        2.0, low=1e-3, high=1e6,
+        help="Evidence trigger: accumulated evidence for another adapter that confirms a shift (a frame of its "
+             "domain adds about 0.4 on the demo world)",
+        doc="Evidence trigger: the accumulated evidence that confirms a shift. A frame adds "
+            "(d_active - d_candidate) / spacing(active, candidate), about +0.4 for a frame of the candidate's "
+            "domain and -0.4 for one of the active domain on the demo world: 2.0 is about 5 frames of clear "
+            "evidence; higher waits longer and swaps less on noise.")
+    flap_window_s: float = setting(
+        2.0, low=0.0, high=3600.0,
+        help="Evidence trigger: a swap back to the adapter left less than this many seconds ago is a flap",
+        doc="Evidence trigger, flap damping: a swap back to the adapter left less than this many seconds ago "
+            "is a flap and adds flap_penalty to a penalty that halves every flap_half_life_s. A shift then needs "
+            "evidence_threshold + penalty * (median spacing / spacing of the two centroids)^4: flicker between "
+            "near domains stops being followed, flicker between far domains still is. 0 turns damping off.")
+    flap_penalty: float = setting(0.5, low=0.0, high=1e6, help="Evidence trigger: penalty added per flap")
+    flap_half_life_s: float = setting(30.0, low=1e-3, high=86400.0,
+                                      help="Evidence trigger: seconds for the flap penalty to halve")
     dwell_s: float = setting(
         1.5, low=0.0, high=3600.0, help="Seconds (frame stamps) a shift must hold before a swap",
         doc="Seconds (frame stamps) a shift must hold, towards the same adapter, before a swap. Flicker faster "
