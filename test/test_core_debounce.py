@@ -21,9 +21,8 @@ def make(threshold=1.0, **changes):
 
 
 def start(debouncer, query, now):
-    """What the segmenter does for a startup fusion that succeeds."""
+    """What the segmenter does for a startup fusion (its query is the active one's once it succeeds)."""
     debouncer.propose(query, now)
-    debouncer.commit(query)
 
 DIM, FPS = 32, 30.0
 RNG_SIGMA = 0.05   # per-dimension noise: ~0.28 in norm per frame
@@ -163,13 +162,12 @@ def test_failed_fusion_rolls_back_to_the_active_reference_and_waits_a_cooldown()
     start(deb, d0.ema, 0.0)
     shift = deb.update(np.full(3, 5.0), 3.0)
     assert shift.shift and np.allclose(deb.reference, 5.0)      # proposed: r is the new query
-    deb.rollback(shift.ema)                                       # the fusion failed
+    deb.rollback(shift.ema, d0.ema)                               # the fusion failed; d0's is active
     assert np.allclose(deb.reference, 0.0)                        # back to the active fusion's query
     assert not deb.update(np.full(3, 5.0), 4.0).shift             # attempt at t=3 still cools down
     retry = deb.update(np.full(3, 5.0), 5.0)
     assert retry.shift                                            # retried once the cooldown passed
-    deb.commit(retry.ema)
-    deb.rollback(np.zeros(3))                                     # an older attempt's failure changes nothing
+    deb.rollback(np.zeros(3), retry.ema)                          # an older attempt's failure changes nothing
     assert np.allclose(deb.reference, 5.0)
 
 
@@ -179,7 +177,7 @@ def test_failed_startup_is_retried_after_the_cooldown():
     assert first.startup
     deb.propose(first.ema, 0.0)
     assert not deb.update(np.zeros(3), 0.5).startup               # being made: no second startup
-    deb.rollback(first.ema)
+    deb.rollback(first.ema, None)                                 # no fusion is active
     assert deb.reference is None
     assert not deb.update(np.zeros(3), 1.0).startup               # cooling down after the failure
     assert deb.update(np.zeros(3), 2.5).startup

@@ -15,11 +15,17 @@ from test_core_segmenter import (
     tiny_targets,  # noqa: F401  (a fixture, used through `library`)
 )
 
+from semla_ros.core import adaptation, decider, embedding_scheduler
 from semla_ros.core import segmenter as segmenter_module
 from semla_ros.core.requests import PendingRequest
 from semla_ros.core.retrieval import retrieve
 
 WORKER = {"_adapt", "_stage", "_failure"}   # the adaptation worker's methods (inline here): no frame code runs there
+# The segmenter and its parts: the frame's own code, wherever it runs
+PARTS = {m.__file__: c for m, c in [(segmenter_module, segmenter_module.SemlaSegmenter),
+                                    (decider, decider.FusionDecider),
+                                    (embedding_scheduler, embedding_scheduler.EmbeddingScheduler),
+                                    (adaptation, adaptation.AdaptationRunner)]}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +37,10 @@ def library(tmp_path_factory, tiny_targets):  # noqa: F811  (tiny_targets: the i
 
 
 def process_with_hook(seg, k: int, action, image):
-    """process(image), running `action` at the k-th line the inference thread executes in the segmenter's own
-    methods before the network runs (as a service thread could, between any two of them; once the network runs
-    the frame has decided); returns (result, whether line k was reached)."""
+    """process(image), running `action` at the k-th line the inference thread executes in the methods of the
+    segmenter and its parts (decider, embedding scheduler, adaptation runner) before the network runs (as a
+    service thread could, between any two of them; once the network runs the frame has decided); returns
+    (result, whether line k was reached)."""
     count, fired, predict = itertools.count(), [], type(seg.predictor).predict.__code__
 
     def local(frame_, event, arg):
@@ -46,8 +53,8 @@ def process_with_hook(seg, k: int, action, image):
         code = frame_.f_code
         if code is predict:
             fired.append(False)     # the frame has decided: stop
-        elif code.co_filename == segmenter_module.__file__ and code.co_name not in WORKER \
-                and frame_.f_locals.get("self") is seg and not fired:
+        elif code.co_filename in PARTS and code.co_name not in WORKER \
+                and isinstance(frame_.f_locals.get("self"), PARTS[code.co_filename]) and not fired:
             return local
         return None
 

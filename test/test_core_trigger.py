@@ -32,7 +32,7 @@ def debouncer(trigger="retrieval", *, alpha=0.2, min_consecutive=3, cooldown_s=2
 
 
 def run(deb, stream, times=None):
-    """What the segmenter does with an inline executor: startup on warm-up, commit every fusion at once.
+    """What the segmenter does with an inline executor: startup on warm-up, every fusion active at once.
     Returns [(frame, top-1 index of the fusion, query)] for startup and shifts."""
     fusions = []
     times = np.arange(len(stream)) / FPS if times is None else times
@@ -41,7 +41,6 @@ def run(deb, stream, times=None):
         if d.startup:
             deb.propose(d.query, t)
         if d.startup or d.shift:
-            deb.commit(d.query)
             fusions.append((i, int(retrieve(d.query, CENTROIDS, 1).indices[0]), d.query))
     return fusions
 

@@ -129,7 +129,6 @@ def decision_ms(lib, queries, args) -> list[float]:
     first = retrieve(queries[0], lib.index, s.top_k, s.temperature, s.metric)
     debouncer.update(queries[0], 0.0)
     debouncer.propose(queries[0], 0.0)
-    debouncer.commit(queries[0])
     names = [lib.names[i] for i in first.indices]
     times = []
     for i, q in enumerate(queries[1:], 1):

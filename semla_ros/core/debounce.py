@@ -19,10 +19,10 @@ gives the same decisions, and tests replay streams without sleeping. Time runnin
 that loops) restarts the debouncer cleanly: EMA, warm-up and timers start over, the reference of the
 active fusion stays.
 
-The debouncer owns r. A fusion attempt proposes its query (`propose`: a confirmed shift does it
-itself); when the fusion becomes active the segmenter `commit`s it, when it fails the segmenter
-`rollback`s it and r returns to the active fusion's query (the attempt still counts for the
-cooldown, so a failing fusion is retried at most once per cooldown).
+The debouncer owns r, not the active fusion (its query is held once, by whoever runs the fusions). A
+fusion attempt proposes its query (`propose`: a confirmed shift does it itself); when it fails the
+caller `rollback`s it with the active fusion's query and r returns to that (the attempt still counts
+for the cooldown, so a failing fusion is retried at most once per cooldown).
 
 On a confirmed shift the query is re-anchored: the EMA still carries (1 - alpha)^n of the old
 domain right after a step, so fusing for it and setting r <- e_bar would leave the EMA drifting
@@ -114,7 +114,6 @@ class DomainShiftDebouncer:
 
     def reset(self) -> None:
         self._reference: np.ndarray | None = None   # query of the fusion being made or active
-        self._committed: np.ndarray | None = None   # query of the active fusion
         self.restart()
 
     def restart(self) -> None:
@@ -145,22 +144,18 @@ class DomainShiftDebouncer:
     # ------------------------------------------------------------------ the reference's life cycle
     def propose(self, query, now: float) -> None:
         """A fusion for `query` is being made (startup, manual, reload; a shift proposes itself)."""
+        if self.evidence is not None and self._reference is not None:   # flaps are counted where swaps start
+            self.evidence.moved(self._active_row(self._reference), self._active_row(_vector(query)), float(now))
         self._reference = _vector(query)
         self._last_attempt = float(now)
         self._clear_run()
 
-    def commit(self, query) -> None:
-        """The fusion made for `query` is now active."""
-        before = self._active_row(self._committed)
-        self._committed = _vector(query)
-        if self.evidence is not None and before >= 0:
-            self.evidence.moved(before, self._active_row(self._committed), self._last_time)
-
-    def rollback(self, query) -> None:
-        """The fusion made for `query` failed: unless a newer one is being made, r is the active query again."""
+    def rollback(self, query, active) -> None:
+        """The fusion made for `query` failed: unless a newer one is being made, r is `active` again (the
+        query of the fusion still active; None: none is)."""
         failed = _vector(query)
         if self._reference is not None and failed is not None and np.array_equal(self._reference, failed):
-            self._reference = None if self._committed is None else self._committed.copy()
+            self._reference = _vector(active)
             self._clear_run()
 
     def _clear_run(self) -> None:
