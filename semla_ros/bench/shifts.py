@@ -113,12 +113,14 @@ def _fmt(v, digits=2, pct=False) -> str:
 
 def summary_table(scores, policy_list) -> str:
     rows = ["| policy | missed changes | extra swaps / stationary min | reaction p50 / p95 (s) | wrong fusion time "
-            "| off-domain time | stream mIoU | fusions / min |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| off-domain time | stream mIoU | fusions / min | recalls / min |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in policy_list:
         s = PolicySummary.of(p.name, [x for x in scores if x.policy == p.name])
         rows.append(f"| {p.name} | {s.missed} / {s.detectable} | {_fmt(s.extra_swaps_per_stationary_min)} | "
                     f"{_fmt(s.reaction_p50_s, 1)} / {_fmt(s.reaction_p95_s, 1)} | {_fmt(s.wrong_share, pct=True)} | "
-                    f"{_fmt(s.off_domain_share, pct=True)} | {_fmt(100 * s.miou, 1)} | {_fmt(s.fusions_per_min, 1)} |")
+                    f"{_fmt(s.off_domain_share, pct=True)} | {_fmt(100 * s.miou, 1)} | {_fmt(s.fusions_per_min, 1)} | "
+                    f"{_fmt(s.recalls_per_min, 1)} |")
     return "\n".join(rows)
 
 
@@ -171,13 +173,17 @@ def pair_table(scores, policy_list, library, scenario="every pair") -> str:
     return "\n".join(rows)
 
 
-def flicker_lines(scores, dwell_s: float) -> list[str]:
+def flicker_lines(scores, dwell_s: float | None) -> list[str]:
+    """Swaps per flicker stream; with `dwell_s` (a trigger that has a dwell), the bound one per dwell gives."""
     out = []
     for s in scores:
         if s.scenario.startswith("flicker"):
-            allowed = int(s.duration_s // dwell_s) + 1 if dwell_s > 0 else math.inf
-            out.append(f"{s.policy:14s} {s.scenario:26s} swaps {s.swaps:3d} (at most one per {dwell_s:g} s dwell: "
-                       f"{allowed})")
+            line = f"{s.policy:14s} {s.scenario:26s} swaps {s.swaps:3d}, fusions {s.fusions:3d}, recalls {s.recalls:3d}"
+            if dwell_s is not None:
+                allowed = int(s.duration_s // dwell_s) + 1 if dwell_s > 0 else math.inf
+                line = (f"{s.policy:14s} {s.scenario:26s} swaps {s.swaps:3d} (at most one per {dwell_s:g} s dwell: "
+                        f"{allowed})")
+            out.append(line)
     return out
 
 
@@ -275,7 +281,8 @@ def support_facts(rows, wrong) -> list[str]:
     return out
 
 
-def write_doc(path: Path, tables: dict, scores, policy_list, command: str, seconds: float, dwell_s: float) -> None:
+def write_doc(path: Path, tables: dict, scores, policy_list, command: str, seconds: float,
+              dwell_s: float | None) -> None:
     """docs/shifts.md: what was replayed, the tables and how to read them; the overhead section is kept."""
     from ..demo.scenarios import RATE_HZ
 
@@ -292,7 +299,7 @@ def write_doc(path: Path, tables: dict, scores, policy_list, command: str, secon
                      f"swaps in the stationary streams: {', '.join(str(x.swaps) for x in stationary) or '–'}; "
                      f"swaps under flicker (0.5 … 3 s): {', '.join(str(x.swaps) for x in flicker) or '–'}; "
                      f"reaction p50 {_fmt(s.reaction_p50_s, 1)} s, p95 {_fmt(s.reaction_p95_s, 1)} s; "
-                     f"{_fmt(s.fusions_per_min, 1)} fusions per minute.")
+                     f"{_fmt(s.fusions_per_min, 1)} fusions and {_fmt(s.recalls_per_min, 1)} recalls per minute.")
     old = path.read_text() if path.is_file() else ""
     lines = [
         "# Shift detection: when the node swaps adapters", "",
@@ -329,7 +336,9 @@ def write_doc(path: Path, tables: dict, scores, policy_list, command: str, secon
               "on the frame's own (true) domain.",
               "- *Stream mIoU*: mIoU of the stream's masks (one confusion matrix per stream), averaged over streams.",
               "- *Fusions / min*: fusions made (startup included) per minute of stream: the compute a policy spends on "
-              "adaptation (each fusion re-stages the weights and re-encodes the text).", "",
+              "adaptation (each fusion re-stages the weights and re-encodes the text). *Recalls / min*: swaps back to "
+              "a recent fusion (same top-1 adapter, weights within `weight_change`), which re-stage its weights and "
+              "reuse its text embeddings (core/recall.py).", "",
               "What the run shows (computed):", ""]
     lines += [f"- {f}" for f in facts]
     if "default" in summaries:
@@ -340,16 +349,17 @@ def write_doc(path: Path, tables: dict, scores, policy_list, command: str, secon
                              f"{_fmt(d.fusions_per_min, 1)} vs {_fmt(s.fusions_per_min, 1)} fusions per minute, "
                              f"missed {d.missed} vs {s.missed}, reaction p50 {_fmt(d.reaction_p50_s, 1)} vs "
                              f"{_fmt(s.reaction_p50_s, 1)} s.")
-        other = summaries.get("distance")
-        if other is not None and d.miou < other.miou and d.missed < other.missed:
-            lines.append(f"- The dwell is what not flapping costs: the default serves the old fusion for about "
-                         f"{_fmt(d.reaction_p50_s, 1)} s after every change (the distance rule "
-                         f"{_fmt(other.reaction_p50_s, 1)} s, where it does not miss), and under fast flicker it keeps "
-                         "one fusion instead of following; on these short segments that outweighs the changes the "
-                         "distance rule misses. Per-image SemLA follows every frame: the best stream mIoU, at "
-                         "a fusion per frame.")
-    lines += [f"- Flicker bound for the default: at most one swap per dwell period ({dwell_s:g} s), i.e. "
-              "duration / dwell + 1 swaps per stream.", "",
+        if POLICY_SETTINGS["default"].trigger == "evidence":
+            lines.append("- The evidence trigger swaps as soon as a candidate adapter's accumulated evidence reaches "
+                         f"{POLICY_SETTINGS['default'].evidence_threshold:g} (a few frames of a clear change, longer "
+                         "for a near pair), so it follows changes about as fast as per-image SemLA while staying on "
+                         "its fusion in stationary noise, where a fusion for the mean of many frames beats a fusion "
+                         "for each noisy frame. Flicker between far domains is followed with recalls, not fusions; "
+                         "flicker between near ones is damped after a flap or two.")
+    if dwell_s is not None:
+        lines.append(f"- Flicker bound for the default: at most one swap per dwell period ({dwell_s:g} s), i.e. "
+                     "duration / dwell + 1 swaps per stream.")
+    lines += ["",
               "## Per scenario", "", "Cells: swaps, missed / detectable, reaction p95 (s), stream mIoU (%).", "",
               tables["scenarios"], "",
               "## Every ordered pair", "",
@@ -472,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semla-bench shifts", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", type=Path, default=None, help="demo asset cache (default: SEMLA_DEMO_CACHE "
                         "or ~/.cache/semla_ros/demo)")
-    parser.add_argument("--policies", default="semla,distance,default",
+    parser.add_argument("--policies", default="semla,distance,retrieval,default",
                         help=f"comma-separated, from {', '.join(POLICY_SETTINGS)}")
     parser.add_argument("--scenarios", default="", help="only scenarios whose name contains one of these "
                         "comma-separated words")
@@ -535,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         scores, records, library = run_suite(assets, scenario_list, policy_list, log=lambda m: print(m, flush=True))
         seconds = time.monotonic() - t0
         support, wrong = support_rows(records), wrong_fusion_rows(records)
-    dwell = POLICY_SETTINGS["default"].dwell_s
+    default = POLICY_SETTINGS["default"]
+    dwell = default.dwell_s if default.trigger in ("retrieval", "distance") else None
     tables = {"summary": summary_table(scores, policy_list), "scenarios": scenario_table(scores, policy_list),
               "pairs": pair_table(scores, policy_list, library)}
     print("\n" + tables["summary"] + "\n\n" + tables["scenarios"] + "\n\n" + tables["pairs"] + "\n")

@@ -21,8 +21,9 @@ import numpy as np
 
 from .fusion import FusedWeights, WeightStager
 from .library import AdapterLibrary
+from .recall import FusionRecall
 from .requests import PendingRequest, merged
-from .retrieval import support_score
+from .retrieval import distances, support_score
 from .settings import SegmenterSettings
 
 # Why a fusion was made: the first one, a confirmed domain shift, ~/adapt_now, ~/reload_library.
@@ -42,6 +43,7 @@ class FusionEvent:
     error: str | None = None
     stamp: object = None   # opaque: the `stamp` passed to process() for the triggering frame
     skipped: list = field(default_factory=list)   # (name, reason): entries found unusable, fused without
+    recalled: bool = False  # a recent fusion made again (its text embeddings reused; core/recall.py)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class AdaptationRunner:
         self._active: ActiveFusion | None = None
         self._swap_count = 0
         self._failed = 0
+        self._recall = FusionRecall(settings().fusion_recall)
 
     # ------------------------------------------------------------------ state
     @property
@@ -121,6 +124,7 @@ class AdaptationRunner:
             self._stager = WeightStager(self.predictor.model, library.target_modules)
         else:
             self._stager.add_targets(library.target_modules)
+        self._recall.clear()   # its names are the old library's
 
     # ------------------------------------------------------------------ starting
     def start(self, query, reason, stamp) -> None:
@@ -163,7 +167,15 @@ class AdaptationRunner:
                 raise RuntimeError("no adapter library")
             selection = library.select(query, s.top_k, s.temperature, s.metric, check=self._staging().check_adapter)
             r = selection.retrieval
-            staged = self._stage(list(selection.entries), r.weights, query, r.distances, reason, stamp, start)
+            self._recall.resize(s.fusion_recall)
+            recalled = self._recall.find([e.name for e in selection.entries], r.weights,
+                                         self.predictor.class_names, s.weight_change)
+            if recalled is not None:
+                entries = [library[name] for name in recalled.names]
+                dist = distances(query, [e.centroid for e in entries], s.metric)
+                staged = self._stage(entries, recalled.weights, query, dist, reason, stamp, start, recalled.text)
+            else:
+                staged = self._stage(list(selection.entries), r.weights, query, r.distances, reason, stamp, start)
             staged.event.skipped = list(selection.skipped)
             return staged
         except Exception as exc:  # reported as a failed FusionEvent; the old model stays
@@ -175,17 +187,21 @@ class AdaptationRunner:
             raise RuntimeError("no weight stager: the segmenter has no adapter library")
         return self._stager
 
-    def _stage(self, entries, weights, query, distances, reason, stamp, start) -> _Staged:
+    def _stage(self, entries, weights, query, distances, reason, stamp, start, text=None) -> _Staged:
         """The one place a fusion of `entries` with `weights` is staged (fused weights, and text embeddings
-        with its text tower), for a retrieval's selection and for `fuse_now` alike."""
+        with its text tower unless a recalled fusion brings them), for a retrieval's selection and for
+        `fuse_now` alike."""
         entries = [e.load() for e in entries]   # the active fusion holds its factors (no file is read again)
         fused = self._staging().stage_fusion(entries, weights)
         classes = tuple(self.predictor.class_names)
-        text = self.predictor.text_embeddings(overrides=fused.parameter_overrides())
+        recalled = text is not None
+        if text is None:
+            text = self.predictor.text_embeddings(overrides=fused.parameter_overrides())
         event = FusionEvent(adapters=[e.name for e in entries], weights=[float(w) for w in weights],
                             distances=[float(d) for d in distances],
                             support=support_score(weights, distances) if len(distances) else math.nan,
-                            reason=reason, duration_ms=0.0, swap_count=self._swap_count, stamp=stamp)
+                            reason=reason, duration_ms=0.0, swap_count=self._swap_count, stamp=stamp,
+                            recalled=recalled)
         return _Staged(event, None if query is None else np.asarray(query), fused, text, classes,
                        tuple(entries), tuple(float(w) for w in weights), (time.perf_counter() - start) * 1e3)
 
@@ -228,6 +244,8 @@ class AdaptationRunner:
         event = replace(staged.event, swap_count=self._swap_count,
                         duration_ms=staged.adapt_ms + (time.perf_counter() - start) * 1e3)
         self._active = ActiveFusion(event, staged.entries, staged.weights, staged.query)
+        if staged.query is not None and not event.recalled:   # a retrieval's fusion (fuse_now's are fixed ones)
+            self._recall.put(event.adapters, event.weights, staged.classes, staged.text)
         return event
 
     def _restore_active(self) -> None:

@@ -112,6 +112,14 @@ class SegmenterSettings:
         doc="Retrieval trigger, same top-1 adapter: total-variation distance between the active fusion's weights "
             "and retrieval's for the EMA (half the L1 distance over both fusions' adapters) that counts as a "
             "different fusion.")
+    fusion_recall: int = setting(
+        8, low=0, high=1000,
+        help="Recent fusions (one per top-1 adapter) whose text embeddings are kept: returning to a domain "
+             "re-stages that fusion instead of making a new one (0: off)",
+        doc="Recent fusions kept for recall, one per top-1 adapter: when retrieval asks for a fusion with the "
+            "same top-1 adapter and weights within weight_change (total variation) of one made recently, that "
+            "fusion is staged again from the cached adapters and its text embeddings are reused (a swap costs "
+            "the staging only). Keeps names, weights and text embeddings, no weights. 0 turns recall off.")
     embed_every_n: int = setting(1, low=1, high=10000, help="Embed every Nth processed frame with the navigator",
                                  doc="Embed (and update the EMA) on every Nth processed frame only; segmentation "
                                      "runs on all.")

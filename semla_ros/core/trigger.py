@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .recall import total_variation
 from .retrieval import CentroidIndex, Retrieval, retrieve
 
 
 def weight_distance(a: Retrieval, b: Retrieval) -> float:
     """Total variation distance between two fusions' weights over the union of their adapters, in [0, 1]."""
-    wa = dict(zip(a.indices.tolist(), a.weights, strict=True))
-    wb = dict(zip(b.indices.tolist(), b.weights, strict=True))
-    return 0.5 * float(sum(abs(wa.get(i, 0.0) - wb.get(i, 0.0)) for i in set(wa) | set(wb)))
+    return total_variation(a.indices.tolist(), a.weights, b.indices.tolist(), b.weights)
 
 
 class DistanceRule:

@@ -17,7 +17,8 @@ Definitions (per stream; `rate` is frames per second):
 - wrong fusion time: share of frames served by a fusion whose top-1 adapter differs from per-frame
   retrieval's top-1 for that frame; off-domain time: ... differs from the frame's own domain's adapter
   (when the library has one).
-- fusions per minute: fusions made (startup included), per minute of stream.
+- fusions per minute: fusions made (startup included), per minute of stream; a recent fusion made
+  again (core/recall.py: staged again, its text embeddings reused) is a recall, counted apart.
 """
 from __future__ import annotations
 
@@ -61,13 +62,14 @@ class FrameLog:
     top1: str                       # per-frame retrieval's top-1 ('' before the first embedding)
     active: tuple[str, ...]         # the fusion that segmented the frame (most similar first)
     weights: tuple[float, ...]
-    fusion: bool                    # a fusion became active right before this frame
+    fusion: bool                    # a new fusion became active right before this frame
     reason: str = ""
     support: float = math.nan
     scale_free_support: float = math.nan
     active_support: float = math.nan
     active_scale_free_support: float = math.nan
     miou: float = math.nan          # of this frame's mask
+    recalled: bool = False          # a recalled fusion (core/recall.py) became active right before this frame
 
 
 @dataclass
@@ -88,6 +90,7 @@ class ScenarioScore:
     fusions: int
     swap_times_s: list[float] = field(default_factory=list)
     changes: list[tuple[str, str, float]] = field(default_factory=list)  # detectable: (from, to, reaction; nan missed)
+    recalls: int = 0
 
     @property
     def fusions_per_min(self) -> float:
@@ -109,13 +112,14 @@ def replay(predictor, library, navigator, settings: SegmenterSettings, frames: S
             out = seg.process(image, stamp=frame.index, time_s=frame.time_s)
             active = seg.active
             fused = out.fusion is not None and out.fusion.ok
+            recalled = fused and out.fusion.recalled
             miou = math.nan if acc is None else mean_iou(acc.add(out.class_ids, labels[k]))
             s = out.supports
             log.append(FrameLog(top1=s.top_adapter, active=tuple(active.adapters) if active else (),
                                 weights=tuple(round(w, 6) for w in active.weights) if active else (),
-                                fusion=fused, reason=out.fusion.reason if fused else "", support=s.library,
-                                scale_free_support=s.scale_free, active_support=s.active,
-                                active_scale_free_support=s.active_scale_free, miou=miou))
+                                fusion=fused and not recalled, reason=out.fusion.reason if fused else "",
+                                support=s.library, scale_free_support=s.scale_free, active_support=s.active,
+                                active_scale_free_support=s.active_scale_free, miou=miou, recalled=recalled))
     finally:
         seg.fuse_now([], [])
         seg.close()
@@ -173,7 +177,7 @@ def score(policy: str, scenario: str, frames: Sequence[StreamFrame], log: Sequen
         stationary_min=sum(stationary) / rate_hz / 60.0, wrong_share=wrong / len(served) if served else math.nan,
         off_domain_share=off / len(own) if own else math.nan,
         miou=math.nan if confusion is None else mean_iou(confusion), fusions=sum(e.fusion for e in log),
-        swap_times_s=[frames[i].time_s for i in swap_at], changes=changes)
+        swap_times_s=[frames[i].time_s for i in swap_at], changes=changes, recalls=sum(e.recalled for e in log))
 
 
 @dataclass
@@ -190,6 +194,7 @@ class PolicySummary:
     off_domain_share: float
     miou: float          # mean of the streams' mIoU
     fusions_per_min: float
+    recalls_per_min: float = math.nan
 
     @classmethod
     def of(cls, policy: str, scores: Sequence[ScenarioScore]) -> "PolicySummary":
@@ -204,7 +209,8 @@ class PolicySummary:
                    wrong_share=_weighted(scores, "wrong_share", frames),
                    off_domain_share=_weighted(scores, "off_domain_share", frames),
                    miou=_mean([s.miou for s in scores]),
-                   fusions_per_min=sum(s.fusions for s in scores) / minutes if minutes else math.nan)
+                   fusions_per_min=sum(s.fusions for s in scores) / minutes if minutes else math.nan,
+                   recalls_per_min=sum(s.recalls for s in scores) / minutes if minutes else math.nan)
 
 
 def _mean(values) -> float:
