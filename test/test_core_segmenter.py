@@ -113,6 +113,53 @@ def test_shift_swaps_once_and_steady_frames_do_not(library):
     seg.close()
 
 
+def _target_weights(seg):
+    return {n: seg.predictor.model.get_submodule(n).weight.clone() for n in seg.library.target_modules}
+
+
+def _drive(seg, domains):
+    return [e for i, d in enumerate(domains) if (e := seg.process(frame(d, i), stamp=i).fusion) is not None]
+
+
+def test_the_evidence_trigger_swaps_within_frames_of_a_change(library):
+    seg = make_segmenter(library, trigger="evidence", warmup_frames=2)
+    events = [seg.process(frame(d, i), stamp=i).fusion for i, d in enumerate(["red"] * 6 + ["blue"] * 6)]
+    reasons = [(i, e.reason, e.adapters[0]) for i, e in enumerate(events) if e is not None]
+    assert reasons[0] == (1, "startup", "red")
+    assert reasons[1][1:] == ("shift", "blue") and 6 <= reasons[1][0] <= 8 and len(reasons) == 2
+    seg.close()
+
+
+def test_returning_to_a_domain_recalls_its_fusion_exactly(library):
+    seg = make_segmenter(library, trigger="evidence", warmup_frames=1)
+    image = frame("red", 99)
+    first = seg.process(image).fusion
+    red_weights, red_mask = _target_weights(seg), seg.process(image).class_ids
+    red_text = seg.predictor.text_embeddings()
+    events = [first] + _drive(seg, ["green"] * 6 + ["red"] * 6)
+    assert [(e.reason, e.adapters[0], e.recalled) for e in events] == [
+        ("startup", "red", False), ("shift", "green", False), ("shift", "red", True)]
+    assert events[2].adapters == first.adapters and events[2].weights == first.weights
+    after = _target_weights(seg)
+    assert all(torch.equal(after[n], red_weights[n]) for n in red_weights)
+    torch.testing.assert_close(seg.predictor.text_embeddings(), red_text, rtol=0, atol=0)
+    np.testing.assert_array_equal(seg.process(image).class_ids, red_mask)
+    seg.close()
+
+
+def test_recall_off_or_a_new_vocabulary_makes_a_new_fusion(library):
+    seg = make_segmenter(library, trigger="evidence", warmup_frames=1, fusion_recall=0)
+    events = _drive(seg, ["red"] + ["green"] * 6 + ["red"] * 6)
+    assert [e.recalled for e in events] == [False, False, False]
+    seg.close()
+    seg = make_segmenter(library, trigger="evidence", warmup_frames=1)
+    events = _drive(seg, ["red"] + ["green"] * 6)
+    seg.set_classes(["road", "sky"])
+    events += _drive(seg, ["red"] * 6)
+    assert [(e.adapters[0], e.recalled) for e in events] == [("red", False), ("green", False), ("red", False)]
+    seg.close()
+
+
 def test_worker_thread_swaps_between_frames(library):
     seg = make_segmenter(library, sync=False)
     first = seg.process(frame("green", 0), stamp="s0")

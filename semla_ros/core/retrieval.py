@@ -273,9 +273,12 @@ def retrieve(query, centroids, top_k: int = DEFAULTS.top_k, temperature: float =
 
 
 def support_score(weights, dists) -> float:
-    """Paper eq. 15: S = sum_i w_i / d_i over the retrieved adapters (inf for an exact match)."""
+    """Paper eq. 15: S = sum_i w_i / d_i over the retrieved adapters (inf for an exact match with weight;
+    an adapter with weight 0 adds nothing, even at distance 0)."""
     w = np.asarray(weights, dtype=np.float64)
-    return float(np.sum(w * similarities(dists)))
+    s = similarities(dists)
+    with np.errstate(invalid="ignore"):   # 0 * inf, masked out
+        return float(np.sum(np.where(w > 0.0, w * s, 0.0)))
 
 
 def scale_free_support(weights, dists, spacing: float) -> float:
