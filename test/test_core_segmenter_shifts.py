@@ -23,6 +23,8 @@ from semla_ros.core.settings import SegmenterSettings
 
 DOMAINS = ("clear", "night", "fog")
 DEFAULTS = SegmenterSettings()   # frozen: one shared default
+# Time semantics are clearest with a rule that waits a dwell (the evidence default waits for evidence, not time)
+DWELLING = DEFAULTS.replace(trigger="retrieval", cooldown_s=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +57,24 @@ def fusions(engine, frames, wall_pace: float, use_stamps: bool, settings=DEFAULT
 
 @pytest.mark.slow
 def test_replay_at_half_and_four_times_real_time_gives_the_same_swaps(engine, clear_night_clear):
-    slow = fusions(engine, clear_night_clear, 0.5, use_stamps=True)
-    fast = fusions(engine, clear_night_clear, 4.0, use_stamps=True)
+    slow = fusions(engine, clear_night_clear, 0.5, use_stamps=True, settings=DWELLING)
+    fast = fusions(engine, clear_night_clear, 4.0, use_stamps=True, settings=DWELLING)
     assert slow == fast
     assert [(e[1], e[2][0]) for e in slow] == [("startup", "demo-clear"), ("shift", "demo-night"),
                                                 ("shift", "demo-clear")]
     dwell = round(SegmenterSettings().dwell_s * 10)                                  # frames at 10 Hz
     assert 30 + dwell <= slow[1][0] <= 30 + 30 and 70 + dwell <= slow[2][0] <= 70 + 30  # stamp time
     # Timed by the wall clock instead, the dwell and cooldown stretch with the replay rate: other swaps.
-    assert fusions(engine, clear_night_clear, 0.5, use_stamps=False) != \
-        fusions(engine, clear_night_clear, 4.0, use_stamps=False)
+    assert fusions(engine, clear_night_clear, 0.5, use_stamps=False, settings=DWELLING) != \
+        fusions(engine, clear_night_clear, 4.0, use_stamps=False, settings=DWELLING)
+    # the evidence default: the same swaps at any replay rate too
+    assert fusions(engine, clear_night_clear, 0.5, use_stamps=True) == \
+        fusions(engine, clear_night_clear, 4.0, use_stamps=True)
 
 
 def test_a_stamp_jumping_backwards_restarts_cleanly(engine, clear_night_clear):
     predictor, library, navigator = engine
-    seg = SemlaSegmenter(predictor, library, navigator, executor=InlineExecutor())
+    seg = SemlaSegmenter(predictor, library, navigator, DWELLING, executor=InlineExecutor())
     try:
         clear = [image for image, d in clear_night_clear[:30]]
         night = [image for image, d in clear_night_clear[30:70]]

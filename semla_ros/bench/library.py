@@ -116,16 +116,13 @@ def decision_ms(lib, queries, args) -> list[float]:
     """Seconds-per-embedding samples of the node's decision (debouncer + trigger, retrieval, support,
     coverage) on a stream of `queries`, with the fusion of the first one active."""
     from semla_ros.core.coverage import CoverageMonitor
-    from semla_ros.core.debounce import DomainShiftDebouncer, resolve_threshold
+    from semla_ros.core.debounce import DomainShiftDebouncer
+    from semla_ros.core.decider import trigger_rules
     from semla_ros.core.retrieval import retrieve
     from semla_ros.core.support import frame_support
-    from semla_ros.core.trigger import RetrievalRule
 
-    s = SegmenterSettings(top_k=args.top_k, temperature=args.temperature, trigger="retrieval", warmup_frames=1)
-    spacing = lib.median_inter_centroid_distance                 # once per library, not per embedding
-    rule = RetrievalRule(lib, s.top_k, s.temperature, s.metric,
-                         resolve_threshold(s.switch_margin, s.threshold_mode, spacing), s.weight_change)
-    debouncer, monitor = DomainShiftDebouncer(s, 1.0, rule=rule), CoverageMonitor()
+    s = SegmenterSettings(top_k=args.top_k, temperature=args.temperature, warmup_frames=1)   # the default trigger
+    debouncer, monitor = DomainShiftDebouncer(s, 1.0, **trigger_rules(s, lib)), CoverageMonitor()
     first = retrieve(queries[0], lib.index, s.top_k, s.temperature, s.metric)
     debouncer.update(queries[0], 0.0)
     debouncer.propose(queries[0], 0.0)
@@ -133,8 +130,8 @@ def decision_ms(lib, queries, args) -> list[float]:
     times = []
     for i, q in enumerate(queries[1:], 1):
         t = time.perf_counter()
-        debouncer.update(q, 0.1 * i)
-        r = retrieve(q, lib.index, s.top_k, s.temperature, s.metric)
+        r = retrieve(q, lib.index, s.top_k, s.temperature, s.metric)   # once per embedding, as the decider does
+        debouncer.update(q, 0.1 * i, candidates=r.indices)
         frame_support(q, lib, r, s.metric, names, first.weights)
         monitor.observe(q, lib, s, found=r, now=0.1 * i)
         times.append(time.perf_counter() - t)

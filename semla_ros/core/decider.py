@@ -23,6 +23,24 @@ from .support import Support, frame_support
 from .trigger import RetrievalRule
 
 
+def trigger_rules(settings: SegmenterSettings, library: AdapterLibrary | None) -> dict:
+    """The debouncer's trigger and what it needs, for `settings` over `library` (no library: the distance
+    trigger, which has nothing to retrieve from and never confirms with an infinite threshold)."""
+    if library is None:
+        return {"trigger": "distance"}
+    s, spacing = settings, library.median_inter_centroid_distance
+    if s.trigger == "retrieval":
+        margin = 0.0 if s.switch_margin == 0.0 else resolve_threshold(s.switch_margin, s.threshold_mode, spacing)
+        return {"trigger": "retrieval",
+                "rule": RetrievalRule(library, s.top_k, s.temperature, s.metric, margin, s.weight_change)}
+    if s.trigger == "evidence":
+        window = max(s.min_consecutive, math.ceil((2.0 - s.ema_alpha) / s.ema_alpha))
+        return {"trigger": "evidence",
+                "evidence": ShiftEvidence(library, s.evidence_threshold, window, s.flap_window_s, s.flap_penalty,
+                                          s.flap_half_life_s, spacing)}
+    return {"trigger": s.trigger}
+
+
 class FusionDecider:
     """Decides for the fusions `runner` makes; `library` and `settings` give the current ones."""
 
@@ -66,16 +84,7 @@ class FusionDecider:
     def configure(self) -> None:
         """Apply the current settings and library to the debouncer (its trigger rule and threshold)."""
         s, lib = self._settings(), self._library()
-        rule = evidence = None
-        if s.trigger == "retrieval" and lib is not None:
-            rule = RetrievalRule(lib, s.top_k, s.temperature, s.metric, self._resolve(s.switch_margin),
-                                 s.weight_change)
-        if s.trigger == "evidence" and lib is not None:
-            window = max(s.min_consecutive, math.ceil((2.0 - s.ema_alpha) / s.ema_alpha))
-            evidence = ShiftEvidence(lib, s.evidence_threshold, window, s.flap_window_s, s.flap_penalty,
-                                     s.flap_half_life_s, lib.median_inter_centroid_distance)
-        trigger = s.trigger if lib is not None else "distance"   # no library: nothing to retrieve from
-        self._debouncer.configure(s, self.threshold, trigger=trigger, rule=rule, evidence=evidence)
+        self._debouncer.configure(s, self.threshold, **trigger_rules(s, lib))
 
     def library_changed(self) -> None:
         """A new library: the newest embedding's retrieval indexes the old one's rows."""

@@ -616,7 +616,8 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             header=header, adapter_names=list(event.adapters), weights=[float(w) for w in event.weights],
             distances=[float(d) for d in event.distances], support_score=float(event.support),
             reason=event.reason, fusion_ms=float(event.duration_ms), swap_count=int(event.swap_count)))
-        self.get_logger().info(f"swap {event.swap_count} ({event.reason}, {event.duration_ms:.0f} ms): "
+        made = "recalled" if event.recalled else "fused"
+        self.get_logger().info(f"swap {event.swap_count} ({event.reason}, {made} in {event.duration_ms:.0f} ms): "
                                + ", ".join(f"{n} {w:.2f}" for n, w in zip(event.adapters, event.weights, strict=True)))
 
     def _report_unusable_adapters(self, library) -> None:
