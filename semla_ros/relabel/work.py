@@ -53,7 +53,7 @@ class Fusion:
 
 def cluster_fusion(library, centroid, settings) -> Fusion:
     """Retrieve top-K adapters and weights for a cluster centroid; `settings` are SegmenterSettings."""
-    r = retrieve(centroid, library.centroids, settings.top_k, settings.temperature, settings.metric)
+    r = retrieve(centroid, library.index, settings.top_k, settings.temperature, settings.metric)
     return Fusion(tuple(library.names[i] for i in r.indices), tuple(float(w) for w in r.weights),
                   tuple(float(d) for d in r.distances), r.support,
                   scale_free_support(r.weights, r.distances, library.median_inter_centroid_distance))
@@ -63,7 +63,7 @@ def frame_support(embedding, library, settings, fusion: Fusion) -> dict:
     """The SupportScore fields of one frame segmented with `fusion`: its own retrieval's support and
     top adapter, and the support of the cluster's fusion for this frame (eq. 15 with the fused
     adapters' weights and this frame's distances to them)."""
-    r = retrieve(embedding, library.centroids, settings.top_k, settings.temperature, settings.metric)
+    r = retrieve(embedding, library.index, settings.top_k, settings.temperature, settings.metric)
     s = core_frame_support(embedding, library, r, settings.metric, fusion.adapters, fusion.weights)
     nearest, relative = relative_distance(embedding, library)
     return {"support_score": s.library, "scale_free_support": s.scale_free, "active_support": s.active,
