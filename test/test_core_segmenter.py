@@ -152,6 +152,10 @@ def test_recall_off_or_a_new_vocabulary_makes_a_new_fusion(library):
     events = _drive(seg, ["red"] + ["green"] * 6 + ["red"] * 6)
     assert [e.recalled for e in events] == [False, False, False]
     seg.close()
+    seg = make_segmenter(library, trigger="frame", warmup_frames=1)      # per-image SemLA: a fusion per frame
+    events = _drive(seg, ["red"] * 2 + ["green"] * 2 + ["red"] * 2)
+    assert len(events) == 6 and not any(e.recalled for e in events)
+    seg.close()
     seg = make_segmenter(library, trigger="evidence", warmup_frames=1)
     events = _drive(seg, ["red"] + ["green"] * 6)
     seg.set_classes(["road", "sky"])

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core.progress import progress_bar
 from ..core.settings import SegmenterSettings
+from ..evaluation.replay import per_image
 from ..evaluation.report import kept_sections, replace_section
 from ..evaluation.shifts import Policy, PolicySummary, ScenarioScore, replay, score
 
@@ -44,27 +45,30 @@ def policies(names=("semla", "distance", "default")) -> list[Policy]:
 
 _DEFAULT = SegmenterSettings()
 POLICY_SETTINGS = {
-    "semla": _DEFAULT.replace(trigger="frame"),                                      # per-image SemLA
+    "semla": per_image(_DEFAULT),                                                    # per-image SemLA
     "distance": _DEFAULT.replace(trigger="distance", ema_alpha=0.1, cooldown_s=5.0,  # the rule before
-                                 dwell_s=0.0, warmup_frames=1),
+                                 dwell_s=0.0, warmup_frames=1, fusion_recall=0),
     "distance-demo": _DEFAULT.replace(trigger="distance", top_k=3, ema_alpha=0.3,    # make demo's, before
-                                      min_consecutive=4, cooldown_s=3.0, dwell_s=0.0, warmup_frames=5),
-    "retrieval": _DEFAULT.replace(trigger="retrieval", cooldown_s=2.0),             # the default before
+                                      min_consecutive=4, cooldown_s=3.0, dwell_s=0.0, warmup_frames=5,
+                                      fusion_recall=0),
+    "retrieval": _DEFAULT.replace(trigger="retrieval", cooldown_s=2.0, fusion_recall=0),  # the default before
     "default": _DEFAULT,                                                             # the node now
 }
 POLICY_TEXT = {
-    "semla": "per-image SemLA (`trigger: frame`): a fusion for every frame",
+    "semla": "per-image SemLA (`trigger: frame`, no recall): a fusion for every frame",
     "distance": "EMA distance (`trigger: distance`, α 0.1, threshold 0.5 × median spacing, 3 hits, cooldown 5 s): "
                 "the node's rule and defaults before this benchmark",
     "distance-demo": "EMA distance with `make demo`'s former settings (top-3, α 0.3, 4 hits, cooldown 3 s, "
                      "5 warm-up frames)",
     "retrieval": f"the node's defaults before the evidence trigger (`trigger: retrieval`, α {_DEFAULT.ema_alpha:g}, "
                  f"margin {_DEFAULT.switch_margin:g} × median spacing, dwell {_DEFAULT.dwell_s:g} s, "
-                 f"{_DEFAULT.min_consecutive} hits, cooldown 2 s, {_DEFAULT.warmup_frames} warm-up frames)",
+                 f"{_DEFAULT.min_consecutive} hits, cooldown 2 s, {_DEFAULT.warmup_frames} warm-up frames, "
+                 "no recall)",
     "default": f"the node's defaults now (`trigger: {_DEFAULT.trigger}`, evidence threshold "
                f"{_DEFAULT.evidence_threshold:g}, flap damping {_DEFAULT.flap_penalty:g} per flap within "
                f"{_DEFAULT.flap_window_s:g} s, half-life {_DEFAULT.flap_half_life_s:g} s, cooldown "
-               f"{_DEFAULT.cooldown_s:g} s, {_DEFAULT.warmup_frames} warm-up frames)",
+               f"{_DEFAULT.cooldown_s:g} s, {_DEFAULT.warmup_frames} warm-up frames, recall of the "
+               f"{_DEFAULT.fusion_recall} most recent fusions)",
 }
 
 

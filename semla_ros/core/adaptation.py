@@ -167,7 +167,7 @@ class AdaptationRunner:
                 raise RuntimeError("no adapter library")
             selection = library.select(query, s.top_k, s.temperature, s.metric, check=self._staging().check_adapter)
             r = selection.retrieval
-            self._recall.resize(s.fusion_recall)
+            self._recall.resize(s.fusion_recall if s.trigger != "frame" else 0)   # per-image SemLA always fuses
             recalled = self._recall.find([e.name for e in selection.entries], r.weights,
                                          self.predictor.class_names, s.weight_change)
             if recalled is not None:

@@ -119,7 +119,8 @@ class SegmenterSettings:
         doc="Recent fusions kept for recall, one per top-1 adapter: when retrieval asks for a fusion with the "
             "same top-1 adapter and weights within weight_change (total variation) of one made recently, that "
             "fusion is staged again from the cached adapters and its text embeddings are reused (a swap costs "
-            "the staging only). Keeps names, weights and text embeddings, no weights. 0 turns recall off.")
+            "the staging only). Keeps names, weights and text embeddings, no weights. 0 turns recall off; "
+            "trigger frame (per-image SemLA) never recalls.")
     embed_every_n: int = setting(1, low=1, high=10000, help="Embed every Nth processed frame with the navigator",
                                  doc="Embed (and update the EMA) on every Nth processed frame only; segmentation "
                                      "runs on all.")

@@ -4,7 +4,7 @@ demo)."""
 from __future__ import annotations
 
 DEMO_NODE_SETTINGS = {
-    # The node's own shift defaults (the retrieval trigger, measured on the demo world's shift scenarios,
+    # The node's own shift defaults (the evidence trigger, measured on the demo world's shift scenarios,
     # docs/shifts.md) and a top-3 fusion from the 7-adapter library. The former EMA / hits / cooldown
     # overrides were tuned for the distance trigger and are not needed now.
     "top_k": 3,

@@ -3,8 +3,8 @@
 
 A fresh `SemlaSegmenter` runs with `InlineExecutor` (an embedding and the fusion it starts count for the
 frame itself, so a replay is deterministic) each frame at its own time. Per-image SemLA is
-the segmenter's `trigger: frame` with every frame embedded and no warm-up (`per_image`): each frame is
-segmented with the fusion retrieved for its own embedding; the debounced policy is the settings as given.
+the segmenter's `trigger: frame` with every frame embedded, no warm-up and no recall (`per_image`): each frame
+is segmented with the fusion retrieved for its own embedding; the debounced policy is the settings as given.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from ..core.settings import SegmenterSettings
 
 
 def per_image(settings: SegmenterSettings) -> SegmenterSettings:
-    """Official SemLA as the segmenter runs it: every frame embedded and fused for its own embedding."""
-    return settings.replace(trigger="frame", embed_every_n=1, warmup_frames=1)
+    """Official SemLA as the segmenter runs it: every frame embedded and fused for its own embedding (no
+    recall of a recent fusion in its place)."""
+    return settings.replace(trigger="frame", embed_every_n=1, warmup_frames=1, fusion_recall=0)
 
 
 class SegmenterReplay:
