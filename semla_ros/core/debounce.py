@@ -125,9 +125,10 @@ class DomainShiftDebouncer:
         self._last_attempt = -math.inf
         self._last_time = -math.inf
         self._run: deque = deque()
-        if getattr(self, "evidence", None) is not None:
-            self.evidence.reset()
-            self.evidence.forget_flaps()
+        evidence = getattr(self, "evidence", None)
+        if evidence is not None:
+            evidence.reset()
+            evidence.forget_flaps()
 
     @property
     def ema(self) -> np.ndarray | None:
@@ -251,9 +252,11 @@ class DomainShiftDebouncer:
             evidence.drop(found.row)    # the run's mean still retrieves the active adapter first
             shift = False
         consecutive = found.frames if found is not None else evidence.leading_frames
+        ema = self._ema
+        assert ema is not None
         if shift:
             assert found is not None
-            self._ema = found.query.copy()
+            ema = self._ema = found.query.copy()
             self.propose(found.query, now)
-        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, ema=self._ema.copy(),
-                                query=self._ema.copy(), restarted=restarted)
+        return DebounceDecision(shift=shift, ema_distance=distance, consecutive=consecutive, ema=ema.copy(),
+                                query=ema.copy(), restarted=restarted)
