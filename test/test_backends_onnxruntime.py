@@ -307,5 +307,5 @@ def test_weights_become_inputs_in_our_layout_behind_identity_too():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((5, 4)).astype(np.float32)
     a2, b2 = a + 1.0, b * 2.0                                        # new weights, in our (out, in) layout
-    (y,) = session.run(None, {"x": x, **dict(zip([name for _, name in feeds], (a2, b2), strict=False))})
+    (y,) = session.run(None, {"x": x, **dict(zip([name for _, name in feeds], (a2, b2), strict=True))})
     assert np.allclose(y, x @ a2.T @ b2.T @ c, atol=1e-5)

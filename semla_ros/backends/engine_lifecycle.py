@@ -61,7 +61,7 @@ def engine_parameter_names(model: CATSeg) -> set[str]:
     s = config.inference.clip_resolution
     probe_image = torch.zeros(1, 3, s, s, device=device)
     probe_text = torch.nn.functional.normalize(torch.ones(2, config.embed_dim, device=device), dim=-1)
-    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.dtype.is_floating_point], strict=False)
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.dtype.is_floating_point], strict=True)
     with torch.enable_grad():
         flags = [p.requires_grad for p in params]
         for p in params:
@@ -70,9 +70,9 @@ def engine_parameter_names(model: CATSeg) -> set[str]:
             out = model(probe_image, probe_text)
             grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
         finally:
-            for p, flag in zip(params, flags, strict=False):
+            for p, flag in zip(params, flags, strict=True):
                 p.requires_grad_(flag)
-    return {n for n, g in zip(names, grads, strict=False) if g is not None}
+    return {n for n, g in zip(names, grads, strict=True) if g is not None}
 
 
 def class_profile(num_classes: int, limit: int | None) -> int:
