@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -77,17 +76,3 @@ def one_torch_thread():
 # The real-process fixtures (a node with params, the synthetic camera, any process, a probe), stopped after
 # each test.
 from ros_harness import probe, run_camera, run_node, run_process  # noqa: E402,F401
-
-
-@pytest.fixture(autouse=True)
-def _no_onnx_export_outlives_its_test():
-    """A backend closed while its engine still exports in the background (closing never waits for a build)
-    leaves torch's process-wide export state busy until that export ends; the next test's own export would
-    then fail. Every export runs under EXPORT_LOCK, so taking the lock after each test waits for it."""
-    yield
-    lifecycle = sys.modules.get("semla_ros.backends.engine_lifecycle")
-    if lifecycle is None:
-        return
-    if not lifecycle.EXPORT_LOCK.acquire(timeout=600):
-        pytest.fail("an ONNX export started by this test was still running 600 s after it")
-    lifecycle.EXPORT_LOCK.release()

@@ -44,7 +44,7 @@ def describe(probe, node_name: str, names: list[str]) -> dict:
     """name -> ParameterDescriptor."""
     client = _client(probe, node_name)
     reply = _result(probe, client.describe_parameters(names), "DescribeParameters")
-    return dict(zip(names, reply.descriptors, strict=False))
+    return dict(zip(names, reply.descriptors, strict=True))
 
 
 def set_value(probe, node_name: str, name: str, value: str) -> tuple[bool, str]:
@@ -75,7 +75,7 @@ def dump(probe, node_name: str) -> str:
     names = sorted(_result(probe, client.list_parameters(), "ListParameters").result.names)
     values = _result(probe, client.get_parameters(names), "GetParameters").values
     output = {node_name: {"ros__parameters": {}}}
-    for name, value in zip(names, values, strict=False):
+    for name, value in zip(names, values, strict=True):
         _insert(output[node_name]["ros__parameters"], name, parameter_value_to_python(value))
     return yaml.dump(output, default_flow_style=False)
 
@@ -89,4 +89,4 @@ def load(probe, node_name: str, path, use_wildcard: bool = True) -> list[tuple[s
     names = list(parameter_dict_from_yaml_file(str(path), use_wildcard, target_nodes=[node_name]))
     reply = _result(probe, future, "SetParameters (load)")
     assert len(reply.results) == len(names), "Not all parameters set"
-    return [(name, r.successful, r.reason) for name, r in zip(names, reply.results, strict=False)]
+    return [(name, r.successful, r.reason) for name, r in zip(names, reply.results, strict=True)]

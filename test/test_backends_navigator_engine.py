@@ -9,8 +9,10 @@ from concurrent.futures import Executor, Future
 import numpy as np
 import pytest
 import torch
+from engine_helpers import HeldExport
 from openclip_helpers import register_tiny_openclip
 
+from semla_ros.backends import navigator_engine
 from semla_ros.backends.navigator_engine import NAVIGATOR_ONNX_FILE, EngineNavigator
 from semla_ros.core.navigator import OpenClipNavigator, TowerNavigator
 from semla_ros.core.segmenter import InlineExecutor
@@ -93,6 +95,17 @@ def test_pytorch_embeds_until_the_session_is_built_then_the_export_is_cached(ope
     assert again.cache.find(again.onnx_key(), NAVIGATOR_ONNX_FILE) == exported
     assert exported.stat().st_mtime_ns == written and len(list((tmp_path / "onnx").iterdir())) == 1
     np.testing.assert_array_equal(again.embed(imgs), engine.embed(imgs))
+
+
+def test_close_waits_for_the_export_in_flight(openclip_navigator, tmp_path, monkeypatch):
+    """close() while the engine's own build thread exports the tower: close() returns once the export and
+    its thread have ended, and the build stopped before building a session."""
+    held = HeldExport(navigator_engine.export_tower)
+    monkeypatch.setattr(navigator_engine, "export_tower", held)
+    engine = EngineNavigator(openclip_navigator, cache_dir=tmp_path)   # its own build thread
+    held.close_during(engine)
+    assert held.ended
+    assert engine.serving == "pytorch" and engine.cache.find(engine.onnx_key(), NAVIGATOR_ONNX_FILE) is not None
 
 
 def test_a_failed_build_is_said_once_and_pytorch_keeps_embedding(openclip_navigator, tmp_path):

@@ -15,9 +15,11 @@ from concurrent.futures import Executor, Future
 import numpy as np
 import pytest
 import torch
+from engine_helpers import HeldExport
 
+from semla_ros.backends import engine_lifecycle
 from semla_ros.backends.engine_cache import OnnxKey
-from semla_ros.backends.engine_lifecycle import EngineBackend
+from semla_ros.backends.engine_lifecycle import ONNX_FILE, EngineBackend
 from semla_ros.backends.onnxruntime_backend import OnnxRuntime, onnxruntime_unavailable_reason
 from semla_ros.catseg.build import build_catseg
 from semla_ros.catseg.predictor import CatSegPredictor
@@ -166,6 +168,21 @@ def test_rebuilds_running_on_a_thread_never_serve_unannounced_weights(cache):
     backend.close()
 
 
+def test_close_waits_for_the_export_in_flight_and_the_build_stops_there(tmp_path, monkeypatch):
+    """close() while the backend's own build thread exports: the export runs to its end, the build stops at
+    the safe point after it (no engine is built), and the build thread has ended when close() returns."""
+    held, built, real_build = HeldExport(engine_lifecycle.export_onnx), [], OnnxRuntime.build
+    monkeypatch.setattr(engine_lifecycle, "export_onnx", held)
+    monkeypatch.setattr(OnnxRuntime, "build", lambda self, *a: built.append(a) or real_build(self, *a))
+    predictor, backend = make(tmp_path, executor=None)   # a fresh cache: the build exports
+    held.close_during(backend)
+    assert held.ended
+    assert built == [] and backend.engine is None and backend.installs == 0
+    assert backend.onnx_cache.find(backend.onnx_key(predictor.model), ONNX_FILE) is not None   # finished whole
+    check_frame(predictor, backend, views(predictor), "pytorch")   # a closed backend serves PyTorch, builds nothing
+    assert backend.builds == 1
+
+
 @pytest.mark.slow
 def test_vocabulary_growth_past_the_profile(cache):
     executor = StepExecutor()
@@ -307,5 +324,5 @@ def test_weights_become_inputs_in_our_layout_behind_identity_too():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((5, 4)).astype(np.float32)
     a2, b2 = a + 1.0, b * 2.0                                        # new weights, in our (out, in) layout
-    (y,) = session.run(None, {"x": x, **dict(zip([name for _, name in feeds], (a2, b2), strict=False))})
+    (y,) = session.run(None, {"x": x, **dict(zip([name for _, name in feeds], (a2, b2), strict=True))})
     assert np.allclose(y, x @ a2.T @ b2.T @ c, atol=1e-5)

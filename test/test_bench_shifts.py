@@ -12,7 +12,7 @@ def scored(policy, scenario, domains, tops, actives, fusions=()):
     frames = [StreamFrame(i, i / 10.0, d) for i, d in enumerate(domains)]
     log = [FrameLog(top1=t, active=(a,) if a else (), weights=(1.0,) if a else (), fusion=i in fusions,
                     scale_free_support=1.0 + i % 3, active_scale_free_support=0.5 + (a == t), miou=0.3 + 0.1 * (a == t))
-           for i, (t, a) in enumerate(zip(tops, actives, strict=False))]
+           for i, (t, a) in enumerate(zip(tops, actives, strict=True))]
     return score(policy, scenario, frames, log, 10.0, adapter_for=lambda d: f"demo-{d}"), log
 
 
@@ -35,7 +35,7 @@ def test_tables_and_doc(tmp_path):
     assert "| clear → fog | 0.50 | missed | 1.5 s |" in pairs
     assert bench.flicker_lines(scores, 1.5)[0].endswith("(at most one per 1.5 s dwell: 4)")
 
-    records = {"default": [(d, False, e) for d, e in zip(domains, fast_log, strict=False)]}
+    records = {"default": [(d, False, e) for d, e in zip(domains, fast_log, strict=True)]}
     rows = bench.support_rows(records)
     assert {r["score"] for r in rows} == {"scale_free_support", "active_scale_free_support"}
     active = next(r for r in rows if r["score"] == "active_scale_free_support")

@@ -172,7 +172,7 @@ def test_predict_batch_equals_predict_per_image(model):
     images = np.random.default_rng(4).integers(0, 255, (3, 50, 70, 3), dtype=np.uint8)
     batch = predictor.predict_batch(images, batch_size=2)
     assert batch.shape == (3, 50, 70)
-    for image, ids in zip(images, batch, strict=False):
+    for image, ids in zip(images, batch, strict=True):
         np.testing.assert_array_equal(ids, predictor.predict(image).class_ids)
 
 

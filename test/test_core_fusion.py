@@ -80,7 +80,7 @@ def test_one_matmul_equals_sum_of_products_in_float64():
     deltas = fuse_deltas(entries, weights, dtype=torch.float64)
     for t, delta in deltas.items():
         expected = sum(w * e.scaling * (e.factors[t][1].double() @ e.factors[t][0].double())
-                       for e, w in zip(entries, weights, strict=False) if t in e.factors)
+                       for e, w in zip(entries, weights, strict=True) if t in e.factors)
         torch.testing.assert_close(delta, expected, rtol=1e-12, atol=1e-14)
 
 

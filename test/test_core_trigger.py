@@ -36,7 +36,7 @@ def run(deb, stream, times=None):
     Returns [(frame, top-1 index of the fusion, query)] for startup and shifts."""
     fusions = []
     times = np.arange(len(stream)) / FPS if times is None else times
-    for i, (e, t) in enumerate(zip(stream, times, strict=False)):
+    for i, (e, t) in enumerate(zip(stream, times, strict=True)):
         d = deb.update(e, t)
         if d.startup:
             deb.propose(d.query, t)
@@ -54,8 +54,8 @@ def test_weight_distance_is_total_variation_over_the_union():
     r2 = retrieve(B - 0.01, CENTROIDS, 2, 10.0)
     assert weight_distance(r1, r1) == 0.0
     union = set(r1.indices.tolist()) | set(r2.indices.tolist())
-    w1 = {i: w for i, w in zip(r1.indices.tolist(), r1.weights, strict=False)}
-    w2 = {i: w for i, w in zip(r2.indices.tolist(), r2.weights, strict=False)}
+    w1 = {i: w for i, w in zip(r1.indices.tolist(), r1.weights, strict=True)}
+    w2 = {i: w for i, w in zip(r2.indices.tolist(), r2.weights, strict=True)}
     assert weight_distance(r1, r2) == pytest.approx(0.5 * sum(abs(w1.get(i, 0) - w2.get(i, 0)) for i in union))
     far = retrieve(C, CENTROIDS, 1, 0.05)
     assert weight_distance(retrieve(A, CENTROIDS, 1, 0.05), far) == pytest.approx(1.0)
@@ -122,7 +122,7 @@ def test_frame_trigger_fuses_every_frame_for_that_frame():
     deb = debouncer("frame", warmup_frames=1)
     fusions = run(deb, stream)
     assert len(fusions) == 20
-    for (_, _, query), e in zip(fusions[1:], stream[1:], strict=False):
+    for (_, _, query), e in zip(fusions[1:], stream[1:], strict=True):
         np.testing.assert_array_equal(query, e)            # per-image: the frame's own embedding
 
 

@@ -100,7 +100,7 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
 
     def score(images, labels):
         conf = sum(confusion_matrix(predictor.predict(img).class_ids, lab, n)
-                   for img, lab in zip(images, labels, strict=False))
+                   for img, lab in zip(images, labels, strict=True))
         return mean_iou(conf)
 
     gains = {}
@@ -114,7 +114,7 @@ def test_fused_adapter_beats_the_base_model_on_shifted_domains(assets, heldout):
     assert all(a > b for b, a in gains.values()), gains
     # restoring is exact: the base model is back
     fresh = ba.load_demo_model(assets)
-    for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=False):
+    for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
 
 

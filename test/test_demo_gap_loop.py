@@ -6,6 +6,7 @@ in docs/relabel.md: `python -m semla_ros.demo.gap_loop`.)"""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 from relabel_helpers import build_domain_library, demo_model_config
@@ -35,7 +36,7 @@ def test_held_out_domain_is_flagged_captured_proposed_trained_and_covered_next_d
     captured = [f for f in first["frames"] if f.get("captured")]
     assert len(captured) == first["captured"] >= 3 and all(f["domain"] == "night" for f in captured)
     # the capture rate limit
-    assert all(b["t"] - a["t"] >= 0.5 - 1e-9 for a, b in zip(captured, captured[1:], strict=False))
+    assert all(b["t"] - a["t"] >= 0.5 - 1e-9 for a, b in pairwise(captured))
     (proposal,) = result["proposals"]["proposals"]
     assert proposal["frames"] == len(captured) and proposal["mean_relative_distance"] > 0.5
     assert result["labelled"] == {"night": len(captured)}

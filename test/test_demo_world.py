@@ -63,7 +63,7 @@ def test_every_class_appears_and_tunnel_layout_differs():
     counts = np.zeros(len(world.CLASS_NAMES), int)
     for seed in range(12):
         counts += np.bincount(world.render("clear", seed).labels.ravel(), minlength=len(counts))
-    assert (counts > 0).all(), dict(zip(world.CLASS_NAMES, counts, strict=False))
+    assert (counts > 0).all(), dict(zip(world.CLASS_NAMES, counts, strict=True))
     sky_frac = {d: np.mean([(world.render(d, s).labels == world.SKY).mean() for s in range(6)])
                 for d in ("clear", "tunnel")}
     veg_tunnel = np.mean([(world.render("tunnel", s).labels == world.VEGETATION).mean() for s in range(6)])

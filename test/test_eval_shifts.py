@@ -17,7 +17,7 @@ def stream(*parts):
 def log(tops, actives):
     """Per frame: per-frame top-1 and the active fusion's (single) adapter ('' = none yet)."""
     return [FrameLog(top1=t, active=(a,) if a else (), weights=(1.0,) if a else (), fusion=False)
-            for t, a in zip(tops, actives, strict=False)]
+            for t, a in zip(tops, actives, strict=True)]
 
 
 def test_segments_are_runs_of_one_true_domain():

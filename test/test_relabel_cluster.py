@@ -12,7 +12,7 @@ from semla_ros.relabel.cluster import ClusterSettings, cluster_embeddings
 
 def _blobs(centres, sizes, spread, seed=0):
     rng = np.random.default_rng(seed)
-    return np.concatenate([c + spread * rng.standard_normal((n, len(c))) for c, n in zip(centres, sizes, strict=False)])
+    return np.concatenate([c + spread * rng.standard_normal((n, len(c))) for c, n in zip(centres, sizes, strict=True)])
 
 
 def test_the_number_of_clusters_follows_the_data_at_the_libraries_scale():

@@ -79,7 +79,7 @@ def test_masks_come_from_each_clusters_fusion_and_the_bag_is_stamped_like_the_so
     masks, scores = bag["/semla/mask"], bag["/semla/support_score"]
     assert len(masks) == len(scores) == 45
     sources = sorted(frames.values(), key=lambda f: f.index)
-    for source, (ns, m), (ns2, s) in zip(sources, masks, scores, strict=False):
+    for source, (ns, m), (ns2, s) in zip(sources, masks, scores, strict=True):
         assert ns == ns2 == source.log_ns
         assert (m.header.stamp.sec, m.header.stamp.nanosec) == (source.sec, source.nanosec) == \
             (s.header.stamp.sec, s.header.stamp.nanosec)
@@ -221,7 +221,7 @@ def test_gaps_from_a_capture_folder_with_the_models_pseudo_labels(world, tmp_pat
     build = world["build"]
     capture = GapCapture(tmp_path / "capture", 100, classes=CLASSES, navigator_id=build.navigator.id)
     images = [demo_world.render("fog", 900 + k).image for k in range(6)]
-    for k, (image, e) in enumerate(zip(images, build.navigator.embed(images), strict=False)):
+    for k, (image, e) in enumerate(zip(images, build.navigator.embed(images), strict=True)):
         assert capture.save(f"f{k}", image, e, {"index": k})
     proposals, info = gaps.from_capture(tmp_path / "capture", build.library, ClusterSettings(min_size=3))
     assert info["frames"] == 6 and [len(p.frames) for p in proposals] == [6]

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from itertools import pairwise
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_a_domain_the_library_lacks_is_flagged_and_captured(tmp_path, probe, run
     stamps = [tuple(int(x) for x in n.split("_")) for n in names]
     assert all(domain_of[s] == "night" for s in stamps)
     seconds = [sec + nsec * 1e-9 for sec, nsec in stamps]
-    assert all(b - a >= PERIOD_S - 1e-6 for a, b in zip(seconds, seconds[1:], strict=False))
+    assert all(b - a >= PERIOD_S - 1e-6 for a, b in pairwise(seconds))
     assert sorted(p.stem for p in (capture / "embeddings").glob("*.npy")) == names
     records = [json.loads(line) for line in (capture / "captures.jsonl").read_text().splitlines()]
     assert [r["name"] for r in records] == names and all(r["status"] != "covered" for r in records)

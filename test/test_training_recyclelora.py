@@ -116,7 +116,7 @@ def test_old_and_new_entries_share_one_library_and_fuse(trained, tmp_path, fixtu
     assert [e.rank for e in lib.entries] == [16, 8]
     stager = WeightStager(model, lib.target_modules)
     staged = stager.stage_fusion(list(lib.entries), [0.7, 0.3]).weights
-    separate = [fuse_deltas([e], [w]) for e, w in zip(lib.entries, [0.7, 0.3], strict=False)]
+    separate = [fuse_deltas([e], [w]) for e, w in zip(lib.entries, [0.7, 0.3], strict=True)]
     for m, w in staged.items():
         expected = stager.base_weights().weights[m] + sum(d[m] for d in separate if m in d)
         torch.testing.assert_close(w, expected, atol=1e-6, rtol=1e-6)

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -52,6 +52,24 @@ MIN_PROFILE = 64
 MAX_CLASSES = 65535      # what a mono16 mask can index: the capacity of an engine without class profile
 
 
+class BuildCancelled(Exception):
+    """A build stopped at a safe point because its backend is closing."""
+
+
+def cancel_or_wait(pending: Future | None, what: str) -> Any:
+    """Cancel a build that has not started, else wait for it to end: its result, or None when it was
+    cancelled, stopped at a safe point or failed (closing: said at debug level only)."""
+    if pending is None or pending.cancel():
+        return None
+    try:
+        return pending.result()
+    except (BuildCancelled, CancelledError):
+        return None
+    except Exception as exc:   # a build failing while closing changes nothing
+        log.debug("the %s build ended with %s while closing", what, exc)
+        return None
+
+
 def engine_parameter_names(model: CATSeg) -> set[str]:
     """Parameters the engine's graph depends on: those the image path reaches (autograd on one
     probe forward). The text tower stays in PyTorch (text embeddings are an engine input) and
@@ -61,7 +79,7 @@ def engine_parameter_names(model: CATSeg) -> set[str]:
     s = config.inference.clip_resolution
     probe_image = torch.zeros(1, 3, s, s, device=device)
     probe_text = torch.nn.functional.normalize(torch.ones(2, config.embed_dim, device=device), dim=-1)
-    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.dtype.is_floating_point], strict=False)
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.dtype.is_floating_point], strict=True)
     with torch.enable_grad():
         flags = [p.requires_grad for p in params]
         for p in params:
@@ -70,9 +88,9 @@ def engine_parameter_names(model: CATSeg) -> set[str]:
             out = model(probe_image, probe_text)
             grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
         finally:
-            for p, flag in zip(params, flags, strict=False):
+            for p, flag in zip(params, flags, strict=True):
                 p.requires_grad_(flag)
-    return {n for n, g in zip(names, grads, strict=False) if g is not None}
+    return {n for n, g in zip(names, grads, strict=True) if g is not None}
 
 
 def class_profile(num_classes: int, limit: int | None) -> int:
@@ -157,6 +175,7 @@ class EngineBackend(Backend):
         self._say = say
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"semla-{self.name}-build")
+        self.closing = threading.Event()     # set when close() begins: a build in flight stops at a safe point
         self._served: BuiltEngine | None = None
         self._pending: Future | None = None
         self._failure: str | None = None     # a build failed: not retried
@@ -275,7 +294,7 @@ class EngineBackend(Backend):
     # ------------------------------------------------------------------ builds
     def _request_build(self, capacity: int) -> None:
         """Start a build unless one is pending (its result is re-checked anyway) or a build failed."""
-        if self._pending is not None or self._failure is not None:
+        if self._pending is not None or self._failure is not None or self.closing.is_set():
             return
         self.builds += 1
         # The profile's optimum: the vocabulary rounded up to a power of two, so a restart with a vocabulary
@@ -283,14 +302,26 @@ class EngineBackend(Backend):
         opt_classes = min(capacity, 1 << max(0, len(self.predictor.class_names) - 1).bit_length())
         self._pending = self._executor.submit(self._build, capacity, opt_classes)
 
+    def _stop_if_closing(self) -> None:
+        if self.closing.is_set():
+            raise BuildCancelled(f"the {self.name} backend closed during the build")
+
     def _build(self, capacity: int, opt_classes: int) -> BuiltEngine:
-        """On the worker: snapshot, export (or reuse the cached export), build. Replaces nothing."""
+        """On the worker: snapshot, export (or reuse the cached export), build. Replaces nothing. Stops between
+        these steps once the backend is closing (the export and the runtime's build themselves run to their end)."""
+        self._stop_if_closing()
         model = self.predictor.model_snapshot(copied=lambda name: name in self.engine_params)
+        self._stop_if_closing()
         onnx_path, onnx_key = self.export(model)
+        self._stop_if_closing()
         params = dict(model.named_parameters())
         values = {n: params[n].detach().float().cpu().numpy() for n in self.targets}
         mapping = map_parameters_to_onnx(load_initializers(onnx_path), values, self.targets)
+        self._stop_if_closing()
         handle, reachable, from_cache = self.runtime.build(onnx_path, onnx_key, mapping, capacity, opt_classes)
+        if self.closing.is_set():
+            self.runtime.release(handle)
+            self._stop_if_closing()
         baked = {n: tensor_digest(params[n]) for n in self.tracked - set(reachable)}
         return BuiltEngine(handle, frozenset(reachable), baked, capacity, onnx_path, from_cache)
 
@@ -344,9 +375,16 @@ class EngineBackend(Backend):
             return
 
     def close(self) -> None:
-        """Stop waiting for builds (a TensorRT build can take minutes) and free the engine."""
+        """Cancel a build that has not started, stop a running one at its next safe point (between snapshot,
+        export and build; an export or a TensorRT build in progress runs to its end) and wait for it, then free
+        the engine: nothing of the backend runs once this returns."""
+        self.closing.set()
+        pending, self._pending = self._pending, None
+        candidate = cancel_or_wait(pending, self.name)
+        if candidate is not None:   # it finished before a safe point after close() began: never installed
+            self.runtime.release(candidate.handle)
         if self._own_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
         if self._served is not None:
             self.runtime.release(self._served.handle)
             self._served = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -23,7 +24,7 @@ import torch
 from ..catseg.checkpoint import state_dict_digest
 from ..catseg.utils.onnx import EXPORTER, OPSET
 from .engine_cache import ArtifactCache, OnnxKey, default_cache_dir
-from .engine_lifecycle import EXPORT_LOCK
+from .engine_lifecycle import EXPORT_LOCK, BuildCancelled, cancel_or_wait
 from .onnxruntime_backend import SPIN, onnxruntime_unavailable_reason
 
 if TYPE_CHECKING:   # an optional runtime, imported where it runs
@@ -85,6 +86,7 @@ class EngineNavigator:
         self._failure: str | None = None
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="semla-navigator-build")
+        self.closing = threading.Event()     # set when close() begins: the build stops at a safe point
         self._pending: Future | None = self._executor.submit(self._build)
 
     # ------------------------------------------------------------------ build (worker)
@@ -111,7 +113,14 @@ class EngineNavigator:
         options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", SPIN)
-        return ort.InferenceSession(str(self.export()), options, providers=["CPUExecutionProvider"])
+        self._stop_if_closing()
+        path = self.export()
+        self._stop_if_closing()
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def _stop_if_closing(self) -> None:
+        if self.closing.is_set():
+            raise BuildCancelled("the navigator's engine closed during its build")
 
     # ------------------------------------------------------------------ state
     def _install_finished(self) -> None:
@@ -160,6 +169,11 @@ class EngineNavigator:
         return self.navigator.embed(images)
 
     def close(self) -> None:
+        """Cancel the build if it has not started, else stop it at its next safe point (an export in progress
+        runs to its end) and wait for it: nothing of the engine runs once this returns."""
+        self.closing.set()
+        pending, self._pending = self._pending, None
+        cancel_or_wait(pending, "navigator's")   # a session built meanwhile is dropped
         if self._own_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
         self._session = None

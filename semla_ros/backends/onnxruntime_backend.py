@@ -134,7 +134,7 @@ class OnnxRuntime(EngineRuntime):
         device_type, device_id = self.device.type, self.device.index or 0
         binding = handle.session.io_binding()
         keep = [views.to(self.device, torch.float32).contiguous(), text.to(self.device, torch.float32).contiguous()]
-        for name, tensor in zip(INPUT_NAMES, keep, strict=False):
+        for name, tensor in zip(INPUT_NAMES, keep, strict=True):
             binding.bind_input(name, device_type, device_id, np.float32, list(tensor.shape), tensor.data_ptr())
         for param, name in handle.feeds:
             weight = self.params[param].detach()

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cold_read_ms']:9.0f} "
               f"{r['warm_ms']:12.0f} {r['cold_ms'] / r['warm_ms']:9.2f}".replace("nan", "  -"))
     lazy = sorted((r for r in rows if r["mode"] == "lazy"), key=lambda r: r["entries"])
-    for small, large in zip(lazy, lazy[1:], strict=False):
+    for small, large in pairwise(lazy):
         slope = 100 * (large["rss_open_mb"] - small["rss_open_mb"]) / (large["entries"] - small["entries"])
         print(f"RSS after open grows by {slope:.2f} MB per 100 adapters from {small['entries']} to "
               f"{large['entries']} entries (lazy)")

@@ -78,9 +78,9 @@ def swaps_at_changes(masks: list[tuple[float, str]], fusions: list[tuple[float, 
     change or a reload]).
     """
     changes = [(t, d) for i, (t, d) in enumerate(masks) if i > 0 and d != masks[i - 1][1]]
-    bounds = [t for t, _ in changes[1:]] + [float("inf")]
+    bounds = [t for t, _ in changes[1:]] + ([float("inf")] if changes else [])   # a change ends where the next begins
     results, used = [], set()
-    for (start, domain), end in zip(changes, bounds, strict=False):
+    for (start, domain), end in zip(changes, bounds, strict=True):
         match = next((i for i, (t, reason, _, names) in enumerate(fusions)
                       if start <= t < end and names and all(n.startswith(f"{domain}-") for n in names)), None)
         if match is None:

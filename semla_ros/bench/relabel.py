@@ -48,7 +48,7 @@ def per_cluster(build, images, batch_size, cluster_settings):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             chunk_masks = predict_masks(build.predictor, build.backend, [images[i] for i in chunk])
-            for i, m in zip(chunk, chunk_masks, strict=False):
+            for i, m in zip(chunk, chunk_masks, strict=True):
                 masks[i] = m
     build.segmenter.fuse_now([], [])
     return masks, int(labels.max()) + 1
@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'method':12s} {'frames/s':>9s} {'s (median)':>11s} {'fusions':>8s} {'agree':>7s} {'mIoU':>6s}")
     for name, (masks, fusions) in results.items():
         acc = ConfusionAccumulator(len(world.CLASS_NAMES))
-        for m, y in zip(masks, labels, strict=False):
+        for m, y in zip(masks, labels, strict=True):
             acc.add(m, y)
-        agree = float(np.mean([(m == r).mean() for m, r in zip(masks, reference, strict=False)]))
+        agree = float(np.mean([(m == r).mean() for m, r in zip(masks, reference, strict=True)]))
         t = statistics.median(times[name])
         print(f"{name:12s} {len(images) / t:9.1f} {t:11.2f} {fusions:8d} {agree:7.3f} {acc.miou:6.3f}")
     ratio = statistics.median(times["per-image"]) / statistics.median(times["per-cluster"])

@@ -101,7 +101,7 @@ def run_suite(assets, scenario_list, policy_list, log=print):
             s = score(policy.name, scenario.name, frames, frame_log, scenario.rate_hz, adapter_for=adapter_name,
                       confusion=confusion)
             scores.append(s)
-            records[policy.name] += [(f.domain, f.blended, e) for f, e in zip(frames, frame_log, strict=False)]
+            records[policy.name] += [(f.domain, f.blended, e) for f, e in zip(frames, frame_log, strict=True)]
             bar.update(len(frames))
         navigator._cache.clear()
         log(f"  {scenario.name}: {len(frames)} frames x {len(policy_list)} policies in {time.monotonic() - t0:.0f} s")

@@ -235,7 +235,7 @@ class CatSegPredictor:
         out_h, out_w = inf.sliding_out_res
         total = probs.new_zeros((probs.shape[1], out_h, out_w))
         count = probs.new_zeros((1, out_h, out_w))
-        for view, (top, left) in zip(probs[:-1], self._crop_origins(), strict=False):
+        for view, (top, left) in zip(probs[:-1], self._crop_origins(), strict=True):
             total[:, top:top + kernel, left:left + kernel] += view
             count[:, top:top + kernel, left:left + kernel] += 1
         global_probs = F.interpolate(probs[-1:], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]

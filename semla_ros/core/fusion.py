@@ -36,7 +36,7 @@ def _resolve(entries, weights) -> list[tuple[Mapping, float, float]]:
     reads its file here, so a fusion never sees two versions of one adapter)."""
     if len(entries) != len(weights):
         raise ValueError(f"{len(entries)} entries but {len(weights)} weights")
-    return [(e.factors, float(w), float(e.scaling)) for e, w in zip(entries, weights, strict=False)]
+    return [(e.factors, float(w), float(e.scaling)) for e, w in zip(entries, weights, strict=True)]
 
 
 def _concat_factors(resolved, module, device, dtype):

@@ -63,7 +63,7 @@ def distance_lines(lib: AdapterLibrary) -> list[str]:
     d = np.linalg.norm(c[:, None] - c[None], axis=-1)
     width = max(8, max(len(n) for n in names) + 1)
     lines.append(" " * width + "".join(f"{n[:9]:>10s}" for n in names))
-    return lines + [f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row) for n, row in zip(names, d, strict=False)]
+    return lines + [f"{n:{width}s}" + "".join(f"{v:10.4g}" for v in row) for n, row in zip(names, d, strict=True)]
 
 
 def deep_check(lib: AdapterLibrary, model=None, write=print) -> int:

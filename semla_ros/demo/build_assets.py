@@ -237,7 +237,7 @@ def _build_steps(out_dir: Path, params: BuildParams, log: Callable[[str], None],
     t = time.monotonic()
     base_seeds = range(BASE_SEED0, BASE_SEED0 + params.base_images)
     src_imgs, src_labels = zip(*(world.dataset(d, base_seeds, params.size) for d in params.source_domains),
-                               strict=False)
+                               strict=True)
     base_x = _clip_inputs(predictor, np.concatenate(src_imgs))
     base_y = torch.from_numpy(np.concatenate(src_labels)).long()
     adapt, held = {}, {}

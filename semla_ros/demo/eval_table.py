@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def _observations(rows: dict, domains, exclude, labels) -> list[str]:
         order = [("zero-shot", zs), ("uniform", h.get(key("uniform"), math.nan)),
                  ("semla", h.get(key("semla"), math.nan)), ("oracle", h.get(key("oracle"), math.nan))]
         values = [v for _, v in order]
-        holds = all(a < b for a, b in zip(values, values[1:], strict=False))
+        holds = all(a < b for a, b in pairwise(values))
         ranked = " < ".join(n for n, v in sorted(order, key=lambda t: t[1]))
         out.append(f"**{label}**: h-mean zero-shot {_fmt(zs)}, uniform {_fmt(order[1][1])}, SemLA {_fmt(order[2][1])}, "
                    f"SemLA debounced {_fmt(h.get(key('semla-debounced'), math.nan))}, oracle {_fmt(order[3][1])} — "

@@ -192,7 +192,7 @@ def plot(result: dict, path: Path) -> Path:
                 ax.text((frames[start]["t"] + frames[i - 1]["t"]) / 2, 0.97, frames[start]["domain"],
                         transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=9)
                 start = i
-    for ax, (title, runs) in zip(axes[:2], panels, strict=False):
+    for ax, (title, runs) in zip(axes[:2], panels, strict=True):
         for run_, colour, label in runs:
             f = [x for x in run_["frames"] if "relative_distance" in x]
             ax.plot([x["t"] for x in f], [x["relative_distance"] for x in f], color=colour, lw=1.2, label=label)

@@ -63,7 +63,7 @@ def summarise(render: dict) -> dict:
         if method == "standard" or not base:
             continue
         for row in ROWS:
-            diffs = [a - b for a, b in zip(out["hmean"][method][row], base[row], strict=False)]
+            diffs = [a - b for a, b in zip(out["hmean"][method][row], base[row], strict=True)]
             out["delta"].setdefault(method, {})[row] = interval(diffs) + (diffs,)
     return out
 

@@ -11,6 +11,7 @@ Pure numpy and deterministic: `render(domain, seed)` always returns the same arr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -171,7 +172,7 @@ def _street(sc: Scene) -> None:
         side_cols = (sc.xx - sc.vx) * sign > 0
         cuts = np.sort(rng.uniform(0.05, 1.0, int(rng.integers(1, 4))))
         bounds = np.concatenate([[0.02], cuts, [1e9]])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+        for a, b in pairwise(bounds):
             block = side_cols & (col_s >= a) & (col_s < b) & above_base
             top_row = sc.horizon - col_s * (h - sc.horizon) * rng.uniform(0.8, 2.6)
             if rng.uniform() < 0.25:  # a park

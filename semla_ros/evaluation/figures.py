@@ -44,9 +44,9 @@ def support_vs_miou(records, path, method: str = "semla", title: str | None = No
     domains = list(dict.fromkeys(r.domain for r in rows))
     rho = spearman([r.support for r in rows], [r.miou for r in rows])
     fig, ax = plt.subplots(figsize=(4.8, 3.6), dpi=100)
-    for d, c in zip(domains, _colours(len(domains)), strict=False):
+    for d, c in zip(domains, _colours(len(domains)), strict=True):
         pts = [(r.support, r.miou * 100) for r in rows if r.domain == d]
-        ax.scatter(*zip(*pts, strict=False), s=14, color=c, label=d, alpha=0.8)
+        ax.scatter(*zip(*pts, strict=True), s=14, color=c, label=d, alpha=0.8)
     ax.set_xlabel("support score (eq. 15)")
     ax.set_ylabel("per-image mIoU (%)")
     ax.set_title(title or f"{method}: support vs mIoU (Spearman rho {rho:.2f})", fontsize=9)
@@ -65,7 +65,7 @@ def contributions(contrib: Mapping[str, Mapping[str, float]], path, title: str =
     names = list(dict.fromkeys(n for d in domains for n in contrib[d]))
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
     bottom = np.zeros(len(domains))
-    for name, c in zip(names, _colours(len(names)), strict=False):
+    for name, c in zip(names, _colours(len(names)), strict=True):
         vals = np.array([contrib[d].get(name, 0.0) for d in domains])
         ax.bar(domains, vals, bottom=bottom, color=c, label=name, width=0.7)
         bottom += vals
@@ -103,7 +103,7 @@ def centroid_map(names: Sequence[str], centroids: np.ndarray, path, samples: Map
         else np.asarray(centroids)
     xy = pca_2d(centroids, fit)
     fig, ax = plt.subplots(figsize=(4.6, 3.8), dpi=100)
-    colours = dict(zip(names, _colours(len(names)), strict=False))
+    colours = dict(zip(names, _colours(len(names)), strict=True))
     extra = iter(_colours(len(names) + len(samples))[len(names):])
     for label, emb in samples.items():
         # dots of a domain take the colour of its adapter ("fog" or "<prefix>-fog")
@@ -111,7 +111,7 @@ def centroid_map(names: Sequence[str], centroids: np.ndarray, path, samples: Map
         colour = colours[match[0]] if len(match) == 1 else next(extra)
         pts = pca_2d(emb, fit)
         ax.scatter(pts[:, 0], pts[:, 1], s=8, alpha=0.35, color=colour)
-    for name, (x, y) in zip(names, xy, strict=False):
+    for name, (x, y) in zip(names, xy, strict=True):
         ax.scatter([x], [y], marker="*", s=140, color=colours[name], edgecolor="k", linewidth=0.5)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("PC 1")

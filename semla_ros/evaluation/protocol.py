@@ -81,7 +81,7 @@ class CachedNavigator:
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         if missing:
             new = self.inner.embed([images[i] for i in missing])
-            for i, e in zip(missing, new, strict=False):
+            for i, e in zip(missing, new, strict=True):
                 self._cache[keys[i]] = np.asarray(e, np.float32)
         return np.stack([self._cache[k] for k in keys])
 
@@ -322,7 +322,7 @@ def _mean_contributions(records: Sequence[ImageRecord], method: str, domains: li
         rows = [r for r in records if r.method == method and r.domain == domain]
         totals = dict.fromkeys(names, 0.0)
         for r in rows:
-            for n, w in zip(r.adapters, r.weights, strict=False):
+            for n, w in zip(r.adapters, r.weights, strict=True):
                 totals[n] += w
         out[domain] = {n: (v / len(rows) if rows else 0.0) for n, v in totals.items()}
     return out

@@ -139,7 +139,7 @@ def support_detail(records, zero_shot_records, method: str) -> dict:
         within[d] = spearman([r.support for r in own], [r.miou for r in own])
     base = {(r.domain, r.stem): r.miou for r in zero_shot_records}
     paired = [(r.support, r.miou - base[(r.domain, r.stem)]) for r in rows if (r.domain, r.stem) in base]
-    gain = spearman(*zip(*paired, strict=False)) if paired else math.nan
+    gain = spearman(*zip(*paired, strict=True)) if paired else math.nan
     return {"within_domain": within, "vs_gain_over_zero_shot": gain,
             "mean_support": {d: float(sum(r.support for r in rows if r.domain == d) /
                                       max(1, sum(1 for r in rows if r.domain == d))) for d in within}}

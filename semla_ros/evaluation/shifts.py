@@ -108,7 +108,7 @@ def replay(predictor, library, navigator, settings: SegmenterSettings, frames: S
     acc = ConfusionAccumulator(len(predictor.class_names)) if labels is not None else None
     log = []
     try:
-        for k, (frame, image) in enumerate(zip(frames, images, strict=False)):
+        for k, (frame, image) in enumerate(zip(frames, images, strict=True)):
             out = seg.process(image, stamp=frame.index, time_s=frame.time_s)
             active = seg.active
             fused = out.fusion is not None and out.fusion.ok

@@ -92,7 +92,7 @@ def from_capture(capture_dir, library,
         raise ValueError(f"the captured embeddings come from navigator {navigator!r}, the library's centroids "
                          f"from {sorted(known)}: they do not compare")
     proposals = propose(names, embeddings, library, settings)
-    by_name = dict(zip(names, records, strict=False))
+    by_name = dict(zip(names, records, strict=True))
     for p in proposals:
         p.records = [by_name[n] for n in p.frames]
     return proposals, {"source": "capture", "frames": len(names), "navigator": navigator}
@@ -238,7 +238,7 @@ def model_pseudo_labels(build, capture_dir):
                         cluster_fusion(build.library, proposal.centroid, build.spec.settings))
         try:
             images = [read_image(capture_dir / IMAGES / f"{n}.png") for n in files]
-            return dict(zip(files, predict_masks(build.predictor, build.backend, images), strict=False))
+            return dict(zip(files, predict_masks(build.predictor, build.backend, images), strict=True))
         finally:
             build.segmenter.fuse_now([], [])
     return label

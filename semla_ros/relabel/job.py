@@ -276,7 +276,7 @@ class RelabelJob:
 
     def segment(self, tables: dict[str, FrameTable], clusters: list[Cluster]) -> dict[str, dict]:
         batch = self.settings.batch_size
-        names = {r: dict(zip(t.indices.tolist(), t.names, strict=False)) for r, t in tables.items()}
+        names = {r: dict(zip(t.indices.tolist(), t.names, strict=True)) for r, t in tables.items()}
         tasks, remaining, info = [], {}, {}
         for c in clusters:
             marker = self.folder.segment_done(c.id)
@@ -302,7 +302,7 @@ class RelabelJob:
         bar = self._bar(total=sum(len(i) for t in tasks for i in t.batches), desc="segment", unit="frame")
         for r in self.workers.segment(tasks):
             rec = r.task.recording.name
-            for (_index, name), mask in zip(r.frames, r.masks, strict=False):
+            for (_index, name), mask in zip(r.frames, r.masks, strict=True):
                 self.folder.save_mask(rec, name, mask, len(self.classes))
             entry = info[r.task.cluster]
             entry["seconds"] += r.seconds

@@ -86,7 +86,7 @@ def markdown(report: dict) -> str:
               "| cluster | frames | adapters (weight) | support | scale-free support | mean distance to centroid | s |",
               "|---|---:|---|---:|---:|---:|---:|"]
     for c in report["clusters"]:
-        fused = ", ".join(f"{a} ({w:.2f})" for a, w in zip(c["adapters"], c["weights"], strict=False))
+        fused = ", ".join(f"{a} ({w:.2f})" for a, w in zip(c["adapters"], c["weights"], strict=True))
         lines.append(f"| {c['id']} | {c['frames']} | {fused} | {_f(c['support'])} | {_f(c['scale_free_support'])} | "
                      f"{_f(c['mean_distance_to_centroid'], '{:.4g}')} | {_f(c['segment_s'], '{:.1f}')} |")
     t = report["timings"]

@@ -176,7 +176,7 @@ class JobFolder:
             embeddings=np.concatenate([p["embeddings"] for p in parts]).astype(np.float32) if parts
             else np.zeros((0, dim), np.float32),
             skipped=[(int(i), str(r)) for p in parts
-                     for i, r in zip(p["skipped_indices"], p["skipped_reasons"], strict=False)],
+                     for i, r in zip(p["skipped_indices"], p["skipped_reasons"], strict=True)],
             embed_seconds=float(sum(float(p["seconds"]) for p in parts)))
         order = np.argsort(table.indices, kind="stable")
         if not np.array_equal(order, np.arange(len(order))):

@@ -119,7 +119,7 @@ def predict_masks(predictor, backend, images: list[np.ndarray]) -> list[np.ndarr
         by_shape.setdefault(im.shape, []).append(i)
     for rows in by_shape.values():
         masks = predictor.predict_batch(np.stack([images[i] for i in rows]), batch_size=len(rows))
-        for i, m in zip(rows, masks, strict=False):
+        for i, m in zip(rows, masks, strict=True):
             out[i] = m
     return out
 

@@ -95,7 +95,7 @@ def semantic_directions(model, clip_inputs: torch.Tensor, text_embeddings: torch
             columns: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
             for c in range(cosine.shape[1]):
                 grads = torch.autograd.grad(cosine[:, c].mean(), taps, retain_graph=c < cosine.shape[1] - 1)
-                for b, g in zip(blocks, grads, strict=False):
+                for b, g in zip(blocks, grads, strict=True):
                     columns[b].append(g[:, 1:].mean(dim=(0, 1)))               # patches, not CLS
     finally:
         for h in hooks:

@@ -146,7 +146,7 @@ def train_adapter(model: torch.nn.Module, class_names: Sequence[str], images: Se
     begin = time.monotonic()
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many labels as images (>0), got {len(images)} images, {len(labels)} labels")
-    for i, (im, lab) in enumerate(zip(images, labels, strict=False)):
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
         if im.shape[:2] != lab.shape:
             raise ValueError(f"image {i}: label {lab.shape} does not match image {im.shape[:2]}")
     work = copy.deepcopy(model).to(device).eval()

@@ -102,7 +102,7 @@ def class_pooling(model, size: tuple[int, int]) -> Iterator[None]:
             layer.pooling_size = tuple(size)
         yield
     finally:
-        for layer, old in zip(layers, previous, strict=False):
+        for layer, old in zip(layers, previous, strict=True):
             layer.pooling_size = old
 
 

@@ -61,7 +61,7 @@ class Aggregator(nn.Module):
                                                       nn.ReLU())
         self.decoder_guidance_projection = nn.ModuleList([
             nn.Sequential(nn.Conv2d(d, dp, kernel_size=3, stride=1, padding=1), nn.ReLU())
-            for d, dp in zip(agg.decoder_guidance_dims, agg.decoder_guidance_proj_dims, strict=False)
+            for d, dp in zip(agg.decoder_guidance_dims, agg.decoder_guidance_proj_dims, strict=True)
         ])
         self.decoder1 = UpBlock(agg.hidden_dim, agg.decoder_dims[0], agg.decoder_guidance_proj_dims[0])
         self.decoder2 = UpBlock(agg.decoder_dims[0], agg.decoder_dims[1], agg.decoder_guidance_proj_dims[1])
@@ -85,7 +85,7 @@ class Aggregator(nn.Module):
         embed = self.embed_cost(corr)
         appearance = self.guidance_projection(image_features)
         projected_guidance = [proj(g) for proj, g in
-                              zip(self.decoder_guidance_projection, decoder_guidance, strict=False)]
+                              zip(self.decoder_guidance_projection, decoder_guidance, strict=True)]
         text = text_embeddings.mean(dim=-2)
         text = self.text_guidance_projection(text / text.norm(dim=-1, keepdim=True))
         for layer in self.layers:

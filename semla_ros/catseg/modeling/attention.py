@@ -63,7 +63,7 @@ def _accept_official_qkv_keys(module, state_dict, prefix, local_metadata, strict
     fused_key = prefix + "in_proj_weight"
     if fused_key in state_dict:
         fused = state_dict.pop(fused_key)
-        for stream, part in zip(_STREAMS, fused.chunk(3, dim=0), strict=False):
+        for stream, part in zip(_STREAMS, fused.chunk(3, dim=0), strict=True):
             state_dict.setdefault(f"{prefix}{stream}_proj_weight", part)
     for stream in _STREAMS:
         upstream_key = f"{prefix}{stream}_proj_weight"
