@@ -41,7 +41,7 @@ def process_with_hook(seg, k: int, action, image):
     segmenter and its parts (decider, embedding scheduler, adaptation runner) before the network runs (as a
     service thread could, between any two of them; once the network runs the frame has decided); returns
     (result, whether line k was reached)."""
-    count, fired, predict = itertools.count(), [], type(seg.predictor).predict.__code__
+    count, fired, predict = itertools.count(), [], type(seg.predictor).predict_frames.__code__
 
     def local(frame_, event, arg):
         if event == "line" and not fired and next(count) == k:

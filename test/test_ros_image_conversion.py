@@ -17,6 +17,7 @@ from semla_ros.ros.image_conversion import (  # noqa: E402
     compressed_to_rgb,
     image_to_rgb,
     mask_to_image,
+    rgb_problem,
     rgb_to_image,
 )
 
@@ -210,3 +211,10 @@ def test_overlay_image_round_trip():
     msg = rgb_to_image(RGB, Header(frame_id="x"))
     assert msg.encoding == "rgb8" and msg.step == 33
     np.testing.assert_array_equal(image_to_rgb(msg, MAX_PIXELS), RGB)
+
+
+def test_a_converted_frame_the_segmenter_cannot_take_is_named():
+    assert rgb_problem(RGB) is None
+    assert "dtype float32" in rgb_problem(RGB.astype(np.float32))
+    assert "shape (7, 11)" in rgb_problem(RGB[..., 0])
+    assert "shape (0, 11, 3)" in rgb_problem(RGB[:0])

@@ -7,7 +7,8 @@ What is asserted (tiny model, seeded random weights, the 4-adapter test library,
 - one model for both: exactly one fusion on /t/fusion (the startup one, day adapters), made from embeddings of
   both cameras' frames (support scores with embedded_this_frame on each camera), and the interleaved stamps
   of the two cameras never look like time running backwards (time_resets 0);
-- per-camera counts in /diagnostics (camera_front_frames_processed == masks on /t/front/mask, ...);
+- per-camera counts in /diagnostics (camera_front_frames_processed == masks on /t/front/mask, ...), and the
+  network calls (`forwards`, `batched_frames`: the frames of a turn go through the network together);
 - stopping the front camera (its process exits) does not stop the left camera's masks;
 - bad frames sent on the front camera are dropped and counted for that camera (camera_front_frames_bad),
   while the left camera's masks keep coming and its bad count stays 0; the node exits 0 on SIGINT.
@@ -108,6 +109,10 @@ def test_two_cameras_one_node(tmp_path, probe, run_node, run_camera):
     assert diag["camera_front_frames_bad"] == str(BAD_FRAMES) and diag["camera_left_frames_bad"] == "0"
     assert diag["frames_bad_truncated"] == str(BAD_FRAMES)
     assert int(diag["frames_processed"]) == len(masks["front"]) + len(masks["left"])
+    # The frames of a turn went through the network together: one forward per turn (both cameras' frames have
+    # one size), so more frames than forwards exactly when some forward took both cameras' frames.
+    processed, forwards, batched = (int(diag[k]) for k in ("frames_processed", "forwards", "batched_frames"))
+    assert 0 < forwards <= processed and (processed > forwards) == (batched > 0), (processed, forwards, batched)
 
     # One model, one fusion for both cameras; both cameras' frames fed the navigator.
     assert [f.reason for f in fusions] == [AdapterFusion.REASON_STARTUP]

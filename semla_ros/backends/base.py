@@ -29,13 +29,16 @@ class WeightUpdate:
 
 class Backend(ABC):
     name: str = "backend"
+    # Most views one `forward` takes (several frames of one size go through it as one batch); None: any number.
+    max_batch: int | None = None
 
     def __init__(self, predictor):
         self.predictor = predictor
 
     @abstractmethod
     def forward(self, clip_images: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """(V,3,S,S) normalised CLIP-size views + (T,E) text embeddings -> (V,T,h,w) float32 logits."""
+        """(V,3,S,S) normalised CLIP-size views + (T,E) text embeddings -> (V,T,h,w) float32 logits; the views
+        are one frame's (whole image: V=1; sliding window: its 5 views) or several frames' (one batched forward)."""
 
     @abstractmethod
     def update_weights(self, fused: Mapping[str, torch.Tensor]) -> WeightUpdate | None:

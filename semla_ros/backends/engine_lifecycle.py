@@ -123,6 +123,7 @@ class EngineRuntime(ABC):
 
     name = "engine"
     profiled = True                # builds are tied to a class profile (TensorRT); else the export limit
+    max_views: int | None = None   # most views one run takes (the engine's batch profile); None: any number
 
     def __init__(self, predictor, precision: str = "fp32"):
         self.precision = precision
@@ -156,6 +157,7 @@ class EngineBackend(Backend):
         super().__init__(predictor)
         self.runtime = runtime
         self.name = runtime.name
+        self.max_batch = runtime.max_views   # the engine's batch profile (PyTorch, serving meanwhile, takes any)
         self.precision = runtime.precision
         model = predictor.model
         self.class_limit = export_class_limit(model.config)

@@ -77,6 +77,7 @@ class TensorRTRuntime(EngineRuntime):
 
     name = "tensorrt"
     profiled = True
+    max_views = MAX_VIEWS   # the optimisation profile's batch axis: several frames run in forwards of at most this
 
     def __init__(self, predictor, precision: str = "fp32", cache_dir: str | Path | None = None,
                  workspace_bytes: int = 4 << 30):

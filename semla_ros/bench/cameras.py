@@ -14,6 +14,8 @@ The cameras publish faster than the model segments, so both set-ups run saturate
                CPU-second: on a machine shared with other work, N processes get more of the CPU than one, so
                masks per CPU-second compares what each set-up does with the CPU it got
   ms           the nodes' own means per frame (/diagnostics, last 5 s): model, all processing, publishing
+  batched      the share of the frames segmented so far that shared a forward with another camera's frame
+               (/diagnostics batched_frames / frames_processed; 0 for single-camera nodes)
 and the ratios one node / N nodes. The demo's small model (issue 24's 0.9-1.2 GB per node):
 
     semla-bench cameras --assets ~/.cache/semla_ros/demo/<key> --cameras 3
@@ -176,11 +178,18 @@ def _run(args, setup: str, params: dict, workdir: Path, listener: Listener) -> d
         listener.spin(args.duration)
         elapsed, cpu = time.monotonic() - start, sum(_cpu_s(pid) for pid in pids) - cpu_start
         per_camera = [(len(m) - b) / elapsed for m, b in zip(listener.masks, before, strict=True)]
+        ours = {f"/{namespace}" for namespace, _ in layout}   # a stopped set-up's last status may arrive late
+        statuses = [v for name, v in listener.values.items() if name.split(":")[0].rsplit("/", 1)[0] in ours]
+
         def node_mean(key: str) -> float:
-            values = [float(v.get(key, "nan")) for v in listener.values.values()]
+            values = [float(v.get(key, "nan")) for v in statuses]
             return sum(values) / len(values)
 
+        def node_sum(key: str) -> float:
+            return sum(float(v.get(key, "nan")) for v in statuses)
+
         return {"setup": setup, "nodes": len(nodes),
+                "batched": node_sum("batched_frames") / node_sum("frames_processed"),
                 "rss_mb": sum(_status_kb(pid, "VmRSS") for pid in pids) / 1024,
                 "peak_mb": sum(_status_kb(pid, "VmHWM") for pid in pids) / 1024,
                 "masks_per_s": sum(per_camera), "per_camera": per_camera, "cpu_share": cpu / elapsed,
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"masks_per_s {result['masks_per_s']:6.2f}  per camera "
                           + " ".join(f"{r:.2f}" for r in result["per_camera"])
                           + f"  cpu {result['cpu_share']:.2f} cores  masks_per_cpu_s {result['masks_per_cpu_s']:.2f}"
+                          + f"  batched {result['batched']:.0%}"
                           + f"  ms per frame: model {result['model_ms']:.0f} process {result['process_ms']:.0f} "
                             f"publish {result['publish_ms']:.0f}"
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)

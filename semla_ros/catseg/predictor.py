@@ -10,6 +10,9 @@ Post-processing of the whole-image path is geometrically correct by default: the
 image, so it is resized to the padded size and then cropped to the input. `official_postprocess=True` instead
 crops the map by the unpadded pixel size (the official quirk), to compare with official `sem_seg` outputs.
 
+Several frames (one per camera) go through `predict_frames`: the frames of one size are preprocessed as a batch
+and make one network call together (`forward_batches`); each frame's mask is what `predict` makes of it.
+
 Text cache, one rule: embeddings are computed on demand and reused until the vocabulary changes or weights are
 written through `load_weights` (which installs the embeddings computed for them, or drops the cache). Code that
 writes the model's text tower any other way (training) calls `invalidate_text_cache()`.
@@ -242,7 +245,7 @@ class CatSegPredictor:
         merged = (total / count + global_probs) / 2
         return F.interpolate(merged[None], size=size, mode="bilinear", align_corners=False)[0]
 
-    # ------------------------------------------------------------------ one call per frame
+    # ------------------------------------------------------------------ the network call, for one frame or several
     def forward(self, views: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         """The network call on this predictor's own model: (V,3,S,S) views + (T,E) text -> (V,T,h,w) logits."""
         with torch.no_grad():
@@ -265,6 +268,30 @@ class CatSegPredictor:
                 probs = self.postprocess(run(x, text).float(), size, padded)
         return Prediction(probs=probs, class_ids=probs.argmax(dim=0).cpu().numpy().astype(np.int64))
 
+    def predict_frames(self, images: Sequence[np.ndarray], text_embeddings: torch.Tensor | None = None,
+                       forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                       max_batch: int | None = None) -> list[Prediction]:
+        """Several frames, each exactly as `predict` makes it (same `forward` hook and text), in one network call
+        per frame size: the frames of one size are preprocessed together and go through `forward` as one batch
+        of views, at most `max_batch` frames a call (what an engine's profile takes; None: any number).
+        Sliding-window frames (five views each) run one by one."""
+        checked = [check_rgb_image(image) for image in images]
+        if self.sliding_window:
+            return [self.predict(image, text_embeddings, forward) for image in checked]
+        text = self.text_embeddings() if text_embeddings is None else text_embeddings.to(self.device)
+        run = forward or self.forward
+        out: dict[int, Prediction] = {}
+        with torch.no_grad():
+            for chunk in forward_batches(checked, max_batch):
+                size = (int(checked[chunk[0]].shape[0]), int(checked[chunk[0]].shape[1]))
+                stacked = torch.from_numpy(np.ascontiguousarray(np.stack([checked[i] for i in chunk])))
+                x, padded = self.preprocess_batch(stacked.to(self.device).permute(0, 3, 1, 2).float())
+                logits = run(x, text).float()
+                for i, one in zip(chunk, logits.split(1), strict=True):
+                    probs = self.postprocess(one, size, padded)
+                    out[i] = Prediction(probs=probs, class_ids=probs.argmax(dim=0).cpu().numpy().astype(np.int64))
+        return [out[i] for i in range(len(checked))]
+
     def predict_batch(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class ids (N,H,W) of a stack of same-size (N,H,W,3) uint8 images on the whole-image path,
         batched through the network (training reports and offline relabelling)."""
@@ -283,6 +310,18 @@ class CatSegPredictor:
                 out += [self.postprocess(one, size, padded).argmax(dim=0).cpu().numpy().astype(np.int64)
                         for one in logits.split(1)]
         return np.stack(out) if out else np.zeros((0, *size), np.int64)
+
+
+def forward_batches(images: Sequence[np.ndarray], max_batch: int | None = None) -> list[list[int]]:
+    """The network calls `predict_frames` makes on the whole-image path: the indices of the images of one size
+    (sizes in the order they first appear), at most `max_batch` of them a call (None: all)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault((int(image.shape[0]), int(image.shape[1])), []).append(i)
+    step = max(1, len(images)) if max_batch is None else int(max_batch)
+    if step < 1:
+        raise ValueError(f"max_batch must be at least 1 (or None), got {max_batch!r}")
+    return [rows[start:start + step] for rows in groups.values() for start in range(0, len(rows), step)]
 
 
 def check_rgb_image(image_rgb_uint8: np.ndarray) -> np.ndarray:

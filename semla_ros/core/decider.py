@@ -134,9 +134,11 @@ class FusionDecider:
         """An attempt for `failed` failed; `active` is the query of the fusion still active."""
         self._debouncer.rollback(failed, active)
 
-    def supports(self) -> Support:
-        """The support numbers of the newest embedding, for the library and for the fusion now active."""
-        e, r, library, active = self._embedding, self._retrieval, self._library(), self._runner.active
+    def supports(self, embedding: np.ndarray | None = None, retrieval: Retrieval | None = None) -> Support:
+        """The support numbers of the newest embedding (or of `embedding` and its `retrieval`, one a frame of a
+        batch saw), for the library and for the fusion now active."""
+        library, active = self._library(), self._runner.active
+        e, r = (self._embedding, self._retrieval) if embedding is None else (embedding, retrieval)
         if e is None or r is None or library is None:
             return Support()
         entries = active.entries if active is not None else ()

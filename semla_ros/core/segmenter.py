@@ -18,9 +18,17 @@ a reload) may come from any thread and are taken by the adaptation that serves i
 
 Time is the frame's (`time_s`, the header stamp in the node); it running backwards (a bag looping)
 restarts the debouncer and drops embeddings still in flight from before the jump.
+
+Frames that arrive together (one per camera of a node) go through `process_batch`: each frame's decisions
+(navigator hand-off, debouncer, requests) are made in order as `process` makes them, then a finished
+adaptation is swapped in once, and the frames of one size go through the network in one forward (in forwards
+of at most `backend.max_batch` where an engine's profile limits it; sliding-window frames one by one). Every
+frame of a batch is segmented by the same model; an adaptation finishing after the swap waits for the next
+batch. `process` is a batch of one.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -30,6 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..catseg.predictor import check_rgb_image, forward_batches
 from .adaptation import ActiveFusion, AdaptationRunner, FusionEvent, FusionReason
 from .debounce import DebounceDecision
 from .decider import FusionDecider
@@ -41,6 +50,8 @@ from .settings import SegmenterSettings
 from .support import Support
 
 __all__ = ["ActiveFusion", "FrameResult", "FusionEvent", "FusionReason", "InlineExecutor", "SemlaSegmenter"]
+
+log = logging.getLogger(__name__)
 
 
 class InlineExecutor(Executor):
@@ -66,8 +77,8 @@ class FrameResult:
     consecutive: int
     active_adapters: int
     embedded: bool             # a new embedding updated the debouncer on this frame
-    fusion: FusionEvent | None  # a swap that became active (or failed) right before this frame
-    model_ms: float
+    fusion: FusionEvent | None  # a swap that became active (or failed) right before this frame (a batch's first)
+    model_ms: float            # the network's time for the frames of its batch, all sizes (process: this frame's)
     # The embedding that reached the debouncer on this frame (None if none did) and the frame it was computed
     # from: with the navigator on its own thread that can be an earlier frame than this one.
     embedding: np.ndarray | None = None
@@ -78,6 +89,19 @@ class FrameResult:
     time_s: float = math.nan   # the frame's time the debouncer used
     navigator_error: str | None = None   # the navigator failed on the frame collected now (reported once)
     retrieval: Retrieval | None = None   # the embedding's retrieval in the library (coverage reuses it)
+    batch: int = 1             # frames that went through the network in one forward with this one (itself included)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a frame's decisions left for its result, before the batch's swap and forward."""
+
+    time_s: float
+    decision: DebounceDecision | None
+    job: EmbeddingJob | None
+    embedding: np.ndarray | None
+    retrieval: Retrieval | None
+    navigator_error: str | None
 
 
 class SemlaSegmenter:
@@ -99,6 +123,9 @@ class SemlaSegmenter:
         self._decider = FusionDecider(self._adaptation, requests, library=lambda: self._library,
                                       settings=lambda: self._settings)
         self._closed = False
+        self._forwards = 0          # network calls made for frames
+        self._batched_frames = 0    # frames segmented in a forward with other frames
+        self._said_batching: set[str] = set()
         if library is not None and len(library) > 0:
             self._install_library(library)
 
@@ -153,6 +180,16 @@ class SemlaSegmenter:
     @property
     def threshold(self) -> float:
         return self._decider.threshold
+
+    @property
+    def forwards(self) -> int:
+        """Network calls made for frames (a batch of same-size frames is one)."""
+        return self._forwards
+
+    @property
+    def batched_frames(self) -> int:
+        """Frames segmented in one forward together with other frames."""
+        return self._batched_frames
 
     @property
     def adapting(self) -> bool:
@@ -214,36 +251,56 @@ class SemlaSegmenter:
     def process(self, image_rgb: np.ndarray, stamp=None, time_s: float | None = None) -> FrameResult:
         """Segment one frame; `time_s` is its time in seconds (None: the clock's), `stamp` is handed
         back in the FusionEvent it triggers."""
+        return self.process_batch([image_rgb], [stamp], [time_s])[0]
+
+    def process_batch(self, images, stamps=None, times=None) -> list[FrameResult]:
+        """Segment frames that arrived together (one per camera), in their order: each frame's decisions as
+        `process` makes them, one swap for the batch, one forward per frame size. `stamps` and `times` (None,
+        or one per frame, as `process`'s) go with the frames; one FrameResult per frame, in order. Every image
+        and time is checked before anything changes."""
         if self._closed:
             raise RuntimeError("segmenter is closed")
-        now = float(self._clock() if time_s is None else time_s)
-        if not math.isfinite(now):
-            raise ValueError(f"frame time must be a finite number of seconds, got {time_s!r}")
+        images = [check_rgb_image(image) for image in images]
+        count = len(images)
+        stamps = [None] * count if stamps is None else list(stamps)
+        times = [None] * count if times is None else list(times)
+        if len(stamps) != count or len(times) != count:
+            raise ValueError(f"{count} images need as many stamps and times, got {len(stamps)} and {len(times)}")
+        nows = [self._frame_time(time_s) for time_s in times]
+        if count == 0:
+            return []
         with self._lock:
-            if self._embeddings.advance(now):   # a bag looped: old timers and in-flight embeddings mean nothing now
-                self._decider.restart()
-            decision, job = self._observe(image_rgb, stamp, now)
-            fusion = self._adaptation.swap_if_ready()
+            seen = [self._see(image, stamp, now) for image, stamp, now in zip(images, stamps, nows, strict=True)]
+            fusion = self._adaptation.swap_if_ready()   # once, before the forward: one model for the whole batch
             classes = tuple(self.predictor.class_names)
+            batches = self._forward_plan(images)
             start = time.perf_counter()
             forward = self.backend.forward if self.backend is not None else None
-            class_ids = self.predictor.predict(image_rgb, forward=forward).class_ids
+            predictions = self.predictor.predict_frames(images, forward=forward, max_batch=self._max_batch())
             model_ms = (time.perf_counter() - start) * 1e3
-            self._embeddings.segmented()
+            self._forwards += len(batches)
+            sizes = {i: len(batch) for batch in batches for i in batch}
+            self._batched_frames += sum(1 for size in sizes.values() if size > 1)
             active, decider = self._adaptation.active, self._decider
             distance_rule = self._library is not None and self._settings.trigger == "distance"
-            embedded: dict[str, Any] = {} if job is None else dict(
-                embedding=decider.embedding, embedded_stamp=job.stamp, embedded_image=job.image,
-                embedded_time_s=job.time_s, retrieval=decider.retrieval)
-            return FrameResult(
-                class_ids=class_ids, classes=classes,
-                support=decider.retrieval.support if decider.retrieval is not None else math.nan,
-                ema_distance=decision.ema_distance if decision is not None else math.nan,
-                threshold=self.threshold if distance_rule else math.nan,
-                consecutive=decision.consecutive if decision is not None else 0,
-                active_adapters=len(active.entries) if active is not None else 0,
-                embedded=job is not None, fusion=fusion, model_ms=model_ms, supports=decider.supports(),
-                time_s=now, navigator_error=self._embeddings.take_error(), **embedded)
+            threshold = self.threshold if distance_rule else math.nan
+            results = []
+            for i, (frame, prediction) in enumerate(zip(seen, predictions, strict=True)):
+                decision, job = frame.decision, frame.job
+                embedded: dict[str, Any] = {} if job is None else dict(
+                    embedding=frame.embedding, embedded_stamp=job.stamp, embedded_image=job.image,
+                    embedded_time_s=job.time_s, retrieval=frame.retrieval)
+                results.append(FrameResult(
+                    class_ids=prediction.class_ids, classes=classes,
+                    support=frame.retrieval.support if frame.retrieval is not None else math.nan,
+                    ema_distance=decision.ema_distance if decision is not None else math.nan,
+                    threshold=threshold, consecutive=decision.consecutive if decision is not None else 0,
+                    active_adapters=len(active.entries) if active is not None else 0,
+                    embedded=job is not None, fusion=fusion if i == 0 else None, model_ms=model_ms,
+                    supports=Support() if frame.embedding is None else decider.supports(frame.embedding,
+                                                                                         frame.retrieval),
+                    time_s=frame.time_s, navigator_error=frame.navigator_error, batch=sizes[i], **embedded))
+            return results
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:
@@ -254,6 +311,40 @@ class SemlaSegmenter:
         library.cache.resize(self._settings.adapter_cache_mb)
         self._library = library
         self._decider.library_changed()
+
+    def _frame_time(self, time_s: float | None) -> float:
+        now = float(self._clock() if time_s is None else time_s)
+        if not math.isfinite(now):
+            raise ValueError(f"frame time must be a finite number of seconds, got {time_s!r}")
+        return now
+
+    def _see(self, image_rgb, stamp, now: float) -> _Seen:
+        """One frame's decisions, in order (the batch's swap and forward come after all of them)."""
+        if self._embeddings.advance(now):   # a bag looped: old timers and in-flight embeddings mean nothing now
+            self._decider.restart()
+        decision, job = self._observe(image_rgb, stamp, now)
+        self._embeddings.segmented()        # the next frame is one further in the embedding cadence
+        decider = self._decider
+        return _Seen(now, decision, job, decider.embedding, decider.retrieval, self._embeddings.take_error())
+
+    def _max_batch(self) -> int | None:
+        return getattr(self.backend, "max_batch", None)
+
+    def _forward_plan(self, images: list[np.ndarray]) -> list[list[int]]:
+        """The frames each network call takes (`predict_frames`' plan); a limit that splits a batch is said once."""
+        if self.predictor.sliding_window:
+            if len(images) > 1 and "sliding" not in self._said_batching:
+                self._said_batching.add("sliding")
+                log.info("sliding-window inference: frames that arrive together are segmented one by one "
+                         "(five views each), not in one batched forward")
+            return [[i] for i in range(len(images))]
+        limit = self._max_batch()
+        batches = forward_batches(images, limit)
+        if limit is not None and len(forward_batches(images)) < len(batches) and "limit" not in self._said_batching:
+            self._said_batching.add("limit")
+            log.info("the %s engine takes at most %d views a forward: frames of one size that arrive together run "
+                     "in forwards of up to %d", getattr(self.backend, "name", "backend"), limit, limit)
+        return batches
 
     def _observe(self, image_rgb, stamp, now) -> tuple[DebounceDecision | None, EmbeddingJob | None]:
         """Feed a finished embedding to the decider, hand this frame to the navigator if it is due, serve a

@@ -7,12 +7,19 @@ relative to the node's, as image_pipeline's camera namespaces: camera `front` su
 `front/overlay` and `front/coverage`; '' is the node's own namespace (`image` -> `mask`, the single-camera
 default). A driver's own topic is remapped onto it (`-r front/image:=/cam_front/color/image_raw`).
 
+One turn of the inference thread (`take_round`): the newest frame of every camera that has one, oldest stamp
+first, each with its merged frame time; a frame that cannot be segmented is set aside for its camera alone. The
+node hands the turn's frames to `SemlaSegmenter.process_batch` together, so frames of one size go through the
+network in one forward, and publishes each result on its own camera's topics with its own header.
+
 Standard library only (no rclpy): tested without ROS.
 """
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable
 
 MAX_CAMERAS = 16
 # A relative or absolute ROS name of tokens (letters, digits, '_', not starting with a digit), or '' (the node's
@@ -68,3 +75,36 @@ class MergedFrameTime:
         merged = time_s if looped else max(time_s, self._latest)
         self._latest = merged
         return merged
+
+
+@dataclass(frozen=True)
+class RoundFrame:
+    """A frame of a turn, ready for the segmenter: its camera, the frame, its time for the debouncer (merged
+    across cameras) and whether that time fell back to the clock (no header stamp)."""
+
+    camera: Hashable
+    frame: Any
+    time_s: float
+    unstamped: bool
+
+
+def take_round(ready: Iterable[tuple[Hashable, Any]], seconds: Callable[[Any], tuple[float, bool]],
+               frame_time: Callable[[Hashable, float], float], problem: Callable[[Any], str | None] = lambda _: None,
+               ) -> tuple[list[RoundFrame], list[tuple[Hashable, Any, str]]]:
+    """The frames of one turn, to be segmented together, and those set aside.
+
+    `ready` is (camera, frame) from the mailboxes (one per camera that has one), `seconds(frame)` its own time
+    and whether that fell back to the clock, `frame_time` the merged time (a MergedFrameTime), `problem(frame)`
+    why a frame cannot be segmented (None: it can). Returns the good frames oldest first with their merged
+    times, and (camera, frame, problem) of each frame set aside: only that camera loses its frame this turn.
+    """
+    good, rejected = [], []
+    for camera, frame in ready:
+        why = problem(frame)
+        if why is None:
+            good.append((camera, frame, *seconds(frame)))
+        else:
+            rejected.append((camera, frame, why))
+    good.sort(key=lambda item: item[2])   # stable: cameras with equal stamps keep their order
+    return [RoundFrame(camera, frame, frame_time(camera, time_s), unstamped)
+            for camera, frame, time_s, unstamped in good], rejected

@@ -20,6 +20,14 @@ from semla_ros.core.frames import (  # noqa: F401 (re-exported)
 )
 
 
+def rgb_problem(rgb) -> str | None:
+    """Why a converted frame cannot be segmented (the segmenter takes HxWx3 uint8 RGB), or None."""
+    image = np.asarray(rgb)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        return f"not an HxWx3 uint8 RGB image: dtype {image.dtype}, shape {image.shape}"
+    return None
+
+
 def array_to_image(pixels: np.ndarray, encoding: str, header) -> Image:
     """Pack a contiguous uint8/uint16 array into an Image with the given header (no padding)."""
     msg = Image()

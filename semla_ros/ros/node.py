@@ -51,7 +51,7 @@ from semla_ros.core.coverage import GAP, CoverageMonitor
 from semla_ros.msg import AdapterFusion, ClassMap, CoverageStatus, SupportScore
 from semla_ros.ros import parameters
 from semla_ros.ros.background import BackgroundJob
-from semla_ros.ros.cameras import MergedFrameTime, label, topic
+from semla_ros.ros.cameras import MergedFrameTime, RoundFrame, label, take_round, topic
 from semla_ros.ros.dds_profile import with_large_image_transport
 from semla_ros.ros.diagnostics import LEVEL_BYTES, Health, NodeStats, diagnostic_array
 from semla_ros.ros.guard import CallbackGuard
@@ -61,6 +61,7 @@ from semla_ros.ros.image_conversion import (
     image_to_rgb,
     mask_encoding,
     mask_to_image,
+    rgb_problem,
     rgb_to_image,
 )
 from semla_ros.ros.log_bridge import route_python_logging
@@ -438,13 +439,21 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
 
     def _step(self, segmenter, mailbox: CameraMailboxes) -> None:
         """One turn of the inference thread: parameter changes made meanwhile, then the newest frame of each
-        camera that has one, oldest first (one at a time through the segmenter; see docs/cameras.md)."""
+        camera that has one, segmented together (`take_round`, `process_batch`; see docs/cameras.md)."""
         ready = mailbox.take_ready(timeout=0.25)
         self._apply_live_changes(segmenter)
+        if not ready:
+            return
         source = self._value("frame_time")
-        timed = [(frame_seconds(frame.header, frame.clock_s, source), frame) for _, frame in ready]
-        for (time_s, unstamped), frame in sorted(timed, key=lambda item: item[0][0]):
-            self._process(frame, segmenter, self._frame_time(frame.camera.name, time_s), unstamped)
+        frames, rejected = take_round(ready, lambda frame: frame_seconds(frame.header, frame.clock_s, source),
+                                      self._frame_time, lambda frame: rgb_problem(frame.rgb))
+        for _, frame, problem in rejected:   # that camera's frame only: the others are segmented
+            self._stats.bad_frame("not_rgb", frame.camera.label)
+            where = f" from camera {frame.camera.name}" if frame.camera.name else ""
+            self.get_logger().warning(f"dropped bad frame{where} ({problem}); {self._stats.bad_total} so far",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+        if frames:
+            self._process(frames, segmenter)
 
     def _report(self, source: str, entries: list[tuple[str, str]]) -> None:
         """Replace one source's health entries and log the problems among them once."""
@@ -464,29 +473,44 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         if classes != segmenter.predictor.class_names:
             segmenter.set_classes(classes)
 
-    def _process(self, frame: Frame, segmenter, time_s: float, unstamped: bool) -> None:
+    def _process(self, frames: list[RoundFrame], segmenter) -> None:
+        """Segment a turn's frames in one `process_batch` and publish each result on its camera's topics."""
         taken = time.monotonic()
-        camera = frame.camera
-        self._header_cameras[id(frame.header)] = (frame.header, camera)   # which camera an embedding came from
+        for item in frames:
+            frame = item.frame
+            self._header_cameras[id(frame.header)] = (frame.header, frame.camera)   # whose frame an embedding is
         while len(self._header_cameras) > 64:
             self._header_cameras.popitem(last=False)
-        if unstamped and not self._unstamped_said:   # said once: log + diagnostics WARN
+        if any(item.unstamped for item in frames) and not self._unstamped_said:   # said once: log + diagnostics WARN
             self._unstamped_said = True
             self._report("frame_time", [("warn", "frames arrive without a header stamp: shift timing uses the "
                                                  "node clock at arrival instead")])
         try:
-            result = segmenter.process(frame.rgb, stamp=frame.header, time_s=time_s)
+            results = segmenter.process_batch([item.frame.rgb for item in frames],
+                                              [item.frame.header for item in frames],
+                                              [item.time_s for item in frames])
             swaps, failed, active = segmenter.swap_count, segmenter.failed_fusions, segmenter.active
-        except Exception as error:  # keep serving the next frame; the reason goes to the log
-            self._stats.bad_frame("inference_error")
+        except Exception as error:  # keep serving the next turn; the reason goes to the log
+            for item in frames:
+                self._stats.bad_frame("inference_error", item.frame.camera.label)
             self.get_logger().error(f"inference failed: {type(error).__name__}: {error}",
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
         processed = time.monotonic()
-        if result.navigator_error is not None:   # the frame kept its mask; the next due frame embeds again
-            self.get_logger().error(f"navigator failed ({segmenter.navigator_errors} so far): "
-                                    f"{result.navigator_error}", throttle_duration_sec=LOG_THROTTLE_S)
-        self._check_backend(segmenter.backend)
+        self._stats.set_engine(forwards=segmenter.forwards, batched_frames=segmenter.batched_frames)
+        for item, result in zip(frames, results, strict=True):
+            if result.navigator_error is not None:   # the frame kept its mask; the next due frame embeds again
+                self.get_logger().error(f"navigator failed ({segmenter.navigator_errors} so far): "
+                                        f"{result.navigator_error}", throttle_duration_sec=LOG_THROTTLE_S)
+            self._check_backend(segmenter.backend)
+            self._publish(item.frame, result, segmenter, taken, processed)
+        self._stats.set_engine(
+            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active),
+            time_resets=segmenter.time_resets)
+
+    def _publish(self, frame: Frame, result, segmenter, taken: float, processed: float) -> None:
+        """One frame's outputs on its camera's topics, with its header."""
+        camera = frame.camera
         num_classes = len(result.classes)
         try:
             self._publish_class_map_if_new(camera, result.classes, frame.header)
@@ -515,13 +539,13 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._stats.set_engine(
             support=f"{result.support:.4f}", ema_distance=f"{result.ema_distance:.4f}",
             switch_threshold=f"{result.threshold:.4f}", consecutive_over_threshold=result.consecutive,
-            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active),
-            top_adapter=result.supports.top_adapter, time_resets=segmenter.time_resets)
+            top_adapter=result.supports.top_adapter)
         self.get_logger().debug(
-            f"frame {frame.header.stamp.sec}.{frame.header.stamp.nanosec:09d}: model {result.model_ms:.1f} ms, "
-            f"queue {(taken - frame.queued) * 1e3:.1f} ms, publish {(published - processed) * 1e3:.1f} ms, "
-            f"latency {latency_ms:.1f} ms; support {result.support:.4f}, ema distance {result.ema_distance:.4f} "
-            f"(threshold {result.threshold:.4f})", throttle_duration_sec=FRAME_LOG_THROTTLE_S)
+            f"frame {frame.header.stamp.sec}.{frame.header.stamp.nanosec:09d}: model {result.model_ms:.1f} ms "
+            f"({result.batch} frame(s) a forward), queue {(taken - frame.queued) * 1e3:.1f} ms, publish "
+            f"{(published - processed) * 1e3:.1f} ms, latency {latency_ms:.1f} ms; support {result.support:.4f}, "
+            f"ema distance {result.ema_distance:.4f} (threshold {result.threshold:.4f})",
+            throttle_duration_sec=FRAME_LOG_THROTTLE_S)
 
     def _publish_class_map_if_new(self, camera: Camera, classes: tuple[str, ...], header) -> None:
         """Say what mask values mean whenever a frame is the camera's first one segmented with a vocabulary;
