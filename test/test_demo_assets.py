@@ -150,3 +150,22 @@ def test_make_demo_end_to_end_swaps_at_the_domain_change(assets, ros_domain_id, 
     rows = {r["domain"]: r for r in numbers["domains"]}
     assert rows["fog"]["masks"] > 20 and rows["fog"]["adapted_miou"] > rows["fog"]["unadapted_miou"]
     assert out.stat().st_size > 10_000
+
+
+def test_a_build_finished_first_by_another_process_is_used_and_left_alone(assets, tmp_path, monkeypatch):
+    """Two commands building the same assets at once: the one finishing second must not delete the first's
+    folder (the other command may be reading it). The build itself is not under test here: it copies the
+    module's assets, and "another process" finishes its copy of the target while ours runs."""
+    import shutil
+
+    target = tmp_path / ba.cache_key(PARAMS)
+
+    def build(dest, params, log):
+        shutil.copytree(assets.root, target)                 # the other process renames its build into place
+        (target / "theirs").write_text("in use")
+        shutil.copytree(assets.root, dest)
+
+    monkeypatch.setattr(ba, "build", build)
+    used, built = ba.ensure_assets(tmp_path, PARAMS, log=lambda _: None)
+    assert built and used.root == target and (target / "theirs").read_text() == "in use"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]     # our temporary build is cleaned up

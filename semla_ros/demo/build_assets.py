@@ -319,7 +319,8 @@ def ensure_assets(cache_root: Path | None = None, params: BuildParams = BuildPar
     """The cached assets for `params`, building them first when missing. Returns (assets, built_now).
 
     Built into a temporary sibling directory and renamed at the end, so an interrupted build never
-    leaves a half-written cache entry behind.
+    leaves a half-written cache entry behind. When another process finished the same build first, its
+    assets are used (and left alone: a command may be reading them) unless `force`.
     """
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     target = Assets(root / cache_key(params))
@@ -329,6 +330,9 @@ def ensure_assets(cache_root: Path | None = None, params: BuildParams = BuildPar
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     try:
         build(tmp / "assets", params, log)
+        if target.exists() and not force:
+            log(f"assets {target.root} were built meanwhile by another process; using those")
+            return target, True
         if target.root.exists():
             shutil.rmtree(target.root)
         os.replace(tmp / "assets", target.root)
