@@ -18,8 +18,8 @@ evidence a shift needs grows by penalty * (median spacing / spacing of the two c
 between near domains (whose fusions differ little) stops being followed after a flap or two, flicker
 between far domains (where following pays) is still followed.
 
-Cost per frame: distances to the few candidate rows (the frame's retrieval is computed once by the
-caller), whatever the library's size.
+Cost per frame: distances to the frame's top-K rows and at most MAX_TRACKED candidates still holding
+evidence (the frame's retrieval is computed once by the caller), whatever the library's size.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import numpy as np
 from .retrieval import CentroidIndex
 
 NEAR_EXPONENT = 4.0   # how much harder a flap between near domains is damped (see the module docstring)
+MAX_TRACKED = 16      # candidates whose evidence is kept between frames (the strongest)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,7 @@ class ShiftEvidence:
         centroids = self.index.rows(rows)
         d = np.linalg.norm(centroids - e[None, :], axis=1)
         spacing = np.linalg.norm(centroids[1:] - centroids[0][None, :], axis=1)
-        best: EvidenceShift | None = None
-        best_margin = -math.inf
+        best_row, best_margin = -1, -math.inf
         for k, row in enumerate(rows[1:]):
             if not spacing[k] > 0.0:
                 continue    # a duplicate of the active centroid: no frame can tell them apart
@@ -137,9 +137,21 @@ class ShiftEvidence:
                 continue
             self._statistic[row] = s
             self._runs.setdefault(row, deque(maxlen=self.window)).append(e)
-            needed = self.needed(active, row, float(spacing[k]), now)
-            if s - needed > best_margin and s >= needed:
-                run = self._runs[row]
-                best_margin = s - needed
-                best = EvidenceShift(row, s, needed, np.mean(np.stack(run), axis=0), len(run))
-        return best
+            margin = s - self.needed(active, row, float(spacing[k]), now)
+            if margin >= 0.0 and margin > best_margin:
+                best_row, best_margin = row, margin
+        self._keep_strongest()
+        if best_row < 0:
+            return None
+        run = self._runs[best_row]
+        statistic = self._statistic[best_row]
+        return EvidenceShift(best_row, statistic, statistic - best_margin, np.mean(np.stack(run), axis=0), len(run))
+
+    def _keep_strongest(self) -> None:
+        """At most MAX_TRACKED candidates keep their evidence (the largest): a frame's cost stays bounded even
+        when the camera jumps between many domains."""
+        if len(self._statistic) <= MAX_TRACKED:
+            return
+        for row in sorted(self._statistic, key=self._statistic.__getitem__)[:len(self._statistic) - MAX_TRACKED]:
+            del self._statistic[row]
+            self._runs.pop(row, None)
