@@ -72,7 +72,7 @@ def test_the_declared_settings_keep_their_defaults_and_refuse_bad_values():
     for cls in DECLARED:
         assert fields.fields(cls), cls           # every field declared, resolvable, defaults valid
         cls()
-    assert SegmenterSettings().top_k == 5 and SegmenterSettings().trigger == "retrieval"
+    assert SegmenterSettings().top_k == 5 and SegmenterSettings().trigger == "evidence"
     assert fields.field_info(SegmenterSettings, "trigger").choices == TRIGGERS
     for bad in (dict(top_k=0), dict(top_k=65), dict(ema_alpha=1.5), dict(trigger="cusum"), dict(dwell_s=-1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):

@@ -260,6 +260,10 @@ def _policy(s: dict) -> str:
     if trigger == "retrieval":
         return (f"trigger retrieval: a new top-1 by a margin of {s['switch_margin']} × median centroid spacing or "
                 f"weights moved by {s['weight_change']}, held {s['dwell_s']} s, {common}")
+    if trigger == "evidence" and "evidence_threshold" in s:
+        return (f"trigger evidence: a candidate adapter's accumulated per-frame evidence reaches "
+                f"{s['evidence_threshold']}, flap damping {s['flap_penalty']} per flap within {s['flap_window_s']} s, "
+                f"cooldown {s['cooldown_s']} s")
     return f"trigger {trigger}, {common}"
 
 
