@@ -6,7 +6,7 @@ r=8: 8.3 MB per adapter), each configuration measured in a fresh subprocess so i
             time, and RSS growth per 100 adapters
   retrieve  top-K of a query through the library's index, next to the exact full pass it replaces
             (same rows and weights is checked on every query)
-  decision  what the node does per embedding besides the network: debouncer + retrieval trigger, the
+  decision  what the node does per embedding besides the network: debouncer + its trigger (the default), the
             embedding's retrieval, its support numbers and the coverage monitor (no adaptation)
   swap      select (retrieve + read the K adapters) + stage W_base + dW + copy into the model, cold
             (factors not cached, their file pages dropped from the OS cache) and warm (cached);
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{large['entries']} entries (lazy)")
     print(f"\nretrieve: top-{args.top_k} through the library index (median of {args.queries} queries); exact: the "
           f"full float64 pass (median of {args.exact_queries}); same: identical rows and weights on every query. "
-          "decision: per embedding, debouncer + retrieval trigger + retrieval + support + coverage (median). "
+          "decision: per embedding, debouncer + the default trigger + retrieval + support + coverage (median). "
           f"swap: select + stage + copy into the model, median of {args.swaps}; cold: the {args.top_k} adapters "
           "not cached and their pages dropped from the OS cache. torch threads: " + str(rows[0]["threads"]))
     return 0 if all(r["identical"] and r["skipped"] == 0 for r in rows) else 1
