@@ -77,6 +77,12 @@ def resolve_threshold(value: float, mode: str, median_inter_centroid_distance: f
     return float(value) * float(median_inter_centroid_distance)
 
 
+def run_window(alpha: float, min_consecutive: int) -> int:
+    """How many raw embeddings a confirmed shift's query averages: the EMA's effective window (2 - alpha) / alpha,
+    at least min_consecutive (the over run of the EMA triggers, the evidence run of the evidence trigger)."""
+    return max(int(min_consecutive), math.ceil((2.0 - alpha) / alpha))
+
+
 def _vector(embedding) -> np.ndarray | None:
     return None if embedding is None else np.asarray(embedding, dtype=np.float64).reshape(-1).copy()
 
@@ -220,7 +226,7 @@ class DomainShiftDebouncer:
                 self._over_since, self._candidate = now, candidate
             self._consecutive += 1
             self._run.append(e)
-            window = max(self.min_consecutive, math.ceil((2.0 - self.alpha) / self.alpha))
+            window = run_window(self.alpha, self.min_consecutive)
             while len(self._run) > window:
                 self._run.popleft()
         else:

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .adaptation import AdaptationRunner
-from .debounce import DebounceDecision, DomainShiftDebouncer, resolve_threshold
+from .debounce import DebounceDecision, DomainShiftDebouncer, resolve_threshold, run_window
 from .evidence import ShiftEvidence
 from .library import AdapterLibrary
 from .requests import PendingRequest
@@ -34,10 +34,9 @@ def trigger_rules(settings: SegmenterSettings, library: AdapterLibrary | None) -
         return {"trigger": "retrieval",
                 "rule": RetrievalRule(library, s.top_k, s.temperature, s.metric, margin, s.weight_change)}
     if s.trigger == "evidence":
-        window = max(s.min_consecutive, math.ceil((2.0 - s.ema_alpha) / s.ema_alpha))
         return {"trigger": "evidence",
-                "evidence": ShiftEvidence(library, s.evidence_threshold, window, s.flap_window_s, s.flap_penalty,
-                                          s.flap_half_life_s, spacing)}
+                "evidence": ShiftEvidence(library, s.evidence_threshold, run_window(s.ema_alpha, s.min_consecutive),
+                                          s.flap_window_s, s.flap_penalty, s.flap_half_life_s, spacing)}
     return {"trigger": s.trigger}
 
 
