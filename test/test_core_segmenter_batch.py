@@ -84,7 +84,7 @@ def segmenter_with(library, executor, backend_limit=None, **settings):
     predictor = CatSegPredictor(build_catseg("tiny"), CLASSES)
     s = SegmenterSettings(**({"threshold_mode": "absolute", "switch_threshold": 1.0, "cooldown_s": 0.0,
                               "ema_alpha": 0.5, "min_consecutive": 2, "top_k": 2, "trigger": "distance",
-                              "dwell_s": 0.0, "warmup_frames": 1} | settings))
+                              "dwell_s": 0.0, "warmup_frames": 1, "embed_rest_every_n": 1} | settings))
     backend = CountingBackend(predictor, backend_limit)
     ticks = itertools.count()
     return SemlaSegmenter(predictor, library, MeanColorNavigator(), s, backend=backend, executor=executor,

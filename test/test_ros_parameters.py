@@ -17,7 +17,8 @@ RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_
                   "image_topics", "input_transport", "input_qos", "input_qos_depth", "output_qos", "output_qos_depth",
                   "diagnostics_period_s", "coverage_capture_dir"}
 LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_threshold", "threshold_mode",
-        "min_consecutive", "cooldown_s", "embed_every_n", "warmup_frames", "evidence_threshold", "flap_window_s",
+        "min_consecutive", "cooldown_s", "embed_every_n", "embed_rest_every_n", "warmup_frames", "evidence_threshold",
+        "flap_window_s",
         "flap_penalty", "flap_half_life_s", "fusion_recall", "max_input_pixels", "overlay_alpha",
         "coverage_max_relative_distance", "coverage_min_scale_free_support", "coverage_window",
         "coverage_suspect_fraction", "coverage_gap_fraction", "coverage_capture_period_s",

@@ -10,8 +10,9 @@ table, the per-scenario and per-pair tables, and how the support scores go with 
 puts the support section into that file (between markers, the rest is left alone).
 
 `--overhead`: the steady-state frame time of the segmenter stream vs the plain model, CAT-Seg
-ViT-B/16-384 + an open_clip ViT-L/14 navigator, random weights, CPU, 640x480, embed_every_n 5:
-the navigator on the inference thread (the old way) and on its own thread (the node's way).
+ViT-B/16-384 + an open_clip ViT-L/14 navigator, random weights, CPU, 640x480, the node's embedding cadence
+(embed_every_n 1, backing off to embed_rest_every_n at rest): the navigator on the inference thread (the old
+way) and on its own thread (the node's way).
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ POLICY_TEXT = {
                f"{_DEFAULT.evidence_threshold:g}, flap damping {_DEFAULT.flap_penalty:g} per flap within "
                f"{_DEFAULT.flap_window_s:g} s, half-life {_DEFAULT.flap_half_life_s:g} s, cooldown "
                f"{_DEFAULT.cooldown_s:g} s, {_DEFAULT.warmup_frames} warm-up frames, recall of the "
-               f"{_DEFAULT.fusion_recall} most recent fusions)",
+               f"{_DEFAULT.fusion_recall} most recent fusions, the navigator embedding every frame while the decision "
+               f"moves and backing off to one frame in {_DEFAULT.embed_rest_every_n} while it is still)",
 }
 
 
@@ -198,7 +200,7 @@ def support_rows(records) -> list[dict]:
 
     out = []
     for policy, recs in records.items():
-        recs = [(d, e) for d, blended, e in recs if not blended and not math.isnan(e.miou)]
+        recs = [(d, e) for d, blended, e in recs if not blended and e.embedded and not math.isnan(e.miou)]
         for label, field in SUPPORTS:
             pts = [(d, getattr(e, field), e.miou) for d, e in recs if math.isfinite(getattr(e, field))]
             if len(pts) < 3:
@@ -220,7 +222,7 @@ def wrong_fusion_rows(records) -> list[dict]:
     for policy, recs in records.items():
         groups = {True: [], False: []}
         for _d, blended, e in recs:
-            if e.active and e.top1 and math.isfinite(e.active_scale_free_support) and not blended:
+            if e.active and e.top1 and math.isfinite(e.active_scale_free_support) and not blended and e.embedded:
                 groups[e.active[0] == e.top1].append((e.active_scale_free_support, e.scale_free_support, e.miou))
         row = dict(policy=policy)
         for key, vals in groups.items():
@@ -236,9 +238,10 @@ def wrong_fusion_rows(records) -> list[dict]:
 def support_markdown(rows, wrong, command: str) -> str:
     lines = ["### Support scores vs per-frame mIoU (shift scenarios)", "",
              f"Reproduce: `{command}` (the support part of `semla-bench shifts`). Frames: every unblended frame of "
-             "the shift scenarios (docs/shifts.md), segmented by the policy named, with the **full** demo library "
-             "(no leave-one-out, unlike the table above). Spearman ρ between each score and the frame's own mIoU, "
-             "over all frames (pooled) and within each true domain.", "",
+             "the shift scenarios (docs/shifts.md) that the policy named embedded (its support numbers are its "
+             "own; at rest the node embeds one frame in embed_rest_every_n), segmented by that policy, with the "
+             "**full** demo library (no leave-one-out, unlike the table above). Spearman ρ between each score and "
+             "the frame's own mIoU, over all frames (pooled) and within each true domain.", "",
              "| policy | score | frames | pooled ρ | within-domain ρ (min … median … max) | mean per domain |",
              "|---|---|---:|---:|---|---|"]
     for r in rows:
@@ -325,7 +328,8 @@ def write_doc(path: Path, tables: dict, scores, policy_list, command: str, secon
               "## Summary", "", tables["summary"], "",
               "## How to read it", "",
               "- A *segment* is a run of frames with one true domain. Its *expected adapter* is the one per-frame "
-              "retrieval ranks first on most of its frames (what per-image SemLA mostly runs there). A change is "
+              "retrieval (each frame's own embedding, whether or not the policy embedded it) ranks first on most of "
+              "its frames (what per-image SemLA mostly runs there). A change is "
               "*detectable* when the expected adapter differs from the previous segment's and is per-frame top-1 for "
               "at least 3 s of the new segment; it is *missed* when the policy never serves a frame with a fusion "
               "whose top-1 is the expected adapter during the segment.",
@@ -360,6 +364,14 @@ def write_doc(path: Path, tables: dict, scores, policy_list, command: str, secon
                          "its fusion in stationary noise, where a fusion for the mean of many frames beats a fusion "
                          "for each noisy frame. Flicker between far domains is followed with recalls, not fusions; "
                          "flicker between near ones is damped after a flap or two.")
+        rest = POLICY_SETTINGS["default"].embed_rest_every_n
+        if rest > POLICY_SETTINGS["default"].embed_every_n:
+            lines.append(f"- The default embeds one frame in {rest} while the decision is still (no candidate holding "
+                         "evidence, no warm-up, request or fresh shift) and every frame once one embedding moves it "
+                         "(core/embedding_cadence.py): a change is seen up to "
+                         f"{(rest - 1) / RATE_HZ:.1f} s later than with every frame embedded, which is in its "
+                         f"reaction above, and at rest the navigator costs 1/{rest} of what embedding every frame "
+                         "costs.")
     if dwell_s is not None:
         lines.append(f"- Flicker bound for the default: at most one swap per dwell period ({dwell_s:g} s), i.e. "
                      "duration / dwell + 1 swaps per stream.")
@@ -415,7 +427,9 @@ def run_overhead(args, argv_text: str | None = None) -> int:
         library = AdapterLibrary.open(tmp, navigator_dim=navigator.dim, model=model)
     # No shift after the startup fusion: the steady state is what is timed.
     settings = SegmenterSettings(trigger="distance", switch_threshold=1e9, threshold_mode="absolute",
-                                 embed_every_n=args.embed_every_n, warmup_frames=1)
+                                 embed_every_n=args.embed_every_n, embed_rest_every_n=args.embed_rest_every_n,
+                                 warmup_frames=1)
+    cadence = f"embed_every_n {args.embed_every_n}, embed_rest_every_n {args.embed_rest_every_n}"
 
     def plain(i):
         predictor.predict(images[i % len(images)])
@@ -434,7 +448,7 @@ def run_overhead(args, argv_text: str | None = None) -> int:
 
     runs = {"plain": plain, "inline": stream("inline"), "thread": stream("thread")}
     print(f"{args.config} + {args.navigator} (random weights), {height}x{width}, CPU, torch threads "
-          f"{torch.get_num_threads()}, embed_every_n {args.embed_every_n}; {args.reps} rounds of {args.frames} frames "
+          f"{torch.get_num_threads()}, {cadence}; {args.reps} rounds of {args.frames} frames "
           "per mode, modes interleaved", flush=True)
     for fn in runs.values():   # warm-up: first calls, the startup fusion, thread start
         for i in range(args.warmup):
@@ -469,7 +483,8 @@ def run_overhead(args, argv_text: str | None = None) -> int:
             "## Navigator overhead", "",
             f"Reproduce: `{command}`. {args.config} + open_clip {args.navigator}, random weights, "
             f"{height}x{width} frames, CPU, torch threads {torch.get_num_threads()}, "
-            f"embed_every_n {args.embed_every_n}; "
+            f"{cadence} (no shift after the startup fusion: at rest the navigator embeds one frame in "
+            f"{max(args.embed_every_n, args.embed_rest_every_n)}); "
             f"{args.reps} rounds of {args.frames} frames per mode, the modes interleaved in one process (machine "
             "shared with other jobs: compare rows, not absolute times). *plain*: the model alone; *inline*: the "
             "segmenter with the navigator on the inference thread (the node before); *thread*: the navigator on "
@@ -505,7 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--navigator", default="ViT-L-14", help="--overhead: open_clip model (random weights)")
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--embed-every-n", type=int, default=5)
+    parser.add_argument("--embed-every-n", type=int, default=_DEFAULT.embed_every_n,
+                        help="--overhead: the dense cadence (default: the node's)")
+    parser.add_argument("--embed-rest-every-n", type=int, default=_DEFAULT.embed_rest_every_n,
+                        help="--overhead: the cadence at rest (default: the node's)")
     parser.add_argument("--frames", type=int, default=10, help="--overhead: frames per mode per round")
     parser.add_argument("--reps", type=int, default=2, help="--overhead: rounds")
     parser.add_argument("--warmup", type=int, default=3, help="--overhead: untimed frames per mode")

@@ -106,7 +106,7 @@ SECTIONS = {s.name: s for s in (
             "semla-bench shifts --doc docs/shifts.md --support-doc docs/evaluation.md", _node, True, 18,
             "Reproduce: `semla-bench shifts --doc docs/shifts.md"),
     Section("shifts-overhead", "docs/shifts.md",
-            "semla-bench shifts --overhead --threads 1 --reps 4 --frames 6 --warmup 2 --doc docs/shifts.md",
+            "semla-bench shifts --overhead --threads 1 --reps 4 --frames 6 --warmup 8 --doc docs/shifts.md",
             _node, True, 5, "<!-- semla-bench shifts --overhead: begin -->"),
     Section("relabel", "docs/relabel.md", "semla-bench relabel", _relabel, False, 10),
     Section("gap-loop", "docs/relabel.md", "python -m semla_ros.demo.gap_loop --out docs", _gap_loop, False, 4),

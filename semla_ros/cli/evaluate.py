@@ -27,7 +27,7 @@ from ..training.loop import LOSSES, LoopSettings
 from .ending import run_command
 
 # What the protocol replays does not depend on the cache size and embedding rate.
-NOT_REPLAYED = ("embed_every_n", "adapter_cache_mb")
+NOT_REPLAYED = ("embed_every_n", "embed_rest_every_n", "adapter_cache_mb")
 ENGINE_OPTIONS = ("checkpoint", "allow_random_weights", "navigator", "device", "sliding_window")
 
 

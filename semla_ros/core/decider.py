@@ -79,6 +79,13 @@ class FusionDecider:
         """A request waits for a first EMA: embed the next frame whatever the cadence."""
         return self._requests.pending and self._debouncer.ema is None
 
+    def moving(self, decision: DebounceDecision) -> bool:
+        """Whether the decision needs the next frames embedded (core/embedding_cadence.py): warm-up, no fusion
+        yet, a request waiting, a shift being confirmed or just made, or per-image SemLA (every frame decides)."""
+        return (decision.shift or decision.consecutive > 0 or decision.warming_up or decision.startup
+                or self._debouncer.reference is None or self._requests.pending
+                or self._settings().trigger == "frame")
+
     # ------------------------------------------------------------------ changes
     def configure(self) -> None:
         """Apply the current settings and library to the debouncer (its trigger rule and threshold)."""

@@ -1,7 +1,8 @@
 """EmbeddingScheduler: which frame the navigator embeds, and the one embedding job in flight.
 
-The navigator runs on its own worker so a frame never waits for it: a due frame is handed over only
-while no job is in flight (a frame arriving while the navigator is busy is not embedded), and the
+Which frame is due follows the cadence (core/embedding_cadence.py: dense while the decision moves, backing
+off while it is still). The navigator runs on its own worker so a frame never waits for it: a due frame is
+handed over only while no job is in flight (a frame arriving while the navigator is busy is not embedded), and the
 finished embedding is collected on a later frame (at once with an inline executor). Time running
 backwards (a bag looping) starts a new epoch: a job from before the jump is dropped when it finishes.
 A navigator failure never costs a mask: it is counted, reported once, and the next due frame retries.
@@ -14,6 +15,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from .embedding_cadence import EmbeddingCadence
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class EmbeddingScheduler:
         self._executor = executor if executor is not None else ThreadPoolExecutor(
             1, thread_name_prefix="semla-navigator")
         self._job: EmbeddingJob | None = None      # the frame being embedded
-        self._frame = 0                            # frames segmented so far: the embedding cadence
+        self._since = -1                           # frames segmented since the last hand-over (-1: none yet)
+        self.cadence = EmbeddingCadence()
         self._epoch = 0                            # bumped when time runs backwards
         self._last_time = -math.inf
         self._time_resets = 0
@@ -58,21 +62,27 @@ class EmbeddingScheduler:
         if restarted:
             self._epoch += 1
             self._time_resets += 1
+            self.cadence.reset()
         self._last_time = now
         return restarted
 
     def segmented(self) -> None:
         """A frame got its mask: the next one is one further in the cadence."""
-        self._frame += 1
+        if self._since >= 0:
+            self._since += 1
 
-    def start_if_due(self, image_rgb, stamp, now: float, every_n: int, urgent: bool = False) -> bool:
-        """Hand this frame to the navigator if it is due (every `every_n`-th, or `urgent`) and none is in flight."""
+    def start_if_due(self, image_rgb, stamp, now: float, every_n: int, rest_every_n: int | None = None,
+                     urgent: bool = False) -> bool:
+        """Hand this frame to the navigator if it is due (the cadence's interval since the last hand-over, the
+        first frame, or `urgent`) and none is in flight. `rest_every_n` None: a fixed cadence of `every_n`."""
         if self.navigator is None:
             raise ValueError("a library needs a navigator to embed frames (none was given)")
-        if self._job is not None or not (self._frame % every_n == 0 or urgent):
+        interval = self.cadence.interval(every_n, every_n if rest_every_n is None else rest_every_n)
+        if self._job is not None or not (self._since < 0 or self._since >= interval or urgent):
             return False
         future = self._executor.submit(self.navigator.embed, [image_rgb])
         self._job = EmbeddingJob(future, stamp, now, self._epoch, image_rgb)
+        self._since = 0
         return True
 
     def collect(self) -> tuple[np.ndarray, EmbeddingJob] | None:

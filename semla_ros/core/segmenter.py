@@ -346,6 +346,12 @@ class SemlaSegmenter:
                      "in forwards of up to %d", getattr(self.backend, "name", "backend"), limit, limit)
         return batches
 
+    def _decide(self, found: tuple[np.ndarray, EmbeddingJob]) -> DebounceDecision:
+        """One finished embedding to the decider; what it decided sets the embedding cadence."""
+        decision = self._decider.decide(found[0], found[1].stamp, found[1].time_s)
+        self._embeddings.cadence.settle(self._decider.moving(decision))
+        return decision
+
     def _observe(self, image_rgb, stamp, now) -> tuple[DebounceDecision | None, EmbeddingJob | None]:
         """Feed a finished embedding to the decider, hand this frame to the navigator if it is due, serve a
         pending request: the decision and frame of the embedding that reached the debouncer (None: none did)."""
@@ -353,10 +359,12 @@ class SemlaSegmenter:
             return None, None
         embeddings, decider = self._embeddings, self._decider
         found = embeddings.collect()   # finished since the last frame (a worker thread)
-        decision = None if found is None else decider.decide(found[0], found[1].stamp, found[1].time_s)
-        if embeddings.start_if_due(image_rgb, stamp, now, self._settings.embed_every_n, decider.wants_embedding):
+        decision = None if found is None else self._decide(found)
+        s = self._settings
+        if embeddings.start_if_due(image_rgb, stamp, now, s.embed_every_n, s.embed_rest_every_n,
+                                   urgent=decider.wants_embedding):
             finished = embeddings.collect()   # an inline executor has finished it already
             if finished is not None:
-                found, decision = finished, decider.decide(finished[0], finished[1].stamp, finished[1].time_s)
+                found, decision = finished, self._decide(finished)
         decider.serve_request(stamp, now)
         return decision, None if found is None else found[1]

@@ -124,6 +124,15 @@ class SegmenterSettings:
     embed_every_n: int = setting(1, low=1, high=10000, help="Embed every Nth processed frame with the navigator",
                                  doc="Embed (and update the EMA) on every Nth processed frame only; segmentation "
                                      "runs on all.")
+    embed_rest_every_n: int = setting(
+        4, low=1, high=10000,
+        help="While the decision is still, embed less often: the interval doubles from embed_every_n after each "
+             "still embedding, up to this many frames (<= embed_every_n: a fixed cadence)",
+        doc="Embedding cadence while the decision is still (no candidate holding evidence, no EMA over its "
+            "threshold, no warm-up, request or fresh shift): after each still embedding the interval doubles "
+            "from embed_every_n, up to this many processed frames; the first embedding that moves the decision "
+            "brings it back to embed_every_n. A change is seen at most this many frames late; the navigator's "
+            "cost at rest is 1/this of a frame's. <= embed_every_n keeps a fixed cadence of embed_every_n.")
     warmup_frames: int = setting(5, low=1, high=10000, help="Embedded frames averaged before the startup fusion",
                                  doc="Embedded frames averaged before the startup fusion (the startup reference "
                                      "is an average, not one noisy frame).")

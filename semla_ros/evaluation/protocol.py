@@ -45,6 +45,11 @@ METHODS = ("zero-shot", "oracle", "uniform", "semla", "semla-debounced")
 LIBRARY_METHODS = METHODS[1:]
 
 
+# The protocol measures adaptation, not the navigator's cost: semla-debounced embeds at the fixed cadence
+# embed_every_n (every frame unless set), never backing off at rest as the node does.
+NOT_REPLAYED = ("embed_rest_every_n",)
+
+
 @dataclass(frozen=True)
 class ProtocolSettings:
     methods: tuple[str, ...] = setting(METHODS, help="methods to run", option=False)
@@ -61,9 +66,10 @@ class ProtocolSettings:
             raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
 
     def to_json(self) -> dict:
-        """Flat: the protocol's own fields and the segmenter settings side by side."""
+        """Flat: the protocol's own fields and the segmenter settings it replays with, side by side."""
         out = {k: v for k, v in asdict(self).items() if k != "segmenter"}
-        return {**out, "methods": list(self.methods), **asdict(self.segmenter)}
+        replayed = {k: v for k, v in asdict(self.segmenter).items() if k not in NOT_REPLAYED}
+        return {**out, "methods": list(self.methods), **replayed}
 
 
 class CachedNavigator:
@@ -292,7 +298,8 @@ class Evaluator:
                             on_record)
 
     def _run_semla_debounced(self, domain, folder, acc, records, progress, on_record):
-        return self._replay("semla-debounced", self.settings.segmenter, domain, folder, acc, records, progress,
+        fixed = self.settings.segmenter.replace(embed_rest_every_n=1)   # NOT_REPLAYED
+        return self._replay("semla-debounced", fixed, domain, folder, acc, records, progress,
                             on_record)
 
     def _replay(self, method, segmenter_settings, domain, folder, acc, records, progress, on_record):

@@ -15,7 +15,8 @@ from ..core.settings import SegmenterSettings
 def per_image(settings: SegmenterSettings) -> SegmenterSettings:
     """Official SemLA as the segmenter runs it: every frame embedded and fused for its own embedding (no
     recall of a recent fusion in its place)."""
-    return settings.replace(trigger="frame", embed_every_n=1, warmup_frames=1, fusion_recall=0)
+    return settings.replace(trigger="frame", embed_every_n=1, embed_rest_every_n=1, warmup_frames=1,
+                             fusion_recall=0)
 
 
 class SegmenterReplay:

@@ -59,7 +59,7 @@ class Policy:
 class FrameLog:
     """What the segmenter did on one frame."""
 
-    top1: str                       # per-frame retrieval's top-1 ('' before the first embedding)
+    top1: str                       # the frame's own retrieval top-1 (see own_top1)
     active: tuple[str, ...]         # the fusion that segmented the frame (most similar first)
     weights: tuple[float, ...]
     fusion: bool                    # a new fusion became active right before this frame
@@ -69,6 +69,7 @@ class FrameLog:
     active_support: float = math.nan
     active_scale_free_support: float = math.nan
     miou: float = math.nan          # of this frame's mask
+    embedded: bool = True           # the frame's embedding reached the decision (its support numbers are its own)
     recalled: bool = False          # a recalled fusion (core/recall.py) became active right before this frame
 
 
@@ -115,15 +116,25 @@ def replay(predictor, library, navigator, settings: SegmenterSettings, frames: S
             recalled = fused and out.fusion.recalled
             miou = math.nan if acc is None else mean_iou(acc.add(out.class_ids, labels[k]))
             s = out.supports
-            log.append(FrameLog(top1=s.top_adapter, active=tuple(active.adapters) if active else (),
+            log.append(FrameLog(top1=s.top_adapter if out.embedded else own_top1(navigator, library, image, settings),
+                                active=tuple(active.adapters) if active else (),
                                 weights=tuple(round(w, 6) for w in active.weights) if active else (),
                                 fusion=fused and not recalled, reason=out.fusion.reason if fused else "",
                                 support=s.library, scale_free_support=s.scale_free, active_support=s.active,
-                                active_scale_free_support=s.active_scale_free, miou=miou, recalled=recalled))
+                                active_scale_free_support=s.active_scale_free, miou=miou, recalled=recalled,
+                                embedded=out.embedded))
     finally:
         seg.fuse_now([], [])
         seg.close()
     return log, (None if acc is None else acc.matrix)
+
+
+def own_top1(navigator, library, image, settings: SegmenterSettings) -> str:
+    """The top-1 adapter of the frame's own retrieval: the yardstick every policy is scored against, also on
+    the frames a policy's embedding cadence skips (with the bench's caching navigator, one embedding per image
+    for all policies)."""
+    rows, _ = library.index.nearest(np.asarray(navigator.embed([image])[0], dtype=np.float64), 1, settings.metric)
+    return library.names[int(rows[0])] if len(rows) else ""
 
 
 def segments(frames: Sequence[StreamFrame]) -> list[tuple[int, int]]:

@@ -122,7 +122,7 @@ SECTIONS = (
     Section("retrieval (LIVE)", SegmenterSettings, ("top_k", "temperature", "metric")),
     Section("shift debouncing (LIVE)", SegmenterSettings,
             ("ema_alpha", "trigger", "switch_threshold", "threshold_mode", "switch_margin", "weight_change",
-             "min_consecutive", "dwell_s", "cooldown_s", "embed_every_n", "warmup_frames"),
+             "min_consecutive", "dwell_s", "cooldown_s", "embed_every_n", "embed_rest_every_n", "warmup_frames"),
             intro="Times are the frames' own (header stamps, see frame_time), so a bag replayed at any rate gives "
                   "the same swaps; a stamp jumping backwards (a looping bag) restarts the EMA, warm-up and timers "
                   "and keeps the active fusion. Defaults: the best measured on the shift scenarios "
