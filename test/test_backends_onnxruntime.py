@@ -326,3 +326,18 @@ def test_weights_become_inputs_in_our_layout_behind_identity_too():
     a2, b2 = a + 1.0, b * 2.0                                        # new weights, in our (out, in) layout
     (y,) = session.run(None, {"x": x, **dict(zip([name for _, name in feeds], (a2, b2), strict=True))})
     assert np.allclose(y, x @ a2.T @ b2.T @ c, atol=1e-5)
+
+
+def test_close_engine_closes_the_segmenter_and_the_engine_it_was_given(cache):
+    """What the node runs at cleanup and shutdown: the segmenter's workers and the backend's engine are closed
+    (the backend builds nothing more and serves PyTorch), not left to the garbage collector."""
+    from semla_ros.engine import close_engine
+
+    predictor, backend = make(cache)   # the build runs inline: the engine is installed
+    segmenter = SemlaSegmenter(predictor, None, ConstantNavigator(), backend=backend, executor=InlineExecutor())
+    segmenter.process((np.random.default_rng(2).random((60, 80, 3)) * 255).astype(np.uint8))
+    assert backend.engine is not None and backend.serving == "engine"
+    close_engine(segmenter)
+    assert backend.closing.is_set() and backend.engine is None
+    with pytest.raises(RuntimeError, match="closed"):
+        segmenter.process((np.random.default_rng(3).random((60, 80, 3)) * 255).astype(np.uint8))

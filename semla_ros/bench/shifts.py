@@ -415,16 +415,18 @@ def run_overhead(args, argv_text: str | None = None) -> int:
     height, width = args.height, args.width
     images = [world.render(d, 7_000_000 + i, (height, width)).image for i, d in enumerate(("clear", "fog", "night"))]
     g = torch.Generator().manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in range(2):
-            factors = {}
-            for name in semla_target_modules(model):
-                linear = model.get_submodule(name)
-                factors[name] = (torch.randn(8, linear.in_features, generator=g) * 0.01,
-                                 torch.randn(linear.out_features, 8, generator=g) * 0.01)
-            write_entry(tmp, f"random-{k}", factors, np.random.default_rng(k).normal(size=navigator.dim),
-                        lora_alpha=16, metadata={"navigator": navigator.id, "embedding_dim": navigator.dim})
-        library = AdapterLibrary.open(tmp, navigator_dim=navigator.dim, model=model)
+    # The library's folder lives as long as the run: a fusion reads its adapters when it is made.
+    library_dir = tempfile.TemporaryDirectory(prefix="semla-overhead-")
+    tmp = library_dir.name
+    for k in range(2):
+        factors = {}
+        for name in semla_target_modules(model):
+            linear = model.get_submodule(name)
+            factors[name] = (torch.randn(8, linear.in_features, generator=g) * 0.01,
+                             torch.randn(linear.out_features, 8, generator=g) * 0.01)
+        write_entry(tmp, f"random-{k}", factors, np.random.default_rng(k).normal(size=navigator.dim),
+                    lora_alpha=16, metadata={"navigator": navigator.id, "embedding_dim": navigator.dim})
+    library = AdapterLibrary.open(tmp, navigator_dim=navigator.dim, model=model)
     # No shift after the startup fusion: the steady state is what is timed.
     settings = SegmenterSettings(trigger="distance", switch_threshold=1e9, threshold_mode="absolute",
                                  embed_every_n=args.embed_every_n, embed_rest_every_n=args.embed_rest_every_n,
@@ -453,9 +455,15 @@ def run_overhead(args, argv_text: str | None = None) -> int:
     for fn in runs.values():   # warm-up: first calls, the startup fusion, thread start
         for i in range(args.warmup):
             fn(i)
+    for name, seg in segmenters.items():   # the steady state is a fusion being active, not a failing one
+        seg.wait_embedding()
+        if seg.active is None:
+            raise RuntimeError(f"the {name} segmenter has no active fusion after the warm-up ({seg.failed_fusions} "
+                               "failed fusions): raise --warmup")
+    embedded.update({name: 0 for name in segmenters})   # embeddings of the timed frames only
     times = {name: [] for name in runs}
     rounds = []   # per round: each mode's mean / plain's mean (the load drifts between rounds, less within one)
-    counter = 0
+    counter = args.warmup   # frame times go on from the warm-up's (time running back would restart the decision)
     for rnd in range(args.reps):
         for name, fn in runs.items():
             for _ in range(args.frames):
@@ -468,6 +476,7 @@ def run_overhead(args, argv_text: str | None = None) -> int:
         rounds.append({n: m / means["plain"] for n, m in means.items()})
     for seg in segmenters.values():
         seg.close()
+    library_dir.cleanup()
     base = statistics.mean(times["plain"])
     rows = ["| mode | mean ms | median | p95 | max | × plain (means) | × plain (median of rounds) | embeddings used |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import traceback
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,12 @@ class EmbeddingScheduler:
         if job.epoch != self._epoch:
             return None
         return embedding, job
+
+    def wait(self) -> None:
+        """Block until the embedding in flight, if any, has finished (it is still collected on a later frame)."""
+        job = self._job
+        if job is not None:
+            futures_wait([job.future])
 
     def take_error(self) -> str | None:
         """The navigator's newest failure, once."""

@@ -159,6 +159,11 @@ class SemlaSegmenter:
     def failed_fusions(self) -> int:
         return self._adaptation.failed
 
+    def wait_embedding(self) -> None:
+        """Block until the navigator's job in flight has finished: a benchmark charges a frame with the navigator
+        work it started, where a worker thread would otherwise run it during whatever comes next."""
+        self._embeddings.wait()
+
     @property
     def navigator_errors(self) -> int:
         """Embeddings the navigator failed to make (each frame still got its mask)."""

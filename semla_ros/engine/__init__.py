@@ -10,7 +10,8 @@ import importlib
 
 from .spec import CITYSCAPES_CLASSES, EngineSpec
 
-_FROM_BUILD = ("EngineBuild", "EngineConfigError", "build_engine", "build_predictor", "open_library", "resolve_device")
+_FROM_BUILD = ("EngineBuild", "EngineConfigError", "build_engine", "build_predictor", "close_engine", "open_library",
+               "resolve_device")
 __all__ = ["CITYSCAPES_CLASSES", "EngineSpec", *_FROM_BUILD]
 
 

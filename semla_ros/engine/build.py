@@ -194,3 +194,14 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
     build.segmenter = SemlaSegmenter(build.predictor, build.library, build.navigator, spec.settings,
                                      backend=build.backend, executor=executor, clock=clock)
     return build
+
+
+def close_engine(segmenter: SemlaSegmenter) -> None:
+    """Close what `build_engine` made for `segmenter`: its workers, then the engines it was given (the network's
+    backend, the navigator's session). An engine export in flight is told to stop at its next safe point and is
+    waited for, so this may take as long as that step; never installed, its engine is freed."""
+    segmenter.close()
+    for part in (segmenter.backend, segmenter.navigator):
+        close = getattr(part, "close", None)
+        if callable(close):
+            close()

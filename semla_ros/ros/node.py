@@ -340,7 +340,13 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         if thread is not None:
             thread.join(1.0)
         if segmenter is not None and (thread is None or not thread.is_alive()):
-            segmenter.close()
+            # The engines too (an ONNX Runtime / TensorRT session, the navigator's), on a thread of their own
+            # waited for 1 s at most: an export in flight stops at its next safe point without holding shutdown.
+            from semla_ros.engine import close_engine  # the engine was built: build.py is imported already
+
+            closer = threading.Thread(target=close_engine, args=(segmenter,), name="semla-engine-close", daemon=True)
+            closer.start()
+            closer.join(1.0)
         self._destroy_publishers()
         had_model, segmenter = segmenter is not None, None
         gc.collect()
