@@ -58,13 +58,13 @@ POLICY_SETTINGS = {
 POLICY_TEXT = {
     "semla": "per-image SemLA (`trigger: frame`, no recall): a fusion for every frame",
     "distance": "EMA distance (`trigger: distance`, α 0.1, threshold 0.5 × median spacing, 3 hits, cooldown 5 s): "
-                "the node's rule and defaults before this benchmark",
+                "the node's rule and defaults before this benchmark, with today's embedding cadence",
     "distance-demo": "EMA distance with `make demo`'s former settings (top-3, α 0.3, 4 hits, cooldown 3 s, "
                      "5 warm-up frames)",
     "retrieval": f"the node's defaults before the evidence trigger (`trigger: retrieval`, α {_DEFAULT.ema_alpha:g}, "
                  f"margin {_DEFAULT.switch_margin:g} × median spacing, dwell {_DEFAULT.dwell_s:g} s, "
                  f"{_DEFAULT.min_consecutive} hits, cooldown 2 s, {_DEFAULT.warmup_frames} warm-up frames, "
-                 "no recall)",
+                 "no recall), with today's embedding cadence",
     "default": f"the node's defaults now (`trigger: {_DEFAULT.trigger}`, evidence threshold "
                f"{_DEFAULT.evidence_threshold:g}, flap damping {_DEFAULT.flap_penalty:g} per flap within "
                f"{_DEFAULT.flap_window_s:g} s, half-life {_DEFAULT.flap_half_life_s:g} s, cooldown "
