@@ -73,7 +73,7 @@ def test_held_engine_builds_start_at_the_release(tmp_path):
     spec = EngineSpec(model_config=str(config), allow_random_weights=True, navigator="tower", device="cpu",
                       backend="onnxruntime", classes=("road", "sky"), engine_cache_dir=str(tmp_path / "cache"))
     held = HeldExecutor()
-    build = build_engine(spec, engine_builds=held)
+    build = build_engine(spec, onnxruntime_builds=held)
     assert build.segmenter is not None and not build.errors
     assert held.held == 2   # the segmentation engine's build and the navigator's, neither started
     frame = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
@@ -89,3 +89,13 @@ def test_held_engine_builds_start_at_the_release(tmp_path):
     build.backend.close()
     build.navigator.close()
     held.shutdown()
+
+
+def test_nothing_is_held_without_onnxruntime():
+    from semla_ros.engine import EngineSpec, build_engine
+
+    held = HeldExecutor()
+    build = build_engine(EngineSpec(model_config="tiny", allow_random_weights=True, navigator="tower", device="cpu",
+                                    backend="torch", classes=("road", "sky")), onnxruntime_builds=held)
+    assert build.segmenter is not None and build.info["backend"] == "TorchBackend" and held.held == 0
+    build.segmenter.close()

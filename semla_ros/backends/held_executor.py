@@ -1,5 +1,5 @@
-"""An executor that holds the engine builds it is given until it is released: the node's way of opening its
-ONNX Runtime sessions after its first mask, not before.
+"""An executor that holds the builds it is given until it is released: the node's way of opening its ONNX
+Runtime sessions after its first mask, not before (TensorRT builds, minutes long, are not held).
 
 Why: with a cached export, an engine build is mostly opening an ONNX Runtime session (segmentation, and the
 navigator's tower), a few hundred ms of CPU and interpreter lock. Started with the model, they ran beside the

@@ -178,7 +178,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._live_changes: queue.SimpleQueue = queue.SimpleQueue()   # stored parameter changes, in order
         self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
-        self._engine_builds = None   # HeldExecutor: the engine sessions open after the first mask
+        self._engine_builds = None   # HeldExecutor: the ONNX Runtime sessions open after the first mask
         self._thread: threading.Thread | None = None
         self._subs: list = []
         self._outputs: list = []   # our lifecycle publishers (not `_publishers`: rclpy's own list)
@@ -415,7 +415,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
                 time.sleep(0.05)
         engine_builds = HeldExecutor()   # released by the inference thread once the first mask is out
         try:
-            build = build_engine(parameters.engine_spec(self._values()), engine_builds=engine_builds)
+            build = build_engine(parameters.engine_spec(self._values()), onnxruntime_builds=engine_builds)
         except Exception as error:  # an unexpected failure must still leave the node up and reporting
             engine_builds.shutdown(wait=False)
             self._report("model", [("error", f"building the segmenter failed: {type(error).__name__}: {error}")])
@@ -465,8 +465,8 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self._open_engines()
 
     def _open_engines(self) -> None:
-        """After the first mask (or the first failed frame): let the engine builds held since configure start
-        (opening ONNX Runtime sessions), so they never compete with the first frame for the CPU."""
+        """After the first mask (or the first failed frame): start the ONNX Runtime builds held since configure
+        (with a cached export: opening the sessions), so they never compete with the first frame for the CPU."""
         engine_builds = self._engine_builds
         if engine_builds is not None and not engine_builds.released:
             engine_builds.release()
