@@ -175,3 +175,21 @@ def test_load_open_clip_weights_from_a_local_checkpoint(tmp_path):
         warnings.simplefilter("ignore", UntrainedAggregatorWarning)
         with pytest.raises(CheckpointFormatError, match="do not fit"):
             load_open_clip_weights(build_catseg("vitb16_384", device="meta"), "semla-test-tiny-clip", str(weights))
+
+
+def test_validating_a_checkpoint_imports_no_dynamo(tmp_path):
+    """The weightless twin is copied, not built on the meta device: the initialisers' meta kernels import
+    torch._dynamo on first use, over a second of every node start."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in build_catseg("tiny").state_dict().items()}, str(path))
+    code = (f"import sys; from semla_ros.catseg import build_catseg, load_catseg_weights; "
+            f"load_catseg_weights(build_catseg('tiny'), {str(path)!r}); "
+            f"print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

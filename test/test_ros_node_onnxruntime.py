@@ -1,7 +1,7 @@
-"""backend:=onnxruntime in the node (own process): PyTorch serves while the engine builds in the background,
-said once as a WARN in /diagnostics and the log; then the engine serves, the backend's WARN is gone, and masks
-keep coming with the input's header and size. The model is the demo's small CAT-Seg (config JSON), so the
-export takes seconds."""
+"""backend:=onnxruntime in the node (own process): PyTorch serves while the engine builds in the background
+(a build that starts once the first mask is out), said once as a WARN in /diagnostics and the log; then the
+engine serves, the backend's WARN is gone, and masks keep coming with the input's header and size. The model is
+the demo's small CAT-Seg (config JSON), so the export takes seconds."""
 from __future__ import annotations
 
 import json
@@ -32,6 +32,8 @@ def test_node_serves_through_onnxruntime_once_built(tmp_path, probe, run_node, r
     probe.wait_running(node)
     run_camera("day:0", 5)
     probe.spin_until(lambda: "engine serving" in node.log(), 120, "the onnxruntime engine to serve")
+    log = node.log()   # the sessions open once the first mask is out (held builds): PyTorch served it
+    assert log.index("class map v1") < log.index("engine serving")
     probe.spin_until(lambda: not any(key.startswith("warn_backend") for key in probe.diag()), 10,
                      "the backend's WARN gone from /diagnostics")
     seen = len(masks)

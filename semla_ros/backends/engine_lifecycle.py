@@ -40,6 +40,7 @@ from ..catseg.utils.onnx import EXPORTER, OPSET, export_class_limit, export_code
 from ..core.targets import semla_target_modules
 from .base import Backend, WeightUpdate
 from .engine_cache import ArtifactCache, OnnxKey, default_cache_dir
+from .engine_params import cached_engine_parameter_names, engine_parameter_names  # noqa: F401  (its old home)
 from .onnx_weights import WeightMapping, load_initializers, map_parameters_to_onnx
 
 log = logging.getLogger(__name__)
@@ -68,29 +69,6 @@ def cancel_or_wait(pending: Future | None, what: str) -> Any:
     except Exception as exc:   # a build failing while closing changes nothing
         log.debug("the %s build ended with %s while closing", what, exc)
         return None
-
-
-def engine_parameter_names(model: CATSeg) -> set[str]:
-    """Parameters the engine's graph depends on: those the image path reaches (autograd on one
-    probe forward). The text tower stays in PyTorch (text embeddings are an engine input) and
-    the dense last block never uses its q/k projections, so their fused weights need no update."""
-    config = model.config
-    device = next(model.parameters()).device
-    s = config.inference.clip_resolution
-    probe_image = torch.zeros(1, 3, s, s, device=device)
-    probe_text = torch.nn.functional.normalize(torch.ones(2, config.embed_dim, device=device), dim=-1)
-    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.dtype.is_floating_point], strict=True)
-    with torch.enable_grad():
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(True)
-        try:
-            out = model(probe_image, probe_text)
-            grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
-        finally:
-            for p, flag in zip(params, flags, strict=True):
-                p.requires_grad_(flag)
-    return {n for n, g in zip(names, grads, strict=True) if g is not None}
 
 
 def class_profile(num_classes: int, limit: int | None) -> int:
@@ -161,13 +139,13 @@ class EngineBackend(Backend):
         self.precision = runtime.precision
         model = predictor.model
         self.class_limit = export_class_limit(model.config)
-        self.engine_params = frozenset(engine_parameter_names(model))
+        root = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.onnx_cache = ArtifactCache(root / "onnx")
+        self.engine_params = frozenset(cached_engine_parameter_names(model, ArtifactCache(root / "engine_params")))
         linear = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)}
         self.tracked = frozenset(linear & self.engine_params)          # weights a fusion can change
         self.targets = sorted({f"{m}.weight" for m in semla_target_modules(model)} & self.engine_params)
         self.opset = int(opset)
-        root = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.onnx_cache = ArtifactCache(root / "onnx")
         if max_classes is not None:
             self.capacity = min(self.class_limit or MAX_CLASSES, int(max_classes))
         elif runtime.profiled:

@@ -5,11 +5,13 @@ Official checkpoints load strictly: the attention pre-hook maps `attn.{q,k,v}_pr
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Mapping, TypeVar
+from typing import Any, Mapping, TypeVar
 
 import torch
 from torch import nn
@@ -136,9 +138,15 @@ def load_clip_state_dict(model: CATSeg, clip_state: Mapping[str, torch.Tensor]) 
 
 
 def _meta_twin(model: _ModuleT) -> _ModuleT:
-    """The same architecture without storage, to validate a state dict before touching the real model."""
-    with torch.device("meta"):
-        return type(model)(model.config)
+    """The same modules without storage, to validate a state dict before touching the real model. Copied with
+    every tensor replaced by a meta one, not built again on the meta device: building runs the initialisers'
+    meta kernels, and their first call imports torch._dynamo (over a second of a node's start)."""
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, requires_grad=tensor.requires_grad) \
+            if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
 
 
 def load_open_clip_weights(model: CATSeg, name: str = "ViT-B-16", pretrained: str = "openai",

@@ -109,22 +109,27 @@ def open_library(path, navigator, model) -> AdapterLibrary:
                                navigator_id=getattr(navigator, "id", None), model=model)
 
 
-def navigator_on_engine(navigator, cache_dir: str = "") -> tuple[Any, str]:
+def navigator_on_engine(navigator, cache_dir: str = "", executor: Executor | None = None) -> tuple[Any, str]:
     """(navigator, what to say): with the ONNX Runtime backend on a CPU the navigator's tower runs there too,
     built in the background (PyTorch embeds meanwhile); a navigator without a tower stays as it is."""
     from ..backends.navigator_engine import EngineNavigator
 
     if not isinstance(navigator, ImageNavigator):
         return navigator, " (PyTorch: no exportable tower)"
-    return (EngineNavigator(navigator, cache_dir=cache_dir or None),
+    return (EngineNavigator(navigator, cache_dir=cache_dir or None, executor=executor),
             " (tower in ONNX Runtime on the CPU once built; PyTorch embeds meanwhile)")
 
 
 def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = None,
+                 onnxruntime_builds: Executor | None = None,
                  clock: Callable[[], float] = time.monotonic) -> EngineBuild:
     """Everything the inference thread needs; never raises for a configuration problem (see `health`).
 
-    `model` reuses an already loaded CATSeg instead of loading spec.model_config/checkpoint.
+    `model` reuses an already loaded CATSeg instead of loading spec.model_config/checkpoint. `executor` runs
+    the segmenter's adaptations; `onnxruntime_builds` the ONNX Runtime builds (the segmentation engine's and the
+    navigator tower's; default: a one-thread pool each, started at once). The node passes a `HeldExecutor` it
+    releases after its first mask. TensorRT builds always start at once: they take minutes on a GPU, and a
+    managed node configured ahead of its activation should have its engine by then.
     """
     from ..backends.factory import AUTO, auto_backend, make_backend
 
@@ -150,7 +155,9 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
         # An engine that cannot run here falls back to PyTorch with a note; one that can builds in the
         # background (its class profile follows the vocabulary) and reports through backend.status().
         build.backend, fallback = make_backend(kind, build.predictor, precision=spec.precision,
-                                               cache_dir=spec.engine_cache_dir or None, warn=lambda _: None)
+                                               cache_dir=spec.engine_cache_dir or None,
+                                               executor=onnxruntime_builds if kind == "onnxruntime" else None,
+                                               warn=lambda _: None)
     except (ValueError, RuntimeError, OSError, ImportError) as error:
         build.report("backend", ERROR, f"backend '{kind}' ({spec.precision} on {device}): {error}")
         return build
@@ -165,8 +172,8 @@ def build_engine(spec: EngineSpec, *, model=None, executor: Executor | None = No
                                          "running the base model without adaptation")
     else:
         on_engine = kind == "onnxruntime" and fallback is None and device == "cpu"
-        build.navigator, how = navigator_on_engine(build.navigator, spec.engine_cache_dir) if on_engine \
-            else (build.navigator, "")
+        build.navigator, how = navigator_on_engine(build.navigator, spec.engine_cache_dir, onnxruntime_builds) \
+            if on_engine else (build.navigator, "")
         build.report("navigator", OK, build.navigator.id + how)
 
     root = spec.library_path

@@ -178,6 +178,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._live_changes: queue.SimpleQueue = queue.SimpleQueue()   # stored parameter changes, in order
         self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
+        self._engine_builds = None   # HeldExecutor: the ONNX Runtime sessions open after the first mask
         self._thread: threading.Thread | None = None
         self._subs: list = []
         self._outputs: list = []   # our lifecycle publishers (not `_publishers`: rclpy's own list)
@@ -335,10 +336,12 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         """Stop the inference thread (bounded: a frame inside a slow model is not waited for), close the
         segmenter, drop every reference to the model and give its memory back."""
         self._mailbox.close()
-        thread, segmenter = self._thread, self._segmenter
-        self._thread = self._segmenter = self._coverage = None
+        thread, segmenter, engine_builds = self._thread, self._segmenter, self._engine_builds
+        self._thread = self._segmenter = self._coverage = self._engine_builds = None
         if thread is not None:
             thread.join(1.0)
+        if engine_builds is not None:   # engine builds still held (no frame came) never start
+            engine_builds.shutdown(wait=False)
         if segmenter is not None and (thread is None or not thread.is_alive()):
             # The engines too (an ONNX Runtime / TensorRT session, the navigator's), on a thread of their own
             # waited for 1 s at most: an export in flight stops at its next safe point without holding shutdown.
@@ -408,6 +411,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         """Build the engine from the parameters in force (`build_engine` is imported here: the node module
         needs only the parameter table); report each source's notes. Returns the segmenter, or None with the
         reason reported."""
+        from semla_ros.backends.held_executor import HeldExecutor
         from semla_ros.engine import build_engine
 
         hold = os.environ.get(HOLD_LOAD_ENV)
@@ -415,9 +419,11 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self.get_logger().info(f"{HOLD_LOAD_LOG}: {hold}")
             while not os.path.exists(hold) and not self._closing.is_set():
                 time.sleep(0.05)
+        engine_builds = HeldExecutor()   # released by the inference thread once the first mask is out
         try:
-            build = build_engine(parameters.engine_spec(self._values()))
+            build = build_engine(parameters.engine_spec(self._values()), onnxruntime_builds=engine_builds)
         except Exception as error:  # an unexpected failure must still leave the node up and reporting
+            engine_builds.shutdown(wait=False)
             self._report("model", [("error", f"building the segmenter failed: {type(error).__name__}: {error}")])
             self._state = "not running: build failed"
             return None
@@ -425,8 +431,10 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             entries = [(level, message) for s, level, message in build.notes if s == source]
             self._report(source, entries)
         if build.segmenter is None:
+            engine_builds.shutdown(wait=False)
             self._state = "not running: no model"
             return None
+        self._engine_builds = engine_builds
         try:
             self._catch_up(build.segmenter)
         except (ValueError, RuntimeError) as error:   # keep running on the values the model was built with
@@ -460,6 +468,14 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
         if frames:
             self._process(frames, segmenter)
+            self._open_engines()
+
+    def _open_engines(self) -> None:
+        """After the first mask (or the first failed frame): start the ONNX Runtime builds held since configure
+        (with a cached export: opening the sessions), so they never compete with the first frame for the CPU."""
+        engine_builds = self._engine_builds
+        if engine_builds is not None and not engine_builds.released:
+            engine_builds.release()
 
     def _report(self, source: str, entries: list[tuple[str, str]]) -> None:
         """Replace one source's health entries and log the problems among them once."""
