@@ -33,6 +33,7 @@ def _embedded(seg, domains):
     return embedded, fusions
 
 
+@pytest.mark.slow
 def test_at_rest_the_navigator_backs_off_and_a_change_brings_every_frame_back(library):  # noqa: F811
     seg = make_segmenter(library, trigger="evidence", embed_rest_every_n=4)
     embedded, fusions = _embedded(seg, ["red"] * 20 + ["blue"] * 12)
@@ -52,6 +53,7 @@ def test_at_rest_the_navigator_backs_off_and_a_change_brings_every_frame_back(li
     assert after[:3] == [shift + 1, shift + 3, shift + 7][:len(after[:3])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [{"trigger": "evidence", "embed_rest_every_n": 1},
                                       {"trigger": "frame", "embed_rest_every_n": 8}],
                          ids=["rest cadence off", "per-image SemLA"])
@@ -62,6 +64,7 @@ def test_every_frame_is_embedded_where_the_cadence_must_not_back_off(library, se
     assert embedded == list(range(12))
 
 
+@pytest.mark.slow
 def test_a_live_change_of_the_rest_cadence_applies_to_the_next_frame(library):  # noqa: F811
     seg = make_segmenter(library, trigger="evidence", embed_rest_every_n=8)
     embedded, _ = _embedded(seg, ["red"] * 16)
@@ -70,3 +73,16 @@ def test_a_live_change_of_the_rest_cadence_applies_to_the_next_frame(library):  
     more = [i for i in range(16, 20) if seg.process(frame("red", i), stamp=i).embedded]
     seg.close()
     assert more == [16, 17, 18, 19]
+
+
+@pytest.mark.slow
+def test_embedding_densely_on_request_keeps_every_frame_and_backs_off_after(library):  # noqa: F811
+    """What the coverage monitor asks while its window holds an uncovered frame."""
+    seg = make_segmenter(library, trigger="evidence", embed_rest_every_n=4)
+    seg.embed_densely(True)
+    dense, _ = _embedded(seg, ["red"] * 8)
+    seg.embed_densely(False)
+    after = [i for i in range(8, 20) if seg.process(frame("red", i), stamp=i).embedded]
+    seg.close()
+    assert dense == list(range(8))
+    assert after == [8, 10, 14, 18]   # still again: 2, 4, 4 frames apart

@@ -123,6 +123,7 @@ class SemlaSegmenter:
         self._decider = FusionDecider(self._adaptation, requests, library=lambda: self._library,
                                       settings=lambda: self._settings)
         self._closed = False
+        self._dense = False         # embed_densely: the coverage monitor wants every embedding
         self._forwards = 0          # network calls made for frames
         self._batched_frames = 0    # frames segmented in a forward with other frames
         self._said_batching: set[str] = set()
@@ -158,6 +159,12 @@ class SemlaSegmenter:
     @property
     def failed_fusions(self) -> int:
         return self._adaptation.failed
+
+    def embed_densely(self, dense: bool) -> None:
+        """While `dense`, the navigator keeps the dense cadence (embed_every_n) even where the decision is still:
+        the coverage monitor sets it while its window holds an uncovered frame, since a gap's detection and its
+        captures need every embedding they can get."""
+        self._dense = bool(dense)
 
     def wait_embedding(self) -> None:
         """Block until the navigator's job in flight has finished: a benchmark charges a frame with the navigator
@@ -354,7 +361,7 @@ class SemlaSegmenter:
     def _decide(self, found: tuple[np.ndarray, EmbeddingJob]) -> DebounceDecision:
         """One finished embedding to the decider; what it decided sets the embedding cadence."""
         decision = self._decider.decide(found[0], found[1].stamp, found[1].time_s)
-        self._embeddings.cadence.settle(self._decider.moving(decision))
+        self._embeddings.cadence.settle(self._dense or self._decider.moving(decision))
         return decision
 
     def _observe(self, image_rgb, stamp, now) -> tuple[DebounceDecision | None, EmbeddingJob | None]:

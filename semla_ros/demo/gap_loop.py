@@ -78,6 +78,7 @@ def drive(spec, library: Path, sequence: DomainSequence, seed_base: int, capture
             if out.embedding is not None:
                 r = monitor.observe(out.embedding, seg.library, seg.settings, shot.image, f"{i:06d}",
                                     {"index": i, "domain": domain, "seed": seed}, found=out.retrieval)
+                seg.embed_densely(r.uncovered_fraction > 0)   # as the node does
                 row.update(status=STATUS_NAMES[r.status], relative_distance=r.relative_distance,
                            uncovered_fraction=r.uncovered_fraction, captured=r.captured)
             frames.append(row)

@@ -620,6 +620,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             self._report("coverage", [("error", f"capturing frames failed: {error}")])
             self._coverage.update_settings(capture_dir="")
             return
+        segmenter.embed_densely(report.uncovered_fraction > 0)   # a suspected gap needs every embedding
         camera.coverage.publish(CoverageStatus(
             header=header, status=report.status, nearest_distance=float(report.nearest_distance),
             relative_distance=float(report.relative_distance), scale_free_support=float(report.scale_free_support),
