@@ -32,7 +32,8 @@ def test_held_out_domain_is_flagged_captured_proposed_trained_and_covered_next_d
     assert first["entries"] == ["demo-clear", "demo-fog"]
     gap = [f for f in first["frames"] if f.get("status") == "gap"]
     assert gap and {f["domain"] for f in gap} == {"night"}
-    assert not any(f.get("status") != "covered" for f in first["frames"] if f["domain"] == "clear")
+    # frames the cadence did not embed carry no verdict; no embedded clear frame is flagged
+    assert not any(f.get("status") not in (None, "covered") for f in first["frames"] if f["domain"] == "clear")
     captured = [f for f in first["frames"] if f.get("captured")]
     assert len(captured) == first["captured"] >= 3 and all(f["domain"] == "night" for f in captured)
     # the capture rate limit
