@@ -18,10 +18,6 @@ class EmbeddingCadence:
     def __init__(self) -> None:
         self._still = 0   # still embeddings in a row since the decision last moved
 
-    @property
-    def still_embeddings(self) -> int:
-        return self._still
-
     def interval(self, every_n: int, rest_every_n: int) -> int:
         """Frames from one embedding to the next: every_n doubled per still embedding, at most rest_every_n."""
         every_n = max(1, int(every_n))

@@ -72,13 +72,13 @@ class EmbeddingScheduler:
         if self._since >= 0:
             self._since += 1
 
-    def start_if_due(self, image_rgb, stamp, now: float, every_n: int, rest_every_n: int | None = None,
+    def start_if_due(self, image_rgb, stamp, now: float, every_n: int, rest_every_n: int,
                      urgent: bool = False) -> bool:
         """Hand this frame to the navigator if it is due (the cadence's interval since the last hand-over, the
-        first frame, or `urgent`) and none is in flight. `rest_every_n` None: a fixed cadence of `every_n`."""
+        first frame, or `urgent`) and none is in flight."""
         if self.navigator is None:
             raise ValueError("a library needs a navigator to embed frames (none was given)")
-        interval = self.cadence.interval(every_n, every_n if rest_every_n is None else rest_every_n)
+        interval = self.cadence.interval(every_n, rest_every_n)
         if self._job is not None or not (self._since < 0 or self._since >= interval or urgent):
             return False
         future = self._executor.submit(self.navigator.embed, [image_rgb])
