@@ -9,6 +9,8 @@ What is asserted (tiny model, seeded random weights, the 4-adapter test library,
   of the two cameras never look like time running backwards (time_resets 0);
 - per-camera counts in /diagnostics (camera_front_frames_processed == masks on /t/front/mask, ...), and the
   network calls (`forwards`, `batched_frames`: the frames of a turn go through the network together);
+- two inference workers (`inference_workers: 2`) share the model: each camera's masks leave in its frames'
+  order, no frame gets two masks, and /diagnostics says 2;
 - stopping the front camera (its process exits) does not stop the left camera's masks;
 - bad frames sent on the front camera are dropped and counted for that camera (camera_front_frames_bad),
   while the left camera's masks keep coming and its bad count stays 0; the node exits 0 on SIGINT.
@@ -45,7 +47,7 @@ def test_two_cameras_one_node(tmp_path, probe, run_node, run_camera):
     library = tmp_path / "library"
     build_test_library(library)
     node = run_node(tiny_node_params(
-        image_topics=list(CAMERAS), input_qos="default", input_qos_depth=5,
+        image_topics=list(CAMERAS), inference_workers=2, input_qos="default", input_qos_depth=5,
         navigator="tower", library_path=str(library), threshold_mode="relative", switch_threshold=0.3,
         ema_alpha=0.8, min_consecutive=2, cooldown_s=0.0, embed_every_n=1, warmup_frames=1, top_k=2,
         temperature=0.05, trigger="distance", dwell_s=0.0))
@@ -98,6 +100,7 @@ def test_two_cameras_one_node(tmp_path, probe, run_node, run_camera):
         published = {_key(m.header): m for m in images[camera]}
         keys = [_key(m.header) for m in masks[camera]]
         assert len(set(keys)) == len(keys), f"a {camera} frame got two masks"
+        assert keys == sorted(keys), f"{camera}'s masks left out of its frames' order (two workers)"
         assert set(keys) <= set(published), f"a {camera} mask carries a header no {camera} frame had"
         assert all(m.header.frame_id == camera for m in masks[camera])
         assert all((m.height, m.width, m.encoding) == (*FRAME_SIZE, "mono8") for m in masks[camera])
@@ -118,4 +121,5 @@ def test_two_cameras_one_node(tmp_path, probe, run_node, run_camera):
     assert [f.reason for f in fusions] == [AdapterFusion.REASON_STARTUP]
     assert all(name.startswith("day-") for name in fusions[0].adapter_names)
     assert diag["swaps"] == "1" and diag["time_resets"] == "0"
+    assert diag["inference_workers"] == "2"
     assert all(scores[c][-1].active_adapters == 2 for c in CAMERAS)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,8 @@ class TrtEngine:
     context: trt.IExecutionContext
     refs: dict[str, OnnxWeightRef]     # refittable parameter -> its initializer in the engine
     plan_path: Path
+    # One execution context: the runs of several inference workers (inference_workers) take it one at a time.
+    running: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TensorRTRuntime(EngineRuntime):
@@ -185,16 +188,17 @@ class TensorRTRuntime(EngineRuntime):
         image = views.to(self.device, self.dtype).contiguous()
         text = text.to(self.device, self.dtype).contiguous()
         ctx = handle.context
-        ctx.set_input_shape(IMAGE_INPUT, tuple(image.shape))
-        ctx.set_input_shape(TEXT_INPUT, tuple(text.shape))
-        out = torch.empty(tuple(ctx.get_tensor_shape(LOGITS_OUTPUT)), device=self.device, dtype=self.dtype)
-        ctx.set_tensor_address(IMAGE_INPUT, image.data_ptr())
-        ctx.set_tensor_address(TEXT_INPUT, text.data_ptr())
-        ctx.set_tensor_address(LOGITS_OUTPUT, out.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not ctx.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
+        with handle.running:
+            ctx.set_input_shape(IMAGE_INPUT, tuple(image.shape))
+            ctx.set_input_shape(TEXT_INPUT, tuple(text.shape))
+            out = torch.empty(tuple(ctx.get_tensor_shape(LOGITS_OUTPUT)), device=self.device, dtype=self.dtype)
+            ctx.set_tensor_address(IMAGE_INPUT, image.data_ptr())
+            ctx.set_tensor_address(TEXT_INPUT, text.data_ptr())
+            ctx.set_tensor_address(LOGITS_OUTPUT, out.data_ptr())
+            stream = torch.cuda.current_stream(self.device)
+            if not ctx.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed")
+            stream.synchronize()
         return out.float()
 
     def set_weights(self, handle: TrtEngine, names: list[str]) -> None:

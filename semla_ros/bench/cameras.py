@@ -4,9 +4,9 @@ Both set-ups run the same model, library, navigator and settings, the same N syn
 process, --rate Hz, --size, on /bench/cam<i>/image) and publish each camera's masks on /bench/cam<i>/mask:
   one node   `python -m semla_ros.ros.node` in /bench with image_topics [cam0, cam1, ...]
   N nodes    N of them, node i in /bench/cam<i> with the default single camera
-The cameras publish faster than the model segments, so both set-ups run saturated. After every node reports
-'running' and every camera's first mask has arrived, --warmup seconds pass, then masks are counted for
---duration seconds. Printed per set-up (one line each, in the order they ran, --rounds times alternating):
+The cameras publish faster than either set-up segments (30 Hz each by default), so both run saturated. After
+every node reports 'running' and every camera's first mask has arrived, --warmup seconds pass, then masks are
+counted for --duration seconds. Printed per set-up (one line each, in the order they ran, --rounds times alternating):
   rss_mb       the node processes' RSS summed, at the end of the window
   peak_mb      their peak RSS (VmHWM) summed
   masks_per_s  masks received on all cameras' mask topics over the window, in total, and per camera
@@ -16,6 +16,8 @@ The cameras publish faster than the model segments, so both set-ups run saturate
   ms           the nodes' own means per frame (/diagnostics, last 5 s): model, all processing, publishing
   batched      the share of the frames segmented so far that shared a forward with another camera's frame
                (/diagnostics batched_frames / frames_processed; 0 for single-camera nodes)
+  workers      inference threads in all the set-up's nodes (/diagnostics inference_workers; the one node's
+               default is one per camera, at most the CPU cores)
 and the ratios one node / N nodes. The demo's small model (issue 24's 0.9-1.2 GB per node):
 
     semla-bench cameras --assets ~/.cache/semla_ros/demo/<key> --cameras 3
@@ -58,7 +60,7 @@ def _cpu_s(pid: int) -> float:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semla-bench cameras", description=__doc__.splitlines()[0])
     parser.add_argument("--cameras", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=15.0, help="frames per second of each camera")
+    parser.add_argument("--rate", type=float, default=30.0, help="frames per second of each camera")
     parser.add_argument("--size", default="320x240", help="camera WIDTHxHEIGHT")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds after the first masks before counting")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds masks are counted")
@@ -190,6 +192,7 @@ def _run(args, setup: str, params: dict, workdir: Path, listener: Listener) -> d
 
         return {"setup": setup, "nodes": len(nodes),
                 "batched": node_sum("batched_frames") / node_sum("frames_processed"),
+                "workers": int(node_sum("inference_workers")),
                 "rss_mb": sum(_status_kb(pid, "VmRSS") for pid in pids) / 1024,
                 "peak_mb": sum(_status_kb(pid, "VmHWM") for pid in pids) / 1024,
                 "masks_per_s": sum(per_camera), "per_camera": per_camera, "cpu_share": cpu / elapsed,
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"masks_per_s {result['masks_per_s']:6.2f}  per camera "
                           + " ".join(f"{r:.2f}" for r in result["per_camera"])
                           + f"  cpu {result['cpu_share']:.2f} cores  masks_per_cpu_s {result['masks_per_cpu_s']:.2f}"
-                          + f"  batched {result['batched']:.0%}"
+                          + f"  batched {result['batched']:.0%}  workers {result['workers']}"
                           + f"  ms per frame: model {result['model_ms']:.0f} process {result['process_ms']:.0f} "
                             f"publish {result['publish_ms']:.0f}"
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)

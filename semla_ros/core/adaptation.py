@@ -213,6 +213,11 @@ class AdaptationRunner:
         return _Staged(event, None if query is None else np.asarray(query))
 
     # ------------------------------------------------------------------ between frames
+    @property
+    def finished(self) -> bool:
+        """An adaptation has finished and waits for `swap_if_ready` (the model changes on that call)."""
+        return self._future is not None and self._future.done()
+
     def swap_if_ready(self) -> FusionEvent | None:
         """Make a finished adaptation active (between frames), or report its failure."""
         if self._future is None or not self._future.done():

@@ -1,6 +1,6 @@
 """SemlaSegmenter: the per-frame engine (navigator -> decider -> segment; navigator and adaptation off the hot path).
 
-process() runs on ONE inference thread and never waits for the navigator or an adaptation. It is a thin
+process() never waits for the navigator or an adaptation. It is a thin
 facade over three parts, each the one owner of its state:
 
 - `EmbeddingScheduler` (core/embedding_scheduler.py): which frame the navigator embeds on its own worker,
@@ -25,9 +25,15 @@ adaptation is swapped in once, and the frames of one size go through the network
 of at most `backend.max_batch` where an engine's profile limits it; sliding-window frames one by one). Every
 frame of a batch is segmented by the same model; an adaptation finishing after the swap waits for the next
 batch. `process` is a batch of one.
+
+Several inference workers (a node serving several cameras) share one segmenter through `decide_batch`: the
+decisions and the swap are made one batch at a time, in call order, and the batch holds the model
+(`ModelUse`) until its forward has run, so the forwards of different batches run side by side while a swap
+or a new vocabulary waits for them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -44,12 +50,14 @@ from .debounce import DebounceDecision
 from .decider import FusionDecider
 from .embedding_scheduler import EmbeddingJob, EmbeddingScheduler
 from .library import AdapterLibrary
+from .model_use import ModelUse
 from .requests import PendingRequest
 from .retrieval import Retrieval
 from .settings import SegmenterSettings
 from .support import Support
 
-__all__ = ["ActiveFusion", "FrameResult", "FusionEvent", "FusionReason", "InlineExecutor", "SemlaSegmenter"]
+__all__ = ["ActiveFusion", "DecidedBatch", "FrameResult", "FusionEvent", "FusionReason", "InlineExecutor",
+           "SemlaSegmenter"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,41 @@ class _Seen:
     navigator_error: str | None
 
 
+_NO_MASK = np.zeros((0, 0), dtype=np.int64)   # a decided frame's class ids until its forward ran
+
+
+class DecidedBatch:
+    """A batch whose decisions are made and whose model is held (`SemlaSegmenter.decide_batch`): `segment()`
+    runs its forward and returns the frames' results; the model is let go after it, or by `close()`."""
+
+    def __init__(self, segmenter: SemlaSegmenter, images, results: list[FrameResult], text, run: dict,
+                 model_use: ModelUse | None):
+        self._segmenter, self._images, self._results, self._text, self._run = segmenter, images, results, text, run
+        self._model_use = model_use   # None: nothing held (an empty batch, or let go already)
+
+    def segment(self) -> list[FrameResult]:
+        """The forward (one per frame size) and the results, in the frames' order. Once."""
+        if not self._results:
+            self.close()
+            return []
+        if self._model_use is None:
+            raise RuntimeError("this batch let its model go: decide it again")
+        try:
+            start = time.perf_counter()
+            predictions = self._segmenter.predictor.predict_frames(self._images, self._text, **self._run)
+            model_ms = (time.perf_counter() - start) * 1e3
+        finally:
+            self.close()
+        return [dataclasses.replace(result, class_ids=prediction.class_ids, model_ms=model_ms)
+                for result, prediction in zip(self._results, predictions, strict=True)]
+
+    def close(self) -> None:
+        """Let the model go without a forward (idempotent; `segment` calls it)."""
+        model_use, self._model_use = self._model_use, None
+        if model_use is not None:
+            model_use.unshare()
+
+
 class SemlaSegmenter:
     """`backend` runs the network (None: the predictor's own PyTorch model); `executor` runs the
     navigator and adaptations (None: two private worker threads, so a fusion never delays an
@@ -127,6 +170,7 @@ class SemlaSegmenter:
         self._forwards = 0          # network calls made for frames
         self._batched_frames = 0    # frames segmented in a forward with other frames
         self._said_batching: set[str] = set()
+        self._model_use = ModelUse()   # forwards of concurrent batches share the model; swaps wait for them
         if library is not None and len(library) > 0:
             self._install_library(library)
 
@@ -245,13 +289,13 @@ class SemlaSegmenter:
         """New vocabulary; its text embeddings are computed with the active (fused) text tower."""
         if isinstance(names, str) or not names or not all(isinstance(n, str) and n.strip() for n in names):
             raise ValueError("class names must be a non-empty list of non-empty strings")
-        with self._lock:
+        with self._lock, self._model_use.change():
             self.predictor.set_classes(list(names))
 
     def fuse_now(self, entries, weights, reason: str = "manual", stamp=None) -> FusionEvent:
         """Make exactly this fusion active now (fixed fusions of the evaluation protocol; an empty list
         restores the base model), through the same stage + swap path as every other fusion."""
-        with self._lock:
+        with self._lock, self._model_use.change():
             return self._adaptation.fuse_now(entries, weights, reason, stamp)
 
     def close(self) -> None:
@@ -270,6 +314,13 @@ class SemlaSegmenter:
         `process` makes them, one swap for the batch, one forward per frame size. `stamps` and `times` (None,
         or one per frame, as `process`'s) go with the frames; one FrameResult per frame, in order. Every image
         and time is checked before anything changes."""
+        return self.decide_batch(images, stamps, times).segment()
+
+    def decide_batch(self, images, stamps=None, times=None) -> DecidedBatch:
+        """`process_batch` in two steps, for several inference workers on one model: this one makes the frames'
+        decisions and the batch's swap (one caller at a time, in call order) and holds the model for the batch;
+        its `segment()` runs the forward, side by side with other batches' forwards, and lets the model go
+        (`close()` lets it go without a forward). A swap or a new vocabulary waits for the forwards running."""
         if self._closed:
             raise RuntimeError("segmenter is closed")
         images = [check_rgb_image(image) for image in images]
@@ -280,16 +331,14 @@ class SemlaSegmenter:
             raise ValueError(f"{count} images need as many stamps and times, got {len(stamps)} and {len(times)}")
         nows = [self._frame_time(time_s) for time_s in times]
         if count == 0:
-            return []
+            return DecidedBatch(self, [], [], None, {}, None)
         with self._lock:
             seen = [self._see(image, stamp, now) for image, stamp, now in zip(images, stamps, nows, strict=True)]
-            fusion = self._adaptation.swap_if_ready()   # once, before the forward: one model for the whole batch
-            classes = tuple(self.predictor.class_names)
+            fusion = None
+            if self._adaptation.finished:   # once, before the forward: one model for the whole batch
+                with self._model_use.change():   # after the forwards in flight (other workers') end
+                    fusion = self._adaptation.swap_if_ready()
             batches = self._forward_plan(images)
-            start = time.perf_counter()
-            forward = self.backend.forward if self.backend is not None else None
-            predictions = self.predictor.predict_frames(images, forward=forward, max_batch=self._max_batch())
-            model_ms = (time.perf_counter() - start) * 1e3
             self._forwards += len(batches)
             sizes = {i: len(batch) for batch in batches for i in batch}
             self._batched_frames += sum(1 for size in sizes.values() if size > 1)
@@ -297,22 +346,26 @@ class SemlaSegmenter:
             distance_rule = self._library is not None and self._settings.trigger == "distance"
             threshold = self.threshold if distance_rule else math.nan
             results = []
-            for i, (frame, prediction) in enumerate(zip(seen, predictions, strict=True)):
+            for i, frame in enumerate(seen):
                 decision, job = frame.decision, frame.job
                 embedded: dict[str, Any] = {} if job is None else dict(
                     embedding=frame.embedding, embedded_stamp=job.stamp, embedded_image=job.image,
                     embedded_time_s=job.time_s, retrieval=frame.retrieval)
                 results.append(FrameResult(
-                    class_ids=prediction.class_ids, classes=classes,
+                    class_ids=_NO_MASK, classes=tuple(self.predictor.class_names),
                     support=frame.retrieval.support if frame.retrieval is not None else math.nan,
                     ema_distance=decision.ema_distance if decision is not None else math.nan,
                     threshold=threshold, consecutive=decision.consecutive if decision is not None else 0,
                     active_adapters=len(active.entries) if active is not None else 0,
-                    embedded=job is not None, fusion=fusion if i == 0 else None, model_ms=model_ms,
+                    embedded=job is not None, fusion=fusion if i == 0 else None, model_ms=math.nan,
                     supports=Support() if frame.embedding is None else decider.supports(frame.embedding,
                                                                                          frame.retrieval),
                     time_s=frame.time_s, navigator_error=frame.navigator_error, batch=sizes[i], **embedded))
-            return results
+            text = self.predictor.text_embeddings()   # the vocabulary the results name, for this model
+            forward = self.backend.forward if self.backend is not None else None
+            self._model_use.share()   # before the lock goes: no change comes between this swap and the forward
+        return DecidedBatch(self, images, results, text, {"forward": forward, "max_batch": self._max_batch()},
+                            self._model_use)
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:

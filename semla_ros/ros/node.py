@@ -69,8 +69,14 @@ from semla_ros.ros.mailbox import CameraMailboxes
 from semla_ros.ros.overlay import blend, palette
 from semla_ros.ros.process import StopSignals, leave
 from semla_ros.ros.processes import HOLD_LOAD_ENV, HOLD_LOAD_LOG
+from semla_ros.ros.turns import TurnOrder, share_cores, worker_count
 
 NODE_NAME = "semla_segmenter"
+# The interpreter lock's switch interval in the node's process (Python's default: 5 ms). An inference thread
+# hands the lock back at every PyTorch operator and asks for it again when the operator ends; while the
+# executor's threads run Python (wait sets, frame conversions), it waited up to the whole interval each time.
+# With three 30 Hz cameras on the demo model one node made 5.6 masks/s at 5 ms and 26 at 0.5 ms (docs/cameras.md).
+SWITCH_INTERVAL_S = 0.0005
 LOG_THROTTLE_S = 5.0
 RELOAD_REPLY_WAIT_S = 2.0   # a reload still running after this is answered "in progress"
 # Our services queue a flood of requests (depth 1000, as rclpy's parameter services) instead of dropping them.
@@ -179,7 +185,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._reload = BackgroundJob("semla-reload")
         self._segmenter = None
         self._engine_builds = None   # HeldExecutor: the ONNX Runtime sessions open after the first mask
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []   # the inference workers (inference_workers)
         self._subs: list = []
         self._outputs: list = []   # our lifecycle publishers (not `_publishers`: rclpy's own list)
         self._backend_status = None           # the engine backend's last (level, message), reported on change
@@ -238,8 +244,16 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._mailbox = CameraMailboxes([camera.name for camera in self._cameras])
         self._frame_time = MergedFrameTime()
         self._segmenter = segmenter
-        self._thread = threading.Thread(target=self._run, args=(segmenter,), name="semla-inference", daemon=True)
-        self._thread.start()
+        turns = TurnOrder()
+        workers = worker_count(self._value("inference_workers"), len(self._cameras))
+        self._stats.set_engine(inference_workers=workers)
+        self._threads = [threading.Thread(target=self._run, args=(segmenter, turns), daemon=True,
+                                          name="semla-inference" + (f"-{i}" if i else "")) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+        if workers > 1:
+            threads = share_cores(workers)
+            self.get_logger().info(f"{workers} inference workers share the model, {threads} PyTorch thread(s) each")
         self._state = "inactive"
         return SUCCESS
 
@@ -333,16 +347,18 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self._mailbox.clear()   # a frame already queued is not processed after deactivate
 
     def _release(self) -> None:
-        """Stop the inference thread (bounded: a frame inside a slow model is not waited for), close the
+        """Stop the inference threads (bounded: a frame inside a slow model is not waited for), close the
         segmenter, drop every reference to the model and give its memory back."""
         self._mailbox.close()
-        thread, segmenter, engine_builds = self._thread, self._segmenter, self._engine_builds
-        self._thread = self._segmenter = self._coverage = self._engine_builds = None
-        if thread is not None:
-            thread.join(1.0)
+        threads, segmenter, engine_builds = self._threads, self._segmenter, self._engine_builds
+        self._threads = []
+        self._segmenter = self._coverage = self._engine_builds = None
+        deadline = time.monotonic() + 1.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if engine_builds is not None:   # engine builds still held (no frame came) never start
             engine_builds.shutdown(wait=False)
-        if segmenter is not None and (thread is None or not thread.is_alive()):
+        if segmenter is not None and not any(thread.is_alive() for thread in threads):
             # The engines too (an ONNX Runtime / TensorRT session, the navigator's), on a thread of their own
             # waited for 1 s at most: an export in flight stops at its next safe point without holding shutdown.
             from semla_ros.engine import close_engine  # the engine was built: build.py is imported already
@@ -444,31 +460,80 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         self.get_logger().info(f"segmenter ready ({', '.join(f'{k}: {v}' for k, v in build.info.items())})")
         return build.segmenter
 
-    def _run(self, segmenter) -> None:
-        """The inference thread, from configure to cleanup."""
+    def _run(self, segmenter, turns: TurnOrder) -> None:
+        """An inference thread, from configure to cleanup (`inference_workers` of them take turns)."""
         step = self._guard.callback("inference", self._step)
         mailbox = self._mailbox   # this configuration's: a later configure makes a new one
         while not mailbox.closed:
-            step(segmenter, mailbox)
+            step(segmenter, mailbox, turns)
 
-    def _step(self, segmenter, mailbox: CameraMailboxes) -> None:
-        """One turn of the inference thread: parameter changes made meanwhile, then the newest frame of each
-        camera that has one, segmented together (`take_round`, `process_batch`; see docs/cameras.md)."""
-        ready = mailbox.take_ready(timeout=0.25)
-        self._apply_live_changes(segmenter)
-        if not ready:
-            return
-        source = self._value("frame_time")
-        frames, rejected = take_round(ready, lambda frame: frame_seconds(frame.header, frame.clock_s, source),
-                                      self._frame_time, lambda frame: rgb_problem(frame.rgb))
-        for _, frame, problem in rejected:   # that camera's frame only: the others are segmented
-            self._stats.bad_frame("not_rgb", frame.camera.label)
-            where = f" from camera {frame.camera.name}" if frame.camera.name else ""
-            self.get_logger().warning(f"dropped bad frame{where} ({problem}); {self._stats.bad_total} so far",
-                                      throttle_duration_sec=LOG_THROTTLE_S)
-        if frames:
-            self._process(frames, segmenter)
-            self._open_engines()
+    def _step(self, segmenter, mailbox: CameraMailboxes, turns: TurnOrder) -> None:
+        """One turn of an inference thread: parameter changes made meanwhile, then the newest frame of each
+        camera that has one, decided together (`take_round`, `decide_batch`) while no other worker takes
+        frames, segmented beside the other workers' forwards, published after every earlier turn
+        (ros/turns.py; see docs/cameras.md)."""
+        ticket, frames, results = None, [], None
+        try:
+            with turns.taking():
+                ready = mailbox.take_ready(timeout=0.25)
+                self._apply_live_changes(segmenter)
+                if not ready:
+                    return
+                source = self._value("frame_time")
+                frames, rejected = take_round(ready, lambda frame: frame_seconds(frame.header, frame.clock_s, source),
+                                              self._frame_time, lambda frame: rgb_problem(frame.rgb))
+                for _, frame, problem in rejected:   # that camera's frame only: the others are segmented
+                    self._stats.bad_frame("not_rgb", frame.camera.label)
+                    where = f" from camera {frame.camera.name}" if frame.camera.name else ""
+                    self.get_logger().warning(f"dropped bad frame{where} ({problem}); {self._stats.bad_total} so "
+                                              "far", throttle_duration_sec=LOG_THROTTLE_S)
+                if not frames:
+                    return
+                ticket, taken = turns.ticket(), time.monotonic()
+                batch = self._decide(frames, segmenter)
+            if batch is not None:
+                results = self._segment(batch, frames)
+        finally:
+            if ticket is not None:   # every ticket publishes (or passes), or the later turns would wait forever
+                with turns.publishing(ticket):
+                    if results is not None:
+                        self._publish_turn(frames, results, segmenter, taken)
+        self._open_engines()
+
+    def _decide(self, frames: list[RoundFrame], segmenter):
+        """A turn's decisions (`decide_batch`); None when they failed (the reason logged, its frames counted)."""
+        for item in frames:
+            frame = item.frame
+            self._header_cameras[id(frame.header)] = (frame.header, frame.camera)   # whose frame an embedding is
+        while len(self._header_cameras) > 64:
+            self._header_cameras.popitem(last=False)
+        if any(item.unstamped for item in frames) and not self._unstamped_said:   # said once: log + diagnostics WARN
+            self._unstamped_said = True
+            self._report("frame_time", [("warn", "frames arrive without a header stamp: shift timing uses the "
+                                                 "node clock at arrival instead")])
+        try:
+            return segmenter.decide_batch([item.frame.rgb for item in frames],
+                                          [item.frame.header for item in frames],
+                                          [item.time_s for item in frames])
+        except Exception as error:  # keep serving the next turn; the reason goes to the log
+            self._inference_failed(frames, error)
+            return None
+
+    def _segment(self, batch, frames: list[RoundFrame]):
+        """A decided turn's forward (beside other workers' forwards); None when it failed."""
+        try:
+            return batch.segment()
+        except Exception as error:
+            self._inference_failed(frames, error)
+            return None
+        finally:
+            batch.close()
+
+    def _inference_failed(self, frames: list[RoundFrame], error: Exception) -> None:
+        for item in frames:
+            self._stats.bad_frame("inference_error", item.frame.camera.label)
+        self.get_logger().error(f"inference failed: {type(error).__name__}: {error}",
+                                throttle_duration_sec=LOG_THROTTLE_S)
 
     def _open_engines(self) -> None:
         """After the first mask (or the first failed frame): start the ONNX Runtime builds held since configure
@@ -495,29 +560,8 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         if classes != segmenter.predictor.class_names:
             segmenter.set_classes(classes)
 
-    def _process(self, frames: list[RoundFrame], segmenter) -> None:
-        """Segment a turn's frames in one `process_batch` and publish each result on its camera's topics."""
-        taken = time.monotonic()
-        for item in frames:
-            frame = item.frame
-            self._header_cameras[id(frame.header)] = (frame.header, frame.camera)   # whose frame an embedding is
-        while len(self._header_cameras) > 64:
-            self._header_cameras.popitem(last=False)
-        if any(item.unstamped for item in frames) and not self._unstamped_said:   # said once: log + diagnostics WARN
-            self._unstamped_said = True
-            self._report("frame_time", [("warn", "frames arrive without a header stamp: shift timing uses the "
-                                                 "node clock at arrival instead")])
-        try:
-            results = segmenter.process_batch([item.frame.rgb for item in frames],
-                                              [item.frame.header for item in frames],
-                                              [item.time_s for item in frames])
-            swaps, failed, active = segmenter.swap_count, segmenter.failed_fusions, segmenter.active
-        except Exception as error:  # keep serving the next turn; the reason goes to the log
-            for item in frames:
-                self._stats.bad_frame("inference_error", item.frame.camera.label)
-            self.get_logger().error(f"inference failed: {type(error).__name__}: {error}",
-                                    throttle_duration_sec=LOG_THROTTLE_S)
-            return
+    def _publish_turn(self, frames: list[RoundFrame], results, segmenter, taken: float) -> None:
+        """Each frame of a segmented turn on its camera's topics, and the engine's counters."""
         processed = time.monotonic()
         self._stats.set_engine(forwards=segmenter.forwards, batched_frames=segmenter.batched_frames)
         for item, result in zip(frames, results, strict=True):
@@ -526,9 +570,10 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
                                         f"{result.navigator_error}", throttle_duration_sec=LOG_THROTTLE_S)
             self._check_backend(segmenter.backend)
             self._publish(item.frame, result, segmenter, taken, processed)
+        active = segmenter.active
         self._stats.set_engine(
-            swaps=swaps, failed_fusions=failed, active_adapters=self._describe_active(active),
-            time_resets=segmenter.time_resets)
+            swaps=segmenter.swap_count, failed_fusions=segmenter.failed_fusions,
+            active_adapters=self._describe_active(active), time_resets=segmenter.time_resets)
 
     def _publish(self, frame: Frame, result, segmenter, taken: float, processed: float) -> None:
         """One frame's outputs on its camera's topics, with its header."""
@@ -819,6 +864,8 @@ def main(argv: list[str] | None = None, exit_process: bool = True, managed: bool
     # The node's own full-size rgb8 overlay exceeds Fast DDS's default shared-memory segment.
     with_large_image_transport()
     rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     node = SemlaSegmenterNode(autostart=not managed)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -839,6 +886,7 @@ def main(argv: list[str] | None = None, exit_process: bool = True, managed: bool
         node.destroy_node()
         rclpy.try_shutdown()
         stop.restore()
+        sys.setswitchinterval(switch_interval)
     if exit_process:
         leave(0)
     return 0

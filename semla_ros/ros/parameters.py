@@ -73,6 +73,15 @@ class NodeSettings:
         doc="Time of a frame for the shift timers: header = its header stamp (frames stamped 0 use the node clock "
             "at arrival, said once in the log and /diagnostics); clock = the node clock at arrival (ROS time: the "
             "bag's /clock with use_sim_time).")
+    inference_workers: int = setting(
+        0, live=False, low=0, high=16,
+        help="Threads segmenting frames side by side on the one model (0: one per camera, at most the CPU cores)",
+        doc="Inference threads sharing the one model: each takes a turn (the newest frame of every camera), its "
+            "decisions are made in the order the turns were taken, the forwards of different turns run side by "
+            "side, and each camera's masks are published in its frames' order. 0 (default) = one per camera, at "
+            "most the CPU cores: 1 for one camera. More than one lets a node serving several cameras use the "
+            "cores that one node per camera would (docs/cameras.md); each forward in flight holds its own "
+            "activations.")
     overlay_alpha: float = setting(
         0.5, low=0.0, high=1.0, help="Weight of the class colours in the overlay image",
         doc="Weight of the class colours in `overlay` (published only while someone subscribes).")
