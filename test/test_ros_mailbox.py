@@ -58,3 +58,43 @@ def test_camera_mailboxes_wake_for_any_camera_and_close():
     assert box.take_ready(5.0) == [("left", "frame")]
     box.close()
     assert box.put("front", "late") is False and box.take_ready(0) == [] and box.closed
+
+
+def test_a_gathering_take_waits_for_every_camera_while_asked_to():
+    """An inference worker whose turn starts while another worker's forward runs waits for every camera's
+    frame (woken by each put), so one fuller forward follows and no camera is left out of turns."""
+    from semla_ros.ros.mailbox import CameraMailboxes
+
+    box = CameraMailboxes(["front", "left", "rear"])
+    box.put("front", "f1")
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(box.take_ready(30.0, gather=lambda: True)))
+    taker.start()
+    box.put("left", "l1")
+    taker.join(0.2)
+    assert taker.is_alive() and taken == []      # rear has no frame yet
+    box.put("rear", "r1")
+    taker.join(10)
+    assert taken == [[("front", "f1"), ("left", "l1"), ("rear", "r1")]]
+
+
+def test_a_gathering_take_stops_when_asked_and_at_its_timeout():
+    """A camera that stopped holds a turn up only while `gather` says so (the other forward ended: `nudge`),
+    and never longer than the timeout."""
+    from semla_ros.ros.mailbox import CameraMailboxes
+
+    box = CameraMailboxes(["front", "rear"])
+    box.put("front", "f1")
+    busy = threading.Event()
+    busy.set()
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(box.take_ready(30.0, gather=busy.is_set)))
+    taker.start()
+    taker.join(0.2)
+    assert taker.is_alive()
+    busy.clear()                                  # the other worker's forward ended
+    box.nudge()
+    taker.join(10)
+    assert taken == [[("front", "f1")]]
+    box.put("front", "f2")
+    assert box.take_ready(0.05, gather=lambda: True) == [("front", "f2")]   # bounded by its timeout

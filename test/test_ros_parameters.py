@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESTART_NEEDED = {"model_config", "checkpoint", "allow_random_weights", "random_seed", "library_path", "navigator",
                   "navigator_normalize", "backend", "device", "precision", "engine_cache_dir", "sliding_window",
                   "image_topics", "input_transport", "input_qos", "input_qos_depth", "output_qos", "output_qos_depth",
-                  "diagnostics_period_s", "coverage_capture_dir"}
+                  "inference_workers", "diagnostics_period_s", "coverage_capture_dir"}
 LIVE = {"classes", "top_k", "temperature", "distance", "ema_alpha", "switch_threshold", "threshold_mode",
         "min_consecutive", "cooldown_s", "embed_every_n", "embed_rest_every_n", "warmup_frames", "evidence_threshold",
         "flap_window_s",

@@ -243,6 +243,11 @@ class SemlaSegmenter:
         return self._forwards
 
     @property
+    def forwards_in_flight(self) -> int:
+        """Decided batches whose forward has not ended (several inference workers)."""
+        return self._model_use.forwards
+
+    @property
     def batched_frames(self) -> int:
         """Frames segmented in one forward together with other frames."""
         return self._batched_frames

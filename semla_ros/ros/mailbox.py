@@ -11,7 +11,8 @@ publishing has an empty slot and is simply not in the turn, so it never holds up
 from __future__ import annotations
 
 import threading
-from typing import Any, Hashable, Iterable
+import time
+from typing import Any, Callable, Hashable, Iterable
 
 
 class CameraMailboxes:
@@ -37,18 +38,37 @@ class CameraMailboxes:
             self._cond.notify()
             return replaced
 
-    def take_ready(self, timeout: float | None = None) -> list[tuple[Hashable, Any]]:
+    def take_ready(self, timeout: float | None = None,
+                   gather: Callable[[], bool] | None = None) -> list[tuple[Hashable, Any]]:
         """The newest item of every camera that has one, as (camera, item) in camera order, waiting up to
-        `timeout` s for the first; [] on timeout or once closed."""
+        `timeout` s for the first; [] on timeout or once closed.
+
+        `gather`: after the first item, while it says so (an inference worker: another worker's forward still
+        holds the cores), wait for every camera's item as well, up to `timeout` s more; woken by each `put` and
+        by `nudge` (call it when what `gather` reads changes). A camera that stopped holds a turn up for that long
+        at most, and only while there is nothing else the cores could do."""
         with self._cond:
             if not any(self._full.values()) and not self._closed:
                 self._cond.wait(timeout)
+            if gather is not None:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while (not self._closed and any(self._full.values()) and not all(self._full.values())
+                       and gather()):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._cond.wait(left)
             if self._closed:
                 return []
             ready = [(camera, self._slots[camera]) for camera, full in self._full.items() if full]
             for camera, _ in ready:
                 self._slots[camera], self._full[camera] = None, False
             return ready
+
+    def nudge(self) -> None:
+        """Wake a `take_ready` that gathers, to ask its `gather` again."""
+        with self._cond:
+            self._cond.notify_all()
 
     def clear(self) -> None:
         """Drop the untaken items (not counted as replaced)."""

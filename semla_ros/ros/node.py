@@ -475,7 +475,9 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         ticket, frames, results = None, [], None
         try:
             with turns.taking():
-                ready = mailbox.take_ready(timeout=0.25)
+                # While another worker's forward holds the cores, wait for every camera's frame: one fuller
+                # forward later instead of a forward of the first frame to arrive now (fair to every camera).
+                ready = mailbox.take_ready(timeout=0.25, gather=lambda: segmenter.forwards_in_flight > 0)
                 self._apply_live_changes(segmenter)
                 if not ready:
                     return
@@ -493,6 +495,7 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
                 batch = self._decide(frames, segmenter)
             if batch is not None:
                 results = self._segment(batch, frames)
+                mailbox.nudge()   # a worker gathering frames for its turn: the cores are free now
         finally:
             if ticket is not None:   # every ticket publishes (or passes), or the later turns would wait forever
                 with turns.publishing(ticket):
