@@ -247,13 +247,13 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
         turns = TurnOrder()
         workers = worker_count(self._value("inference_workers"), len(self._cameras))
         self._stats.set_engine(inference_workers=workers)
+        if workers > 1:
+            threads = share_cores(workers)
+            self.get_logger().info(f"{workers} inference workers share the model, {threads} PyTorch thread(s) each")
         self._threads = [threading.Thread(target=self._run, args=(segmenter, turns), daemon=True,
                                           name="semla-inference" + (f"-{i}" if i else "")) for i in range(workers)]
         for thread in self._threads:
             thread.start()
-        if workers > 1:
-            threads = share_cores(workers)
-            self.get_logger().info(f"{workers} inference workers share the model, {threads} PyTorch thread(s) each")
         self._state = "inactive"
         return SUCCESS
 
