@@ -113,7 +113,10 @@ def test_stream_with_domain_change(tmp_path, probe, run_node, run_camera):
     # navigator runs beside segmentation: an embedding reaches the debouncer on a frame after its own).
     assert [_key(s.header) for s in scores] == mask_keys
     first = next(i for i, s in enumerate(scores) if s.embedded_this_frame)
-    assert sum(s.embedded_this_frame for s in scores) >= len(scores) // 2
+    # The two fusions needed warmup_frames (1) embeddings and min_consecutive (2) night ones. How many more
+    # frames were embedded depends on the cadence backing off at rest (embed_rest_every_n, default 4) and on
+    # how many day frames the node segmented before the switch: timing, so not asserted (it once read 7 of 16).
+    assert sum(s.embedded_this_frame for s in scores) >= 1 + 2
     assert all(math.isfinite(s.support_score) and s.support_score > 0 for s in scores[first:])
     assert all(s.top_adapter and math.isfinite(s.scale_free_support) for s in scores[first:])
     assert scores[-1].top_adapter.startswith("night-")

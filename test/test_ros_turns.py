@@ -1,9 +1,11 @@
 """TurnOrder (several inference workers): turns publish in the order they were taken, whatever order their
-forwards end in; and how many workers `inference_workers` gives."""
+forwards end in; how many workers `inference_workers` gives, and the cores each worker's forward gets."""
 import os
 import threading
 
-from semla_ros.ros.turns import TurnOrder, worker_count
+import torch
+
+from semla_ros.ros.turns import TurnOrder, share_cores, worker_count
 
 
 def test_turns_publish_in_ticket_order_though_later_ones_finish_first():
@@ -48,3 +50,15 @@ def test_worker_count():
     assert worker_count(0, 1) == 1                       # one camera: one worker, as before
     assert worker_count(0, 3) == min(3, cores)           # one per camera, at most the cores
     assert worker_count(0, 64) == cores
+
+
+def test_share_cores_gives_each_worker_its_share_of_the_threads():
+    before = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        assert share_cores(1) == cores and torch.get_num_threads() == cores
+        assert share_cores(2) == max(1, cores // 2) and torch.get_num_threads() == max(1, cores // 2)
+        assert share_cores(cores * 4) == 1 and torch.get_num_threads() == 1   # never none
+    finally:
+        torch.set_num_threads(before)
+

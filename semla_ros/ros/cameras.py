@@ -7,10 +7,10 @@ relative to the node's, as image_pipeline's camera namespaces: camera `front` su
 `front/overlay` and `front/coverage`; '' is the node's own namespace (`image` -> `mask`, the single-camera
 default). A driver's own topic is remapped onto it (`-r front/image:=/cam_front/color/image_raw`).
 
-One turn of the inference thread (`take_round`): the newest frame of every camera that has one, oldest stamp
+One turn of an inference worker (`take_round`): the newest frame of every camera that has one, oldest stamp
 first, each with its merged frame time; a frame that cannot be segmented is set aside for its camera alone. The
-node hands the turn's frames to `SemlaSegmenter.process_batch` together, so frames of one size go through the
-network in one forward, and publishes each result on its own camera's topics with its own header.
+node hands the turn's frames to the segmenter together (`decide_batch`, then `segment`), so frames of one size
+go through the network in one forward, and publishes each result on its own camera's topics with its own header.
 
 Standard library only (no rclpy): tested without ROS.
 """

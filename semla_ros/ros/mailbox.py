@@ -1,4 +1,4 @@
-"""One-slot mailboxes between the image callbacks and the inference thread.
+"""One-slot mailboxes between the image callbacks and the inference workers.
 
 Why one slot: a camera at 30 Hz in front of a model at 5 Hz must not build a queue; the model should
 always see the newest frame and the age of what we publish must stay bounded. `put` never blocks

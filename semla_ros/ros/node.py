@@ -1,9 +1,10 @@
 """The `semla_segmenter` ROS 2 node: topics, services, parameters and threads around SemlaSegmenter.
 
 Why this shape: nothing slow runs in a ROS callback. The image callback converts the frame and drops
-it into a one-slot mailbox; one inference thread owns the segmenter, always takes the newest frame
-and publishes everything for it with the input's header; the segmenter adapts on its own worker and
-swaps between frames. Configuration problems (missing checkpoint, absent library, bad parameter)
+it into a one-slot mailbox; the inference workers (one per camera by default, `inference_workers`, see
+ros/turns.py) take the newest frames in turns, segment them with the one segmenter and publish
+everything for each frame with its input's header, in the frames' order; the segmenter adapts on its
+own worker and swaps between forwards. Configuration problems (missing checkpoint, absent library, bad parameter)
 are logged once and shown in /diagnostics while the node stays up, so a launch file never
 crash-loops.
 
