@@ -119,9 +119,10 @@ class DecidedBatch:
     """A batch whose decisions are made and whose model is held (`SemlaSegmenter.decide_batch`): `segment()`
     runs its forward and returns the frames' results; the model is let go after it, or by `close()`."""
 
-    def __init__(self, segmenter: SemlaSegmenter, images, results: list[FrameResult], text, run: dict,
-                 model_use: ModelUse | None):
-        self._segmenter, self._images, self._results, self._text, self._run = segmenter, images, results, text, run
+    def __init__(self, segmenter: SemlaSegmenter, images, results: list[FrameResult], text, forward,
+                 max_batch: int | None, model_use: ModelUse | None):
+        self._segmenter, self._images, self._results, self._text = segmenter, images, results, text
+        self._forward, self._max_batch = forward, max_batch   # the backend's forward (None: PyTorch), its limit
         self._model_use = model_use   # None: nothing held (an empty batch, or let go already)
 
     def segment(self) -> list[FrameResult]:
@@ -133,7 +134,8 @@ class DecidedBatch:
             raise RuntimeError("this batch let its model go: decide it again")
         try:
             start = time.perf_counter()
-            predictions = self._segmenter.predictor.predict_frames(self._images, self._text, **self._run)
+            predictions = self._segmenter.predictor.predict_frames(self._images, self._text, forward=self._forward,
+                                                                     max_batch=self._max_batch)
             model_ms = (time.perf_counter() - start) * 1e3
         finally:
             self.close()
@@ -336,7 +338,7 @@ class SemlaSegmenter:
             raise ValueError(f"{count} images need as many stamps and times, got {len(stamps)} and {len(times)}")
         nows = [self._frame_time(time_s) for time_s in times]
         if count == 0:
-            return DecidedBatch(self, [], [], None, {}, None)
+            return DecidedBatch(self, [], [], None, None, None, None)
         with self._lock:
             seen = [self._see(image, stamp, now) for image, stamp, now in zip(images, stamps, nows, strict=True)]
             fusion = None
@@ -350,6 +352,7 @@ class SemlaSegmenter:
             active, decider = self._adaptation.active, self._decider
             distance_rule = self._library is not None and self._settings.trigger == "distance"
             threshold = self.threshold if distance_rule else math.nan
+            classes = tuple(self.predictor.class_names)
             results = []
             for i, frame in enumerate(seen):
                 decision, job = frame.decision, frame.job
@@ -357,7 +360,7 @@ class SemlaSegmenter:
                     embedding=frame.embedding, embedded_stamp=job.stamp, embedded_image=job.image,
                     embedded_time_s=job.time_s, retrieval=frame.retrieval)
                 results.append(FrameResult(
-                    class_ids=_NO_MASK, classes=tuple(self.predictor.class_names),
+                    class_ids=_NO_MASK, classes=classes,
                     support=frame.retrieval.support if frame.retrieval is not None else math.nan,
                     ema_distance=decision.ema_distance if decision is not None else math.nan,
                     threshold=threshold, consecutive=decision.consecutive if decision is not None else 0,
@@ -369,8 +372,7 @@ class SemlaSegmenter:
             text = self.predictor.text_embeddings()   # the vocabulary the results name, for this model
             forward = self.backend.forward if self.backend is not None else None
             self._model_use.share()   # before the lock goes: no change comes between this swap and the forward
-        return DecidedBatch(self, images, results, text, {"forward": forward, "max_batch": self._max_batch()},
-                            self._model_use)
+        return DecidedBatch(self, images, results, text, forward, self._max_batch(), self._model_use)
 
     # ------------------------------------------------------------------ internals
     def _install_library(self, library: AdapterLibrary) -> None:

@@ -524,14 +524,13 @@ class SemlaSegmenterNode(LifecycleNodeMixin, Node):
             return None
 
     def _segment(self, batch, frames: list[RoundFrame]):
-        """A decided turn's forward (beside other workers' forwards); None when it failed."""
+        """A decided turn's forward (beside other workers' forwards); None when it failed. `segment` lets the
+        model go whether or not the forward ran."""
         try:
             return batch.segment()
         except Exception as error:
             self._inference_failed(frames, error)
             return None
-        finally:
-            batch.close()
 
     def _inference_failed(self, frames: list[RoundFrame], error: Exception) -> None:
         for item in frames:
